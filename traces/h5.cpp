@@ -1,0 +1,405 @@
+#include "h5.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+
+#include "error.hpp"
+
+namespace moesim::h5 {
+
+namespace {
+// HDF5 prints its error stack by default; moesim reports one line instead.
+struct SilenceHdf5 {
+  SilenceHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+};
+const SilenceHdf5 silence;
+
+template <class T>
+struct Native;
+template <>
+struct Native<float> {
+  static hid_t mem() { return H5T_NATIVE_FLOAT; }
+  static hid_t disk() { return H5T_IEEE_F32LE; }
+  static constexpr DType type = DType::f32;
+};
+template <>
+struct Native<double> {
+  static hid_t mem() { return H5T_NATIVE_DOUBLE; }
+  static hid_t disk() { return H5T_IEEE_F64LE; }
+  static constexpr DType type = DType::f64;
+};
+template <>
+struct Native<std::int32_t> {
+  static hid_t mem() { return H5T_NATIVE_INT32; }
+  static hid_t disk() { return H5T_STD_I32LE; }
+  static constexpr DType type = DType::i32;
+};
+template <>
+struct Native<std::int64_t> {
+  static hid_t mem() { return H5T_NATIVE_INT64; }
+  static hid_t disk() { return H5T_STD_I64LE; }
+  static constexpr DType type = DType::i64;
+};
+template <>
+struct Native<std::uint16_t> {
+  static hid_t mem() { return H5T_NATIVE_UINT16; }
+  static hid_t disk() { return H5T_STD_U16LE; }
+  static constexpr DType type = DType::bf16;  // 16-bit patterns: bf16 or fp16 per "dtype"
+};
+template <>
+struct Native<std::uint8_t> {
+  static hid_t mem() { return H5T_NATIVE_UINT8; }
+  static hid_t disk() { return H5T_STD_U8LE; }
+  static constexpr DType type = DType::u8;
+};
+
+// Maps an on-disk type onto the DType moesim reads it as.
+DType classify(hid_t type, bool& ok) {
+  ok = true;
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  if (cls == H5T_FLOAT && size == 4) return DType::f32;
+  if (cls == H5T_FLOAT && size == 8) return DType::f64;
+  if (cls == H5T_FLOAT && size == 2) return DType::f16;
+  if (cls == H5T_INTEGER) {
+    const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+    if (is_signed && size == 4) return DType::i32;
+    if (is_signed && size == 8) return DType::i64;
+    if (!is_signed && size == 2) return DType::bf16;
+    if (!is_signed && size == 1) return DType::u8;
+  }
+  ok = false;
+  return DType::u8;
+}
+
+std::string stored_name(DType t) {
+  if (t == DType::bf16) return "uint16";
+  return std::string(name(t));
+}
+}  // namespace
+
+Id& Id::operator=(Id&& o) noexcept {
+  if (this != &o) {
+    reset();
+    id_ = o.id_;
+    close_ = o.close_;
+    o.id_ = -1;
+  }
+  return *this;
+}
+
+void Id::reset() noexcept {
+  if (id_ >= 0 && close_) close_(id_);
+  id_ = -1;
+}
+
+std::uint64_t DatasetInfo::elements() const {
+  std::uint64_t n = 1;
+  for (auto d : dims) n *= d;
+  return n;
+}
+
+void File::fail(const std::string& obj, const std::string& what) const { throw Error(where(path_, obj) + what); }
+
+File File::open_read(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw Error(path + ": cannot open: no such file");
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw Error(path + ": cannot open: truncated or damaged HDF5 file");
+  return File(path, Id(f, H5Fclose));
+}
+
+File File::create(const std::string& path) {
+  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw Error(path + ": cannot create file");
+  return File(path, Id(f, H5Fclose));
+}
+
+void File::close() {
+  if (file_.get() < 0) return;
+  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) fail("", "cannot flush file");
+  file_.reset();
+}
+
+bool File::exists(const std::string& obj) const {
+  if (obj.empty() || obj == "/") return true;
+  // H5Lexists must be asked one component at a time, or a missing parent is an error.
+  std::string prefix;
+  size_t pos = obj[0] == '/' ? 1 : 0;
+  prefix = obj[0] == '/' ? "/" : "";
+  while (pos <= obj.size()) {
+    size_t next = obj.find('/', pos);
+    if (next == std::string::npos) next = obj.size();
+    prefix += obj.substr(pos, next - pos);
+    if (H5Lexists(file_.get(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (H5Oexists_by_name(file_.get(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    prefix += "/";
+    pos = next + 1;
+  }
+  return true;
+}
+
+Id File::open_object(const std::string& obj) const {
+  if (!exists(obj)) fail(obj, "missing");
+  hid_t o = H5Oopen(file_.get(), obj.c_str(), H5P_DEFAULT);
+  if (o < 0) fail(obj, "cannot open object");
+  return Id(o, H5Oclose);
+}
+
+bool File::is_group(const std::string& obj) const {
+  if (!exists(obj)) return false;
+  H5O_info_t oi;
+  if (H5Oget_info_by_name(file_.get(), obj.c_str(), &oi, H5P_DEFAULT) < 0) fail(obj, "cannot inspect object");
+  return oi.type == H5O_TYPE_GROUP;
+}
+
+std::vector<std::string> File::children(const std::string& group) const {
+  if (!is_group(group)) fail(group, "missing group");
+  Id g(H5Gopen2(file_.get(), group.c_str(), H5P_DEFAULT), H5Gclose);
+  if (g.get() < 0) fail(group, "cannot open group");
+  H5G_info_t gi;
+  if (H5Gget_info(g.get(), &gi) < 0) fail(group, "cannot list group");
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < gi.nlinks; ++i) {
+    ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n < 0) fail(group, "cannot list group");
+    std::string s(static_cast<size_t>(n), '\0');
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1, H5P_DEFAULT);
+    names.push_back(s);
+  }
+  return names;
+}
+
+DatasetInfo File::info(const std::string& ds) const {
+  if (!exists(ds)) fail(ds, "missing dataset");
+  Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
+  if (d.get() < 0) fail(ds, "not a dataset");
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  Id type(H5Dget_type(d.get()), H5Tclose);
+  if (space.get() < 0 || type.get() < 0) fail(ds, "cannot read dataspace");
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0 || rank > 8) fail(ds, "unsupported dataspace");
+  DatasetInfo info;
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  info.dims.assign(dims.begin(), dims.end());
+  bool ok;
+  info.stored = classify(type.get(), ok);
+  if (!ok) fail(ds, "unsupported element type");
+  if (has_attr(ds, "dtype")) info.declared = attr_string(ds, "dtype");
+  return info;
+}
+
+template <class T>
+std::vector<T> File::read(const std::string& ds) const {
+  DatasetInfo in = info(ds);
+  if (in.stored != Native<T>::type)
+    fail(ds, "dtype is " + stored_name(in.stored) + ", expected " + stored_name(Native<T>::type));
+  // Callers check shapes against the trace's config before reading; this guards the rest.
+  if (in.elements() > (std::uint64_t{1} << 34) / sizeof(T)) fail(ds, "absurd size");
+  std::vector<T> out(in.elements());
+  Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!out.empty() && H5Dread(d.get(), Native<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    fail(ds, "read failed (truncated or damaged file)");
+  return out;
+}
+
+std::vector<double> File::read_rows_as_double(const std::string& ds, std::uint64_t row0, std::uint64_t nrows) const {
+  DatasetInfo in = info(ds);
+  std::uint64_t row_elems = 1;
+  for (size_t i = 1; i < in.dims.size(); ++i) row_elems *= in.dims[i];
+  if (in.dims.empty()) {
+    if (row0 != 0 || nrows != 1) fail(ds, "scalar dataset read past its end");
+  } else if (row0 + nrows > in.dims[0]) {
+    fail(ds, "rows " + std::to_string(row0) + ".." + std::to_string(row0 + nrows) + " past its end");
+  }
+  std::vector<double> out(nrows * row_elems);
+  if (out.empty()) return out;
+  Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
+  Id fspace(H5Dget_space(d.get()), H5Sclose);
+  std::vector<hsize_t> start(in.dims.size(), 0), count(in.dims.begin(), in.dims.end());
+  hid_t mspace_id = H5S_ALL, fspace_id = H5S_ALL;
+  Id mspace;
+  if (!in.dims.empty()) {
+    start[0] = row0;
+    count[0] = nrows;
+    H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+    mspace = Id(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
+    mspace_id = mspace.get();
+    fspace_id = fspace.get();
+  }
+  if (H5Dread(d.get(), H5T_NATIVE_DOUBLE, mspace_id, fspace_id, H5P_DEFAULT, out.data()) < 0)
+    fail(ds, "read failed (truncated or damaged file)");
+  return out;
+}
+
+template <class T>
+void File::write(const std::string& ds, const std::vector<std::uint64_t>& dims, const T* data,
+                 const std::string& declared) {
+  const auto slash = ds.rfind('/');
+  if (slash != std::string::npos && slash > 0) create_group(ds.substr(0, slash));
+  std::vector<hsize_t> hd(dims.begin(), dims.end());
+  Id space(H5Screate_simple(static_cast<int>(hd.size()), hd.data(), nullptr), H5Sclose);
+  Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  std::uint64_t elems = 1;
+  for (auto d : dims) elems *= d;
+  if (!hd.empty() && elems * sizeof(T) >= 4096 && hd[0] > 0) {
+    // Chunks of whole rows near 256 KiB; shuffle + deflate are built into every HDF5 build.
+    std::vector<hsize_t> chunk = hd;
+    std::uint64_t row = elems / hd[0] * sizeof(T);
+    chunk[0] = std::clamp<hsize_t>(row ? (256 * 1024) / row : 1, 1, hd[0]);
+    H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data());
+    H5Pset_shuffle(dcpl.get());
+    H5Pset_deflate(dcpl.get(), 4);
+  }
+  Id d(H5Dcreate2(file_.get(), ds.c_str(), Native<T>::disk(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+       H5Dclose);
+  if (d.get() < 0) fail(ds, "cannot create dataset");
+  if (elems && H5Dwrite(d.get(), Native<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(ds, "write failed");
+  if (!declared.empty()) set_attr(ds, "dtype", declared);
+}
+
+void File::create_group(const std::string& group) {
+  if (exists(group)) return;
+  Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Id g(H5Gcreate2(file_.get(), group.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  if (g.get() < 0) fail(group, "cannot create group");
+}
+
+bool File::has_attr(const std::string& obj, const std::string& name) const {
+  if (!exists(obj)) return false;
+  return H5Aexists_by_name(file_.get(), obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+namespace {
+struct Attr {
+  Id attr, type;
+};
+Attr open_attr(const File& f, const std::string& obj, const std::string& name) {
+  if (!f.has_attr(obj, name)) f.fail(obj, "missing attribute '" + name + "'");
+  Id a(H5Aopen_by_name(f.id(), obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.get() < 0) f.fail(obj, "cannot open attribute '" + name + "'");
+  Id t(H5Aget_type(a.get()), H5Tclose);
+  Id s(H5Aget_space(a.get()), H5Sclose);
+  if (H5Sget_simple_extent_npoints(s.get()) != 1) f.fail(obj, "attribute '" + name + "' is not a scalar");
+  return {std::move(a), std::move(t)};
+}
+}  // namespace
+
+std::string File::attr_string(const std::string& obj, const std::string& name) const {
+  Attr a = open_attr(*this, obj, name);
+  if (H5Tget_class(a.type.get()) != H5T_STRING) fail(obj, "attribute '" + name + "' is not a string");
+  if (H5Tis_variable_str(a.type.get()) > 0) {
+    Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    char* s = nullptr;
+    if (H5Aread(a.attr.get(), mem.get(), &s) < 0) fail(obj, "cannot read attribute '" + name + "'");
+    std::string out = s ? s : "";
+    H5free_memory(s);
+    return out;
+  }
+  size_t n = H5Tget_size(a.type.get());
+  if (n > (1u << 20)) fail(obj, "attribute '" + name + "' is absurdly long");
+  std::string out(n, '\0');
+  Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(mem.get(), n);
+  if (H5Aread(a.attr.get(), mem.get(), out.data()) < 0) fail(obj, "cannot read attribute '" + name + "'");
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+std::int64_t File::attr_int(const std::string& obj, const std::string& name) const {
+  Attr a = open_attr(*this, obj, name);
+  if (H5Tget_class(a.type.get()) != H5T_INTEGER) fail(obj, "attribute '" + name + "' is not an integer");
+  std::int64_t v = 0;
+  if (H5Aread(a.attr.get(), H5T_NATIVE_INT64, &v) < 0) fail(obj, "cannot read attribute '" + name + "'");
+  return v;
+}
+
+double File::attr_double(const std::string& obj, const std::string& name) const {
+  Attr a = open_attr(*this, obj, name);
+  const auto cls = H5Tget_class(a.type.get());
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) fail(obj, "attribute '" + name + "' is not a number");
+  double v = 0;
+  if (H5Aread(a.attr.get(), H5T_NATIVE_DOUBLE, &v) < 0) fail(obj, "cannot read attribute '" + name + "'");
+  return v;
+}
+
+namespace {
+void write_attr(File& f, const std::string& obj, const std::string& name, hid_t disk, hid_t mem, const void* v) {
+  if (!f.exists(obj)) f.create_group(obj);
+  if (f.has_attr(obj, name)) H5Adelete_by_name(f.id(), obj.c_str(), name.c_str(), H5P_DEFAULT);
+  Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  Id a(H5Acreate_by_name(f.id(), obj.c_str(), name.c_str(), disk, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                         H5P_DEFAULT),
+       H5Aclose);
+  if (a.get() < 0 || H5Awrite(a.get(), mem, v) < 0) f.fail(obj, "cannot write attribute '" + name + "'");
+}
+}  // namespace
+
+void File::set_attr(const std::string& obj, const std::string& name, const std::string& value) {
+  // Fixed-length ASCII strings: h5py returns them as bytes/str and h5dump prints them plainly.
+  Id t(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(t.get(), std::max<size_t>(value.size(), 1));
+  H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
+  std::string padded = value;
+  padded.resize(std::max<size_t>(value.size(), 1), '\0');
+  write_attr(*this, obj, name, t.get(), t.get(), padded.data());
+}
+
+void File::set_attr(const std::string& obj, const std::string& name, std::int64_t value) {
+  write_attr(*this, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void File::set_attr(const std::string& obj, const std::string& name, double value) {
+  write_attr(*this, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+template std::vector<float> File::read<float>(const std::string&) const;
+template std::vector<double> File::read<double>(const std::string&) const;
+template std::vector<std::int32_t> File::read<std::int32_t>(const std::string&) const;
+template std::vector<std::int64_t> File::read<std::int64_t>(const std::string&) const;
+template std::vector<std::uint16_t> File::read<std::uint16_t>(const std::string&) const;
+template std::vector<std::uint8_t> File::read<std::uint8_t>(const std::string&) const;
+template void File::write<float>(const std::string&, const std::vector<std::uint64_t>&, const float*,
+                                 const std::string&);
+template void File::write<double>(const std::string&, const std::vector<std::uint64_t>&, const double*,
+                                  const std::string&);
+template void File::write<std::int32_t>(const std::string&, const std::vector<std::uint64_t>&,
+                                        const std::int32_t*, const std::string&);
+template void File::write<std::int64_t>(const std::string&, const std::vector<std::uint64_t>&,
+                                        const std::int64_t*, const std::string&);
+template void File::write<std::uint16_t>(const std::string&, const std::vector<std::uint64_t>&,
+                                         const std::uint16_t*, const std::string&);
+template void File::write<std::uint8_t>(const std::string&, const std::vector<std::uint64_t>&,
+                                        const std::uint8_t*, const std::string&);
+
+AtomicOutput::AtomicOutput(std::string path)
+    : path_(std::move(path)),
+      tmp_(path_ + ".tmp" + std::to_string(::getpid())),
+      file_(File::create(tmp_)) {}
+
+AtomicOutput::~AtomicOutput() {
+  if (!committed_) {
+    file_ = File(std::string(), Id());
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+  }
+}
+
+void AtomicOutput::commit() {
+  file_.close();
+  std::error_code ec;
+  std::filesystem::rename(tmp_, path_, ec);
+  if (ec) throw Error(path_ + ": cannot rename output into place: " + ec.message());
+  committed_ = true;
+}
+
+}  // namespace moesim::h5

@@ -1,0 +1,43 @@
+#pragma once
+// Reading and writing trace files (traces/SCHEMA.md). The reader validates everything it reads
+// and throws moesim::Error with one line naming file, dataset and index.
+#include <string>
+#include <vector>
+
+#include "h5.hpp"
+#include "trace.hpp"
+
+namespace moesim {
+
+inline constexpr int kSchemaVersion = 1;
+inline constexpr const char* kTraceFormat = "moesim-trace";
+
+struct ReadOptions {
+  bool tensors = true;   // load (or generate) x; false reads routing only
+  bool captured = true;  // load the captured side
+  bool weights = true;   // load stored expert weights
+};
+
+struct ReadReport {
+  std::vector<std::string> warnings;  // e.g. duplicate ids within a token's row
+};
+
+Trace read_trace(const std::string& path, const ReadOptions& options = {}, ReadReport* report = nullptr);
+
+// Writes to a temporary file and renames it into place.
+void write_trace(const Trace& trace, const std::string& path);
+
+// Lower-level pieces shared with golden and run files.
+void write_trace_into(const Trace& trace, h5::File& file);
+// Writes values of a float tensor as `dtype` (f32 as float, bf16/f16 as uint16 patterns,
+// fp8 as uint8 codes) with the "dtype" attribute saying which. Values must be representable.
+void write_values(h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
+                  const std::vector<float>& values, DType dtype);
+// Reads a float tensor stored by write_values (or plain float32/float64), checking its shape.
+std::vector<float> read_values(const h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
+                               DType expected);
+
+std::string layer_path(int layer);
+std::string rank_path(int layer, int rank);
+
+}  // namespace moesim
