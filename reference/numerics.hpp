@@ -1,0 +1,22 @@
+#pragma once
+// The numerics modes of the reference model (reference/NUMERICS.md says what each rounds where).
+#include <string_view>
+
+#include "dtype.hpp"
+
+namespace moesim {
+
+// exact: float64 everywhere, the golden truth. fp32: float32 inputs and accumulation.
+// bf16: a bf16 GPU kernel emulated bit for bit. fp8: bf16 plus fp8 dispatch quantization.
+enum class Numerics { exact, fp32, bf16, fp8 };
+
+std::string_view name(Numerics n);
+Numerics parse_numerics(std::string_view s);  // throws Error on an unknown name
+
+// The element type golden/run files store outputs in: f64, f32, bf16, bf16.
+DType output_dtype(Numerics n);
+
+// True when values are held as float64 (exact); every other mode computes in float32.
+inline bool is_f64(Numerics n) { return n == Numerics::exact; }
+
+}  // namespace moesim
