@@ -246,6 +246,7 @@ void File::write(const std::string& ds, const std::vector<std::uint64_t>& dims, 
   std::vector<hsize_t> hd(dims.begin(), dims.end());
   Id space(H5Screate_simple(static_cast<int>(hd.size()), hd.data(), nullptr), H5Sclose);
   Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  H5Pset_obj_track_times(dcpl.get(), 0);  // no timestamps: same content, same bytes
   std::uint64_t elems = 1;
   for (auto d : dims) elems *= d;
   if (!hd.empty() && elems * sizeof(T) >= 4096 && hd[0] > 0) {
@@ -269,7 +270,9 @@ void File::create_group(const std::string& group) {
   if (exists(group)) return;
   Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Id g(H5Gcreate2(file_.get(), group.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+  H5Pset_obj_track_times(gcpl.get(), 0);
+  Id g(H5Gcreate2(file_.get(), group.c_str(), lcpl.get(), gcpl.get(), H5P_DEFAULT), H5Gclose);
   if (g.get() < 0) fail(group, "cannot create group");
 }
 
@@ -307,9 +310,11 @@ std::string File::attr_string(const std::string& obj, const std::string& name) c
   }
   size_t n = H5Tget_size(a.type.get());
   if (n > (1u << 20)) fail(obj, "attribute '" + name + "' is absurdly long");
-  std::string out(n, '\0');
+  // One byte more than stored: a null-terminated memory type of the stored size would drop the
+  // last character of a null-padded string.
+  std::string out(n + 1, '\0');
   Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem.get(), n);
+  H5Tset_size(mem.get(), n + 1);
   if (H5Aread(a.attr.get(), mem.get(), out.data()) < 0) fail(obj, "cannot read attribute '" + name + "'");
   out.resize(std::strlen(out.c_str()));
   return out;
