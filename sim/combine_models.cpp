@@ -1,0 +1,157 @@
+// The combine models (pairing.hpp) and the final output. Every sum is in the accumulation type
+// (float64 in exact mode, float32 otherwise), in ascending top-k slot order, rounded once to the
+// output dtype (bf16 in bf16/fp8 modes) as reference/NUMERICS.md rounds the reference's own
+// weighted sum; the weighted model calls the reference's combine primitive itself. The final
+// output then applies the routed scaling factor and shared experts with that same primitive,
+// so a pairing that hands the combine the reference's per-slot outputs reproduces its bits.
+#include <algorithm>
+
+#include "error.hpp"
+#include "expert_side.hpp"
+
+namespace moesim::sim {
+
+namespace {
+
+template <class T>
+std::vector<T>& vec(Values& v) {
+  if constexpr (std::is_same_v<T, double>) return v.f64;
+  else return v.f32;
+}
+
+template <class T>
+T round_out(Numerics n, T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (output_dtype(n) == DType::bf16) return round_bf16(v);
+  }
+  return v;
+}
+
+template <class T>
+void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map,
+             const std::vector<SourceRouting>& sources, const Dispatch& d, const SimOptions& o,
+             std::vector<RankRun>& out) {
+  const TraceConfig& c = tr.config;
+  const Layer& layer = tr.layers[lp];
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden;
+  const int per_node = std::max(1, c.mori.gpus_per_node);
+  const bool rank0 = o.dispatch.model == DispatchModel::mori && o.dispatch.negative == NegativeIds::rank0;
+  CombineSpec partial = combine_spec(c, o.numerics);
+  partial.routed_scaling_factor = 1.0;
+  const CombineSpec full = combine_spec(c, o.numerics);
+  ReferenceOptions ro;
+  ro.numerics = o.numerics;
+  ro.fp8_format = o.fp8_format;
+  const ExpertOptions eo = expert_options(c, ro);
+
+  std::vector<const T*> slot_out(K);
+  std::vector<T> acc(H), node_acc(H);
+  std::vector<int> seen;
+  for (int s = 0; s < R; ++s) {
+    const SourceRouting& src = sources[s];
+    const std::int64_t T_s = src.num_tokens;
+    RankRun& run = out[s];
+    run.combine_out.wide = run.final_out.wide = is_f64(o.numerics);
+    auto& cout = vec<T>(run.combine_out);
+    auto& fout = vec<T>(run.final_out);
+    cout.assign(T_s * H, T(0));
+    fout.assign(T_s * H, T(0));
+    // The row of slot k (rank-dedup layouts point every slot of a rank at its one row).
+    auto row_of = [&](std::int64_t t, int k) -> const T* {
+      const int dest = d.slot_dest[s][t * K + k];
+      const std::int64_t row = d.slot_row[s][t * K + k];
+      if (dest < 0 || row < 0) return nullptr;
+      return &vec<T>(out[dest].expert_rows)[row * H];
+    };
+    auto dest_of = [&](int id) { return id >= 0 ? map.rank_of[id] : (rank0 ? 0 : -1); };
+    for (std::int64_t t = 0; t < T_s; ++t) {
+      const std::int32_t* ids = &src.ids[t * K];
+      T* y = &cout[t * H];
+      switch (o.combine) {
+        case CombineModel::weighted:
+          for (int k = 0; k < K; ++k) slot_out[k] = ids[k] >= 0 ? row_of(t, k) : nullptr;
+          combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y);
+          break;
+        case CombineModel::pair_sum:
+        case CombineModel::rank_sum: {
+          std::fill(acc.begin(), acc.end(), T(0));
+          seen.clear();
+          for (int k = 0; k < K; ++k) {
+            const int dest = dest_of(ids[k]);
+            if (dest < 0) continue;
+            if (o.combine == CombineModel::rank_sum) {
+              if (std::find(seen.begin(), seen.end(), dest) != seen.end()) continue;
+              seen.push_back(dest);
+            }
+            if (const T* row = row_of(t, k))
+              for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+          }
+          for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
+          break;
+        }
+        case CombineModel::internode_v1: {
+          std::fill(acc.begin(), acc.end(), T(0));
+          const int nodes = (R + per_node - 1) / per_node;
+          for (int n = 0; n < nodes; ++n) {
+            std::fill(node_acc.begin(), node_acc.end(), T(0));
+            seen.clear();
+            bool any = false;
+            for (int k = 0; k < K; ++k) {
+              const int dest = dest_of(ids[k]);
+              if (dest < 0 || dest / per_node != n) continue;
+              if (std::find(seen.begin(), seen.end(), dest) != seen.end()) continue;
+              seen.push_back(dest);
+              if (const T* row = row_of(t, k)) {
+                any = true;
+                for (int h = 0; h < H; ++h) node_acc[h] = node_acc[h] + row[h];
+              }
+            }
+            if (any)
+              for (int h = 0; h < H; ++h) acc[h] = acc[h] + round_out(o.numerics, node_acc[h]);
+          }
+          for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
+          break;
+        }
+      }
+    }
+
+    // Shared experts run on the source rank, on its own tokens.
+    std::vector<T> shared;
+    if (c.num_shared_experts > 0 && T_s > 0) {
+      const RankInput& in = layer.ranks[s];
+      TokenRows rows;
+      rows.x = in.x.data();
+      rows.scales = is_fp8(c.token_dtype) ? in.x_scales.data() : nullptr;
+      rows.rows = T_s;
+      std::vector<std::vector<T>> outs(c.num_shared_experts, std::vector<T>(T_s * H));
+      for (int j = 0; j < c.num_shared_experts; ++j) {
+        const PreparedExpert pe(wp.shared(lp, j), c.activation, o.numerics);
+        run_expert(pe, rows, eo, outs[j].data());
+      }
+      shared.resize(T_s * H);
+      std::vector<const T*> ptrs(c.num_shared_experts);
+      for (std::int64_t t = 0; t < T_s; ++t) {
+        for (int j = 0; j < c.num_shared_experts; ++j) ptrs[j] = &outs[j][t * H];
+        sum_shared(full, H, c.num_shared_experts, ptrs.data(), &shared[t * H]);
+      }
+    }
+    const float one = 1.0f;
+    for (std::int64_t t = 0; t < T_s; ++t) {
+      const T* y = &cout[t * H];
+      combine_token(full, H, 1, &y, &one, shared.empty() ? nullptr : &shared[t * H], &fout[t * H]);
+    }
+  }
+}
+
+}  // namespace
+
+void run_combine(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
+                 const std::vector<SourceRouting>& sources, const Dispatch& dispatch, const SimOptions& options,
+                 std::vector<RankRun>& out) {
+  if (is_f64(options.numerics))
+    combine<double>(trace, layer_pos, weights, map, sources, dispatch, options, out);
+  else
+    combine<float>(trace, layer_pos, weights, map, sources, dispatch, options, out);
+}
+
+}  // namespace moesim::sim

@@ -1,0 +1,174 @@
+#include "expert_side.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "error.hpp"
+
+namespace moesim::sim {
+
+namespace {
+
+template <class T>
+std::vector<T>& vec(Values& v);
+template <>
+std::vector<double>& vec<double>(Values& v) { return v.f64; }
+template <>
+std::vector<float>& vec<float>(Values& v) { return v.f32; }
+
+struct PlannedJob {
+  int dest;
+  std::int64_t row;
+  Job job;
+};
+
+// Runs fn(i) for i in [0, n) on `threads` threads; each i writes disjoint outputs, so the
+// result does not depend on the thread count.
+template <class Fn>
+void parallel_for(std::size_t n, int threads, Fn fn) {
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr error;
+  std::mutex m;
+  auto worker = [&] {
+    for (std::size_t i; (i = next++) < n;) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(m);
+        if (!error) error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads && static_cast<std::size_t>(t) < n; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+template <class T>
+void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map, const Dispatch& d,
+                 const SimOptions& o, std::vector<RankRun>& out) {
+  const TraceConfig& c = tr.config;
+  const Layer& layer = tr.layers[lp];
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden, S = c.scales_per_token();
+  const bool fp8_tokens = is_fp8(c.token_dtype);
+
+  // 1. Plan every row's jobs; dedup-filter's later copies of a source token reuse its first row.
+  std::vector<PlannedJob> jobs;
+  std::vector<std::vector<std::int64_t>> job_begin(R), dup_of(R);
+  std::vector<Job> tmp(K);
+  for (int r = 0; r < R; ++r) {
+    const RecvBuffer& b = d.ranks[r];
+    std::vector<std::vector<std::int64_t>> first_row(R);
+    for (int s = 0; s < R; ++s) first_row[s].assign(layer.ranks[s].num_tokens, -1);
+    job_begin[r].assign(b.total_recv + 1, 0);
+    dup_of[r].assign(b.total_recv, -1);
+    for (std::int64_t i = 0; i < b.total_recv; ++i) {
+      auto& f = first_row[b.src_rank[i]][b.src_token[i]];
+      const bool first = f < 0;
+      if (first) f = i;
+      else if (o.consumer.model == ConsumerModel::dedup_filter) dup_of[r][i] = f;
+      const int n = plan_row(o.consumer, map, r, K, &b.ids[i * K], b.target[i], b.slot[i], first, tmp.data());
+      for (int j = 0; j < n; ++j) jobs.push_back({r, i, tmp[j]});
+      job_begin[r][i + 1] = static_cast<std::int64_t>(jobs.size());
+    }
+  }
+
+  // 2. Group by logical expert, in ascending expert order.
+  std::vector<std::vector<std::size_t>> by_expert(map.num_logical);
+  for (std::size_t j = 0; j < jobs.size(); ++j) by_expert[map.logical_of[jobs[j].job.expert]].push_back(j);
+  std::vector<int> active;
+  for (int l = 0; l < map.num_logical; ++l)
+    if (!by_expert[l].empty()) active.push_back(l);
+
+  // 3. One reference FFN call per logical expert.
+  ReferenceOptions ro;
+  ro.numerics = o.numerics;
+  ro.fp8_format = o.fp8_format;
+  const ExpertOptions eo = expert_options(c, ro);
+  std::vector<T> job_out(jobs.size() * H);
+  parallel_for(active.size(), o.threads, [&](std::size_t a) {
+    const int l = active[a];
+    const auto& list = by_expert[l];
+    const PreparedExpert pe(wp.routed(lp, l), c.activation, o.numerics);
+    const std::int64_t n = static_cast<std::int64_t>(list.size());
+    std::vector<float> x(n * H), sc(fp8_tokens ? n * S : 0), iw(c.router_weight_on_input ? n : 0);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const PlannedJob& pj = jobs[list[i]];
+      const RecvBuffer& b = d.ranks[pj.dest];
+      const RankInput& src = layer.ranks[b.src_rank[pj.row]];
+      const std::int64_t t = b.src_token[pj.row];
+      std::copy_n(&src.x[t * H], H, &x[i * H]);
+      if (fp8_tokens) std::copy_n(&src.x_scales[t * S], S, &sc[i * S]);
+      if (c.router_weight_on_input) iw[i] = b.weights[pj.row * K + pj.job.slot];
+    }
+    TokenRows rows;
+    rows.x = x.data();
+    rows.scales = fp8_tokens ? sc.data() : nullptr;
+    rows.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
+    rows.rows = n;
+    std::vector<T> y(n * H);
+    run_expert(pe, rows, eo, y.data());
+    for (std::int64_t i = 0; i < n; ++i) std::copy_n(&y[i * H], H, &job_out[list[i] * H]);
+  });
+
+  // 4. Each row's partial from its jobs.
+  CombineSpec partial = combine_spec(c, o.numerics);
+  partial.routed_scaling_factor = 1.0;
+  std::vector<const T*> slot_out(K);
+  for (int r = 0; r < R; ++r) {
+    const RecvBuffer& b = d.ranks[r];
+    out[r].expert_rows.wide = is_f64(o.numerics);
+    auto& rows = vec<T>(out[r].expert_rows);
+    rows.assign(b.total_recv * H, T(0));
+    for (std::int64_t i = 0; i < b.total_recv; ++i) {
+      const std::int64_t jb = job_begin[r][i], je = job_begin[r][i + 1];
+      if (jb == je) continue;
+      if (je - jb == 1 && !jobs[jb].job.weighted) {
+        std::copy_n(&job_out[jb * H], H, &rows[i * H]);
+        continue;
+      }
+      std::fill(slot_out.begin(), slot_out.end(), nullptr);
+      for (std::int64_t j = jb; j < je; ++j) slot_out[jobs[j].job.slot] = &job_out[j * H];
+      combine_token(partial, H, K, slot_out.data(), &b.weights[i * K], nullptr, &rows[i * H]);
+    }
+    for (std::int64_t i = 0; i < b.total_recv; ++i)
+      if (dup_of[r][i] >= 0) std::copy_n(&rows[dup_of[r][i] * H], H, &rows[i * H]);
+  }
+
+  // 5. expert_out [T, K, H]: the job for slot k on the row that carries slot k.
+  for (int s = 0; s < R; ++s) {
+    const std::int64_t T_s = layer.ranks[s].num_tokens;
+    out[s].expert_out.wide = is_f64(o.numerics);
+    auto& eo_s = vec<T>(out[s].expert_out);
+    eo_s.assign(T_s * K * H, T(0));
+    for (std::int64_t t = 0; t < T_s; ++t)
+      for (int k = 0; k < K; ++k) {
+        const int dest = d.slot_dest[s][t * K + k];
+        std::int64_t row = d.slot_row[s][t * K + k];
+        if (dest < 0 || row < 0) continue;
+        if (dup_of[dest][row] >= 0) row = dup_of[dest][row];
+        for (std::int64_t j = job_begin[dest][row]; j < job_begin[dest][row + 1]; ++j)
+          if (jobs[j].job.slot == k) {
+            std::copy_n(&job_out[j * H], H, &eo_s[(t * K + k) * H]);
+            break;
+          }
+      }
+  }
+}
+
+}  // namespace
+
+void run_expert_side(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
+                     const Dispatch& dispatch, const SimOptions& options, std::vector<RankRun>& out) {
+  if (is_f64(options.numerics))
+    expert_side<double>(trace, layer_pos, weights, map, dispatch, options, out);
+  else
+    expert_side<float>(trace, layer_pos, weights, map, dispatch, options, out);
+}
+
+}  // namespace moesim::sim

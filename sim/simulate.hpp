@@ -1,0 +1,50 @@
+#pragma once
+// One simulated layer: routing -> dispatch model -> consumer model (expert math through the CPU
+// reference) -> combine model -> final output, every stage kept for the run file.
+#include <cstdint>
+#include <vector>
+
+#include "consumer.hpp"
+#include "dispatch.hpp"
+#include "expert_map.hpp"
+#include "pairing.hpp"
+#include "reference.hpp"
+#include "stats.hpp"
+
+namespace moesim::sim {
+
+struct SimOptions {
+  DispatchOptions dispatch;
+  ConsumerOptions consumer;
+  CombineModel combine = CombineModel::rank_sum;
+  Numerics numerics = Numerics::exact;
+  DType fp8_format = DType::e4m3;
+  bool logical_ids = false;  // trace ids are logical (EPLB placements): pick replicas by `replica`
+  ReplicaPolicy replica = ReplicaPolicy::round_robin;
+  int threads = 1;
+};
+
+struct RankRun {
+  Values expert_rows;  // [N, H] what the expert side returned for each received row
+  Values expert_out;   // [T, K, H] slot k's unweighted expert output as this run computed it
+  Values combine_out;  // [T, H]
+  Values final_out;    // [T, H]
+};
+
+struct LayerRun {
+  int layer_index = 0;
+  Dispatch dispatch;
+  std::vector<RankRun> ranks;
+  RoutingStats stats;
+};
+
+// The routing of every rank of one layer as dispatch sees it (physical ids).
+std::vector<SourceRouting> layer_sources(const Trace& trace, int layer_pos, const ExpertMap& map,
+                                         const SimOptions& options);
+StatsInput stats_input(const TraceConfig& config, const ExpertMap& map, const SimOptions& options);
+
+// Needs every rank's x loaded. Throws Error for bad options (receive overflow, missing x).
+LayerRun simulate_layer(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
+                        const SimOptions& options);
+
+}  // namespace moesim::sim
