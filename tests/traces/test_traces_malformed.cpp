@@ -1,0 +1,291 @@
+// Each kind of damaged or malformed trace gives one exact line naming file, dataset and index,
+// and `moesim validate` exits 2 with that line. Bad files are made by writing a valid trace and
+// then altering it through the HDF5 C API.
+#include <doctest/doctest.h>
+#include <hdf5.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "error.hpp"
+#include "generate.hpp"
+#include "trace_io.hpp"
+
+using namespace moesim;
+
+namespace {
+std::string tmp(const std::string& name) {
+  std::filesystem::create_directories(MOESIM_TEST_TMP);
+  return std::string(MOESIM_TEST_TMP) + "/" + name;
+}
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A small valid trace: 2 ranks, 8 experts, top-2, H 16, 4 tokens per rank, all stored.
+std::string valid(const std::string& name, bool stored_weights = true) {
+  GenOptions o;
+  o.num_ranks = 2;
+  o.num_experts = 8;
+  o.top_k = 2;
+  o.hidden = 16;
+  o.intermediate = 8;
+  o.tokens_per_rank = 4;
+  o.store_weights = stored_weights;
+  Trace t = generate(o);
+  t.command = "test";
+  const std::string path = tmp("malformed_" + name + ".h5");
+  write_trace(t, path);
+  return path;
+}
+
+// Read-write access for the alterations; closes on scope exit.
+struct Rw {
+  hid_t f;
+  explicit Rw(const std::string& path) : f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) { REQUIRE(f >= 0); }
+  ~Rw() { H5Fclose(f); }
+
+  void set_int(const char* obj, const char* name, long long v) {
+    if (H5Aexists_by_name(f, obj, name, H5P_DEFAULT) > 0) H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name(f, obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(H5Awrite(a, H5T_NATIVE_LLONG, &v) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+  }
+  void set_string(const char* obj, const char* name, const std::string& v) {
+    if (H5Aexists_by_name(f, obj, name, H5P_DEFAULT) > 0) H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, v.size());
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name(f, obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(H5Awrite(a, t, v.data()) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+  }
+  void remove_attr(const char* obj, const char* name) { REQUIRE(H5Adelete_by_name(f, obj, name, H5P_DEFAULT) >= 0); }
+  void remove(const char* obj) { REQUIRE(H5Ldelete(f, obj, H5P_DEFAULT) >= 0); }
+
+  // Replaces a dataset by one of another shape or element type (contents: 0, 1, 2 ...).
+  void replace(const char* ds, std::vector<hsize_t> dims, hid_t disk, hid_t mem) {
+    if (H5Lexists(f, ds, H5P_DEFAULT) > 0) remove(ds);
+    hid_t s = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    hid_t d = H5Dcreate2(f, ds, disk, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    hsize_t n = 1;
+    for (auto x : dims) n *= x;
+    std::vector<double> v(n);
+    for (hsize_t i = 0; i < n; ++i) v[i] = static_cast<double>(i);
+    hid_t mt = mem;
+    std::vector<std::int32_t> iv(v.begin(), v.end());
+    std::vector<float> fv(v.begin(), v.end());
+    REQUIRE(H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                     mt == H5T_NATIVE_INT32 ? static_cast<const void*>(iv.data()) : fv.data()) >= 0);
+    H5Dclose(d);
+    H5Sclose(s);
+  }
+
+  // Overwrites one element of an int32 or float dataset in place.
+  template <class T>
+  void poke(const char* ds, hsize_t flat, T value, hid_t mem) {
+    hid_t d = H5Dopen2(f, ds, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    hid_t s = H5Dget_space(d);
+    const int rank = H5Sget_simple_extent_ndims(s);
+    std::vector<hsize_t> dims(rank), coord(rank);
+    H5Sget_simple_extent_dims(s, dims.data(), nullptr);
+    for (int i = rank - 1; i >= 0; --i) {
+      coord[i] = flat % dims[i];
+      flat /= dims[i];
+    }
+    REQUIRE(H5Sselect_elements(s, H5S_SELECT_SET, 1, coord.data()) >= 0);
+    hsize_t one = 1;
+    hid_t m = H5Screate_simple(1, &one, nullptr);
+    REQUIRE(H5Dwrite(d, mem, m, s, H5P_DEFAULT, &value) >= 0);
+    H5Sclose(m);
+    H5Sclose(s);
+    H5Dclose(d);
+  }
+};
+
+struct Run {
+  int code;
+  std::string output;
+};
+
+Run validate_cli(const std::string& path) {
+  const std::string cmd = std::string(MOESIM_BINARY) + " validate '" + path + "' 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// The library throws exactly `message` (after "PATH: "), and the command prints it on one line
+// and exits 2 without touching the file.
+void expect_rejected(const std::string& path, const std::string& message) {
+  const std::string full = path + ": " + message;
+  CHECK_THROWS_WITH_AS(read_trace(path), full.c_str(), Error);
+  const std::string before = bytes_of(path);
+  const Run r = validate_cli(path);
+  CHECK(r.code == 2);
+  CHECK(r.output == "moesim validate: " + full + "\n");
+  CHECK(bytes_of(path) == before);
+}
+}  // namespace
+
+TEST_CASE("a valid trace validates with exit 0 and prints ok") {
+  const std::string path = valid("ok");
+  const Run r = validate_cli(path);
+  CHECK(r.code == 0);
+  CHECK(r.output == "ok\n");
+}
+
+TEST_CASE("truncated file") {
+  const std::string path = valid("truncated");
+  const std::string bytes = bytes_of(path);
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size() / 2));
+  expect_rejected(path, "cannot open: truncated or damaged HDF5 file");
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), 4);
+  expect_rejected(path, "cannot open: not an HDF5 file");
+}
+
+TEST_CASE("missing file") {
+  const std::string path = tmp("malformed_does_not_exist.h5");
+  std::filesystem::remove(path);
+  CHECK_THROWS_WITH_AS(read_trace(path), (path + ": cannot open: no such file").c_str(), Error);
+  const Run r = validate_cli(path);
+  CHECK(r.code == 2);
+  CHECK(r.output == "moesim validate: " + path + ": cannot open: no such file\n");
+}
+
+TEST_CASE("wrong shape") {
+  const std::string path = valid("shape");
+  Rw(path).replace("/layers/0/ranks/1/topk_ids", {4, 3}, H5T_STD_I32LE, H5T_NATIVE_INT32);
+  expect_rejected(path, "/layers/0/ranks/1/topk_ids: shape [4, 3], expected [4, 2]");
+  const std::string w = valid("shape_w1");
+  Rw(w).replace("/layers/0/weights/w2", {8, 16}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+  expect_rejected(w, "/layers/0/weights/w2: shape [8, 16], expected [8, 16, 8]");
+}
+
+TEST_CASE("wrong dtype") {
+  const std::string ids = valid("dtype_ids");
+  Rw(ids).replace("/layers/0/ranks/1/topk_ids", {4, 2}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+  expect_rejected(ids, "/layers/0/ranks/1/topk_ids: dtype is float32, expected int32");
+  const std::string declared = valid("dtype_declared");
+  Rw(declared).set_string("/layers/0/ranks/0/x", "dtype", "float16");
+  expect_rejected(declared, "/layers/0/ranks/0/x: dtype is float16, expected bfloat16");
+  const std::string ints = valid("dtype_int_x");
+  Rw(ints).replace("/layers/0/ranks/0/x", {4, 16}, H5T_STD_I32LE, H5T_NATIVE_INT32);
+  expect_rejected(ints, "/layers/0/ranks/0/x: dtype is int32, expected bfloat16");
+}
+
+TEST_CASE("ids out of range") {
+  const std::string high = valid("ids_high");
+  Rw(high).poke<std::int32_t>("/layers/0/ranks/1/topk_ids", 2 * 2 + 1, 8, H5T_NATIVE_INT32);
+  expect_rejected(high, "/layers/0/ranks/1/topk_ids: index [2, 1]: id 8 out of range [-1, 8)");
+  const std::string low = valid("ids_low");
+  Rw(low).poke<std::int32_t>("/layers/0/ranks/0/topk_ids", 3 * 2, -2, H5T_NATIVE_INT32);
+  expect_rejected(low, "/layers/0/ranks/0/topk_ids: index [3, 0]: id -2 out of range [-1, 8)");
+}
+
+TEST_CASE("NaN weights") {
+  const std::string router = valid("nan_router");
+  Rw(router).poke<float>("/layers/0/ranks/0/topk_weights", 3 * 2 + 1, std::nanf(""), H5T_NATIVE_FLOAT);
+  expect_rejected(router, "/layers/0/ranks/0/topk_weights: index [3, 1]: value nan is not finite");
+  // Expert weights are bf16 patterns: 0x7fc0 is a bf16 NaN. Element 21 of w1 [8, 16, 16] is row 1, column 5.
+  const std::string expert = valid("nan_w1");
+  Rw(expert).poke<std::uint16_t>("/layers/0/weights/w1", 21, 0x7fc0, H5T_NATIVE_UINT16);
+  expect_rejected(expert, "/layers/0/weights/w1: index [1, 5]: value nan is not finite");
+}
+
+TEST_CASE("missing dataset") {
+  const std::string w = valid("missing_weights");
+  Rw(w).remove("/layers/0/ranks/0/topk_weights");
+  expect_rejected(w, "/layers/0/ranks/0/topk_weights: missing dataset");
+  const std::string x = valid("missing_x");
+  Rw(x).remove("/layers/0/ranks/1/x");
+  expect_rejected(x, "/layers/0/ranks/1/x: missing dataset (and no /generator/x)");
+  const std::string g = valid("missing_generator", false);
+  Rw(g).remove("/generator/weights");
+  expect_rejected(g, "/layers/0/weights: missing: neither stored weights nor /generator/weights");
+}
+
+TEST_CASE("absurd sizes are refused before any allocation") {
+  const std::string tokens = valid("absurd_tokens");
+  Rw(tokens).set_int("/layers/0/ranks/0", "num_tokens", 1LL << 30);
+  expect_rejected(tokens, "/layers/0/ranks/0: attribute 'num_tokens' = 1073741824 out of range [0, 16777216]");
+  const std::string product = valid("absurd_product", false);
+  {
+    Rw f(product);
+    f.set_int("/config", "hidden", 1 << 20);
+    f.set_int("/layers/0/ranks/0", "num_tokens", 1 << 24);
+  }
+  expect_rejected(product, "/layers/0/ranks/0: absurd size: 16777216 tokens x hidden 1048576");
+  const std::string experts = valid("absurd_experts");
+  Rw(experts).set_int("/config", "num_experts", 1LL << 40);
+  expect_rejected(experts, "/config: attribute 'num_experts' = 1099511627776 out of range [1, 1048576]");
+  // A receive buffer of 2^31 rows: declared by the dataspace only, never allocated.
+  const std::string recv = valid("absurd_recv");
+  {
+    Rw f(recv);
+    hsize_t dims[2] = {hsize_t{1} << 31, 2}, chunk[2] = {1024, 2};
+    hid_t s = H5Screate_simple(2, dims, nullptr);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 2, chunk);
+    hid_t l = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(l, 1);
+    hid_t d = H5Dcreate2(f.f, "/layers/0/ranks/0/captured/recv_topk_ids", H5T_STD_I32LE, s, l, p, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    H5Dclose(d);
+    H5Pclose(l);
+    H5Pclose(p);
+    H5Sclose(s);
+  }
+  expect_rejected(recv, "/layers/0/ranks/0/captured: absurd receive buffer of 2147483648 rows");
+}
+
+TEST_CASE("missing attribute") {
+  const std::string path = valid("missing_attr");
+  Rw(path).remove_attr("/config", "top_k");
+  expect_rejected(path, "/config: missing attribute 'top_k'");
+  const std::string tokens = valid("missing_num_tokens");
+  Rw(tokens).remove_attr("/layers/0/ranks/1", "num_tokens");
+  expect_rejected(tokens, "/layers/0/ranks/1: missing attribute 'num_tokens'");
+}
+
+TEST_CASE("wrong schema version or format") {
+  const std::string path = valid("schema");
+  Rw(path).set_int("/", "schema_version", 2);
+  expect_rejected(path, "/: schema_version 2 is not supported (this moesim reads 1)");
+  const std::string format = valid("format");
+  Rw(format).set_string("/", "format", "moesim-golden");
+  expect_rejected(format, "/: not a moesim trace (attribute 'format' is not 'moesim-trace')");
+}
+
+TEST_CASE("duplicate ids within a row are a warning, not an error") {
+  const std::string path = valid("duplicates");
+  {
+    Rw f(path);
+    f.poke<std::int32_t>("/layers/0/ranks/1/topk_ids", 2 * 2 + 0, 5, H5T_NATIVE_INT32);
+    f.poke<std::int32_t>("/layers/0/ranks/1/topk_ids", 2 * 2 + 1, 5, H5T_NATIVE_INT32);
+  }
+  ReadReport report;
+  read_trace(path, {}, &report);
+  REQUIRE(report.warnings.size() == 1);
+  const std::string warning = path + ": /layers/0/ranks/1/topk_ids: row 2: expert 5 appears twice (slots 0 and 1)";
+  CHECK(report.warnings[0] == warning);
+  const Run r = validate_cli(path);
+  CHECK(r.code == 0);
+  CHECK(r.output == "warning: " + warning + "\nok\n");
+}
