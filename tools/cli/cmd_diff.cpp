@@ -1,0 +1,63 @@
+// moesim diff A.h5 B.h5 [OBJECT...]: compares two moesim HDF5 files; exit 0 same, 1 different,
+// 2 error, as h5diff. B is the reference: relative errors and the tolerance divide by |b|,
+// except -p, which follows h5diff and divides by |a|.
+#include <iostream>
+
+#include "command.hpp"
+#include "diff.hpp"
+#include "options.hpp"
+
+namespace moesim::cli {
+namespace {
+
+int run_diff(const std::vector<std::string>& args) {
+  po::options_description desc("options");
+  desc.add_options()("a", po::value<std::string>()->required(), "first file (the candidate)")(
+      "b", po::value<std::string>()->required(), "second file (the reference)")(
+      "objects", po::value<std::vector<std::string>>(), "compare only these datasets or groups")(
+      "json", "print JSON instead of text")("report", po::value<std::string>(), "write per-token error arrays to this HDF5 file")(
+      "quiet,q", "print nothing; the exit code says")("verbose,v", "list datasets within tolerance too")(
+      "delta,d", po::value<double>(), "h5diff -d: an element differs when |a-b| > D")(
+      "relative,p", po::value<double>(), "h5diff -p: an element differs when |a-b|/|a| > R (a = 0 differs unless b = 0)")(
+      "atol", po::value<double>(), "absolute tolerance for every float dataset")(
+      "rtol", po::value<double>(), "relative tolerance for every float dataset")(
+      "tol", po::value<std::vector<std::string>>(), "PATTERN=ATOL,RTOL for datasets matching the glob (repeatable)")(
+      "tol-file", po::value<std::string>(), "file of 'PATTERN ATOL RTOL' lines")(
+      "trace", po::value<std::string>(), "trace whose topk_ids name the experts of golden/run files")(
+      "worst", po::value<int>()->default_value(10), "how many worst tokens to list")(
+      "raw", "compare bf16/fp8 datasets as their stored integers (as h5diff does)")(
+      "block", po::value<std::uint64_t>()->default_value(std::uint64_t{1} << 20), "elements read per block");
+  po::positional_options_description pos;
+  pos.add("a", 1).add("b", 1).add("objects", -1);
+  po::variables_map vm;
+  if (!parse_options("diff", "A.h5 B.h5 [OBJECT...]", desc, pos, args, vm)) return 0;
+
+  diff::Options o;
+  if (vm.count("delta")) o.delta = vm["delta"].as<double>();
+  if (vm.count("relative")) o.relative = vm["relative"].as<double>();
+  if (o.delta && o.relative) throw UsageError("-d and -p are mutually exclusive");
+  if ((o.delta && *o.delta < 0) || (o.relative && *o.relative < 0)) throw UsageError("-d and -p take a value >= 0");
+  if (vm.count("atol")) o.tolerances.atol = vm["atol"].as<double>();
+  if (vm.count("rtol")) o.tolerances.rtol = vm["rtol"].as<double>();
+  // File rules first, so command-line rules win.
+  if (vm.count("tol-file")) o.tolerances.rules = diff::read_tolerance_file(vm["tol-file"].as<std::string>());
+  if (vm.count("tol"))
+    for (const auto& s : vm["tol"].as<std::vector<std::string>>()) o.tolerances.rules.push_back(diff::parse_rule(s));
+  if (vm.count("objects")) o.objects = vm["objects"].as<std::vector<std::string>>();
+  if (vm.count("trace")) o.routing_trace = vm["trace"].as<std::string>();
+  o.worst_tokens = vm["worst"].as<int>();
+  o.raw = vm.count("raw") > 0;
+  o.verbose = vm.count("verbose") > 0;
+  o.block_elements = vm["block"].as<std::uint64_t>();
+  if (o.block_elements == 0) throw UsageError("--block must be positive");
+
+  const diff::Result r = diff::run(vm["a"].as<std::string>(), vm["b"].as<std::string>(), o);
+  if (vm.count("report")) diff::write_report(r, o, vm["report"].as<std::string>());
+  if (!vm.count("quiet")) std::cout << (vm.count("json") ? diff::format_json(r, o) : diff::format_text(r, o));
+  return r.different() ? 1 : 0;
+}
+
+const bool registered = register_command({"diff", "compare two moesim HDF5 files, naming where they diverge", run_diff});
+
+}  // namespace
+}  // namespace moesim::cli

@@ -1,0 +1,287 @@
+#include "diff.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <set>
+
+#include "diff_attrib.hpp"
+#include "diff_read.hpp"
+#include "error.hpp"
+
+namespace moesim::diff {
+
+std::string_view name(Stage s) {
+  switch (s) {
+    case Stage::input: return "input";
+    case Stage::dispatch: return "dispatch";
+    case Stage::expert: return "expert";
+    case Stage::combine: return "combine";
+    case Stage::final_: return "final";
+    default: return "other";
+  }
+}
+
+std::int64_t Result::failed_datasets() const {
+  return std::count_if(datasets.begin(), datasets.end(), [](const auto& d) { return d.failed(); });
+}
+
+std::vector<Divergence> Result::divergences() const {
+  std::vector<Divergence> out;
+  for (const auto& d : datasets)
+    if (d.failed())
+      out.push_back({d.path,
+                     std::to_string(d.metrics.mismatched) + " of " + std::to_string(d.metrics.elements) +
+                         " elements mismatched",
+                     d.stage, d.layer});
+  for (const auto& i : incomparable) out.push_back({i.path, i.why, i.stage, i.layer});
+  for (const auto& a : attributes)
+    if (a.numeric) out.push_back({a.object, "attribute " + a.name + ": " + a.value_a + " vs " + a.value_b, a.stage, a.layer});
+  // Objects outside /layers (layer -1) come after every layer.
+  auto key = [](const Divergence& d) {
+    return std::make_tuple(d.layer < 0 ? INT32_MAX : d.layer, static_cast<int>(d.stage), d.path);
+  };
+  std::stable_sort(out.begin(), out.end(), [&](const auto& x, const auto& y) { return key(x) < key(y); });
+  return out;
+}
+
+std::vector<std::pair<TokenKey, Tally>> Result::worst_tokens(int n) const {
+  std::vector<std::pair<TokenKey, Tally>> v(per_token.begin(), per_token.end());
+  // Worst first; ties keep token order, so the listing is deterministic.
+  std::stable_sort(v.begin(), v.end(), [](const auto& x, const auto& y) {
+    if (x.second.max_abs != y.second.max_abs) return x.second.max_abs > y.second.max_abs;
+    return x.second.mismatched > y.second.mismatched;
+  });
+  if (static_cast<int>(v.size()) > n) v.resize(static_cast<size_t>(std::max(n, 0)));
+  return v;
+}
+
+bool Result::different() const {
+  return failed_datasets() > 0 || !incomparable.empty() ||
+         std::any_of(attributes.begin(), attributes.end(), [](const auto& a) { return a.numeric; }) ||
+         (structure_counts && (!only_a.empty() || !only_b.empty()));
+}
+
+namespace {
+
+// Every object under `root`, path -> is a group, in name order.
+void walk(const h5::File& f, const std::string& root, std::map<std::string, bool>& out) {
+  for (const auto& c : f.children(root)) {
+    const std::string p = (root == "/" ? "/" : root + "/") + c;
+    const bool group = f.is_group(p);
+    out[p] = group;
+    if (group) walk(f, p, out);
+  }
+}
+
+std::map<std::string, bool> objects(const h5::File& f, const std::vector<std::string>& only) {
+  std::map<std::string, bool> out;
+  if (only.empty()) {
+    out["/"] = true;
+    walk(f, "/", out);
+    return out;
+  }
+  for (const auto& o : only) {
+    if (!f.exists(o)) continue;
+    const bool group = f.is_group(o);
+    out[o] = group;
+    if (group) walk(f, o, out);
+  }
+  return out;
+}
+
+std::vector<std::string> attribute_names(const h5::File& f, const std::string& obj) {
+  std::vector<std::string> names;
+  h5::Id o(H5Oopen(f.id(), obj.c_str(), H5P_DEFAULT), H5Oclose);
+  if (o.get() < 0) f.fail(obj, "cannot open object");
+  H5O_info_t oi;
+  if (H5Oget_info(o.get(), &oi) < 0) f.fail(obj, "cannot inspect object");
+  for (hsize_t i = 0; i < oi.num_attrs; ++i) {
+    const ssize_t n = H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n < 0) f.fail(obj, "cannot list attributes");
+    std::string s(static_cast<size_t>(n), '\0');
+    H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1, H5P_DEFAULT);
+    names.push_back(s);
+  }
+  return names;
+}
+
+// "string", "number" or "" (arrays, compounds: not compared).
+std::string attribute_kind(const h5::File& f, const std::string& obj, const std::string& attr) {
+  h5::Id a(H5Aopen_by_name(f.id(), obj.c_str(), attr.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  h5::Id t(H5Aget_type(a.get()), H5Tclose);
+  h5::Id s(H5Aget_space(a.get()), H5Sclose);
+  if (a.get() < 0 || H5Sget_simple_extent_npoints(s.get()) != 1) return "";
+  const auto cls = H5Tget_class(t.get());
+  if (cls == H5T_STRING) return "string";
+  if (cls == H5T_INTEGER || cls == H5T_FLOAT) return "number";
+  return "";
+}
+
+std::string number_text(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+void compare_attributes(const h5::File& a, const h5::File& b, const std::string& obj, Stage stage, Result& r) {
+  static const std::set<std::string> descriptive{"stage", "axes", "dtype"};
+  const auto names_b = attribute_names(b, obj);
+  const std::set<std::string> in_b(names_b.begin(), names_b.end());
+  for (const auto& n : attribute_names(a, obj)) {
+    if (!in_b.count(n) || descriptive.count(n)) continue;
+    const std::string ka = attribute_kind(a, obj, n), kb = attribute_kind(b, obj, n);
+    if (ka.empty() || ka != kb) continue;
+    AttributeResult ar{obj, n, "", "", ka == "number", stage, parse_path(obj).layer};
+    if (ar.numeric) {
+      const double va = a.attr_double(obj, n), vb = b.attr_double(obj, n);
+      if (va == vb || (std::isnan(va) && std::isnan(vb))) continue;
+      ar.value_a = number_text(va);
+      ar.value_b = number_text(vb);
+    } else {
+      ar.value_a = a.attr_string(obj, n);
+      ar.value_b = b.attr_string(obj, n);
+      if (ar.value_a == ar.value_b) continue;
+    }
+    r.attributes.push_back(std::move(ar));
+  }
+}
+
+std::string shape_text(const std::vector<std::uint64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? "," : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+void tally(Tally& t, double abs, const std::string& ds) {
+  ++t.mismatched;
+  if (abs > t.max_abs || t.worst_dataset.empty()) {
+    t.max_abs = std::max(t.max_abs, abs);
+    t.worst_dataset = ds;
+  }
+}
+
+void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routing, const std::string& ds,
+                     const Options& o, Result& r) {
+  const PathInfo where = parse_path(ds);
+  const Stage stage = stage_of(a.has_attr(ds, "stage") ? a : b, ds);
+  ElementType ta, tb;
+  try {
+    ta = element_type(a, ds, o.raw);
+    tb = element_type(b, ds, o.raw);
+  } catch (const Error& e) {
+    // Strings and compounds carry no numbers to compare; damaged files still fail later reads.
+    r.incomparable.push_back({ds, std::string("not numeric: ") + e.what(), stage, where.layer});
+    return;
+  }
+  const auto da = a.info(ds).dims, db = b.info(ds).dims;
+  if (da != db) {
+    r.incomparable.push_back(
+        {ds, "shape " + shape_text(da) + " in " + a.path() + " vs " + shape_text(db) + " in " + b.path(), stage,
+         where.layer});
+    return;
+  }
+  const ElementType ct = coarser(ta, tb);
+  DatasetResult d;
+  d.path = ds;
+  d.dims = da;
+  d.dtype_a = ta.label;
+  d.dtype_b = tb.label;
+  d.stage = stage;
+  d.layer = where.layer;
+  d.rank = where.rank;
+  d.tolerance = o.tolerances.lookup(ds, ct.type);
+  Criterion crit = Criterion::tolerance;
+  double threshold = 0;
+  if (o.delta) crit = Criterion::delta, threshold = *o.delta, d.criterion = "delta";
+  else if (o.relative) crit = Criterion::relative, threshold = *o.relative, d.criterion = "relative";
+  else d.criterion = (d.tolerance.atol == 0 && d.tolerance.rtol == 0) ? "exact" : "atol+rtol";
+  const bool native_f32 = ta.type == DType::f32 && tb.type == DType::f32 && !ta.integer && !tb.integer;
+  Comparator cmp(ct.integer ? DType::i64 : ct.type, crit, d.tolerance, threshold, native_f32);
+
+  Attributor at({&a, &b, routing}, ds, da);
+  d.axes = at.axes();
+  if (!at.routing_source().empty() && r.routing_note.empty()) r.routing_note = at.routing_source();
+  const std::uint64_t rows = da.empty() ? 1 : da[0], row_elems = at.row_elements();
+  d.row_max_abs.assign(rows, 0);
+  d.row_mean_abs.assign(rows, 0);
+  d.row_mismatched.assign(rows, 0);
+  std::vector<std::uint64_t> row_finite(rows, 0);
+
+  BlockReader ra(a, ds, o.raw, o.block_elements), rb(b, ds, o.raw, o.block_elements);
+  std::vector<double> va, vb;
+  std::uint64_t fa = 0, fb = 0;
+  bool first_found = false;
+  while (ra.next(va, fa)) {
+    if (!rb.next(vb, fb) || fa != fb || va.size() != vb.size()) b.fail(ds, "blocks out of step");
+    for (size_t i = 0; i < va.size(); ++i) {
+      const auto e = cmp.add(va[i], vb[i]);
+      const std::uint64_t flat = fa + i, row = flat / row_elems;
+      if (e.differ) d.row_max_abs[row] = std::max(d.row_max_abs[row], e.abs);
+      if (std::isfinite(e.abs)) d.row_mean_abs[row] += e.abs, ++row_finite[row];
+      if (e.new_max_abs) d.max_abs_at = at.locate(flat);
+      if (e.new_max_rel) d.max_rel_at = at.locate(flat);
+      if (!e.mismatch) continue;
+      ++d.row_mismatched[row];
+      const Location l = at.locate(flat);
+      if (!first_found) d.first_mismatch_at = l, first_found = true;
+      if (l.rank >= 0) tally(r.per_rank[l.rank], e.abs, ds);
+      if (l.expert >= 0) tally(r.per_expert[l.expert], e.abs, ds);
+      if (l.token >= 0) tally(r.per_token[{l.layer, l.rank, l.token}], e.abs, ds);
+      else if (l.src_token >= 0) tally(r.per_token[{l.layer, l.src_rank, l.src_token}], e.abs, ds);
+    }
+  }
+  for (std::uint64_t i = 0; i < rows; ++i)
+    if (row_finite[i]) d.row_mean_abs[i] /= static_cast<double>(row_finite[i]);
+  d.metrics = cmp.metrics();
+  r.datasets.push_back(std::move(d));
+}
+
+std::string root_format(const h5::File& f) { return f.has_attr("/", "format") ? f.attr_string("/", "format") : ""; }
+
+}  // namespace
+
+Result run(const std::string& file_a, const std::string& file_b, const Options& o) {
+  if (o.delta && o.relative) throw Error("-d and -p are mutually exclusive (as in h5diff)");
+  const h5::File a = h5::File::open_read(file_a), b = h5::File::open_read(file_b);
+  std::optional<h5::File> routing;
+  if (!o.routing_trace.empty()) routing = h5::File::open_read(o.routing_trace);
+  for (const auto& obj : o.objects)
+    if (!a.exists(obj) && !b.exists(obj)) throw Error(obj + ": in neither " + file_a + " nor " + file_b);
+
+  Result r;
+  r.file_a = file_a;
+  r.file_b = file_b;
+  r.format_a = root_format(a);
+  r.format_b = root_format(b);
+  r.structure_counts = r.format_a == r.format_b;
+  const auto oa = objects(a, o.objects), ob = objects(b, o.objects);
+  // Only the topmost object missing from the other file is listed, not each of its children.
+  auto listed_parent = [](const std::vector<std::string>& listed, const std::string& p) {
+    return !listed.empty() && p.rfind(listed.back() + "/", 0) == 0;
+  };
+  for (const auto& [path, group] : oa) {
+    const auto it = ob.find(path);
+    if (it == ob.end()) {
+      if (!listed_parent(r.only_a, path)) r.only_a.push_back(path);
+      continue;
+    }
+    const bool in_dispatch = path.find("/dispatch") != std::string::npos;
+    const Stage stage = group ? (in_dispatch ? Stage::dispatch : Stage::other) : stage_of(a, path);
+    if (group != it->second) {
+      r.incomparable.push_back({path, "a group in one file and a dataset in the other", stage, parse_path(path).layer});
+      continue;
+    }
+    compare_attributes(a, b, path, stage, r);
+    if (!group) compare_dataset(a, b, routing ? &*routing : nullptr, path, o, r);
+  }
+  for (const auto& [path, group] : ob)
+    if (!oa.count(path) && !listed_parent(r.only_b, path)) r.only_b.push_back(path);
+  // Named objects must be comparable: refuse rather than report.
+  for (const auto& i : r.incomparable)
+    if (std::find(o.objects.begin(), o.objects.end(), i.path) != o.objects.end())
+      throw Error(i.path + ": cannot compare: " + i.why);
+  return r;
+}
+
+}  // namespace moesim::diff

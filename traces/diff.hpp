@@ -1,0 +1,121 @@
+#pragma once
+// moesim diff: compares every dataset two moesim HDF5 files share (traces, golden, run files,
+// captures), with torch.testing-style tolerances, h5diff-compatible -d/-p counts, similarity
+// metrics, and attribution of each mismatch to layer, rank, token, slot or expert and column.
+// Datasets are streamed in blocks, so memory stays bounded by the block size plus per-row
+// summaries, whatever the file size.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "diff_metrics.hpp"
+#include "diff_tolerance.hpp"
+
+namespace moesim::diff {
+
+// Pipeline stages in the order data flows; `input` covers trace inputs (x, topk_ids).
+enum class Stage { input, dispatch, expert, combine, final_, other };
+std::string_view name(Stage s);
+
+struct Options {
+  ToleranceRules tolerances;
+  std::optional<double> delta;     // h5diff -d: differ when |a-b| > delta
+  std::optional<double> relative;  // h5diff -p: differ when |a-b|/|a| > relative (a = first file)
+  bool raw = false;                // compare stored integers, no bf16/fp8 decoding (as h5diff does)
+  std::vector<std::string> objects;  // restrict to these paths (datasets or groups); empty: all
+  std::string routing_trace;         // a trace whose topk_ids attribute golden/run files; "" : none
+  int worst_tokens = 10;
+  bool verbose = false;  // text lists datasets within tolerance too
+  std::uint64_t block_elements = std::uint64_t{1} << 20;  // streaming block size
+};
+
+// Where an element sits in the MoE pipeline; -1 where the path or axes do not say.
+struct Location {
+  int layer = -1, rank = -1;
+  std::int64_t token = -1, row = -1;           // token on `rank`, or received row on `rank`
+  int src_rank = -1;                           // for received rows: where the row came from
+  std::int64_t src_token = -1;
+  int slot = -1, expert = -1;
+  std::int64_t column = -1;
+  std::vector<std::uint64_t> index;            // the full element index
+};
+
+struct DatasetResult {
+  std::string path;
+  std::vector<std::uint64_t> dims;
+  std::string dtype_a, dtype_b;  // effective element types ("bfloat16", "float32", "int32", ...)
+  std::string axes;
+  Stage stage = Stage::other;
+  int layer = -1, rank = -1;
+  Tolerance tolerance;
+  std::string criterion;  // "atol+rtol", "delta", "relative", "exact"
+  Metrics metrics;
+  Location max_abs_at, max_rel_at, first_mismatch_at;
+  // Per first-axis row (token or received row): largest |a-b|, mean |a-b|, mismatched count.
+  std::vector<double> row_max_abs, row_mean_abs;
+  std::vector<std::int64_t> row_mismatched;
+  bool failed() const { return metrics.mismatched > 0; }
+};
+
+struct AttributeResult {
+  std::string object, name, value_a, value_b;
+  bool numeric = false;  // numeric differences count; string ones are notes
+  Stage stage = Stage::other;
+  int layer = -1;
+};
+
+struct Incomparable {
+  std::string path, why;
+  Stage stage = Stage::other;
+  int layer = -1;
+};
+
+// One way the files diverge, placed in the pipeline so the earliest can be named first.
+struct Divergence {
+  std::string path, what;
+  Stage stage = Stage::other;
+  int layer = -1;
+};
+
+// Mismatch totals keyed by rank, expert or source token, in key order.
+struct Tally {
+  std::int64_t mismatched = 0;
+  double max_abs = 0;
+  std::string worst_dataset;
+};
+struct TokenKey {
+  int layer, rank;
+  std::int64_t token;
+  auto operator<=>(const TokenKey&) const = default;
+};
+
+struct Result {
+  std::string file_a, file_b, format_a, format_b;
+  std::vector<DatasetResult> datasets;  // path order
+  std::vector<AttributeResult> attributes;
+  std::vector<std::string> only_a, only_b;
+  std::vector<Incomparable> incomparable;
+  bool structure_counts = true;  // same formats: objects in one file only count as differences
+  std::map<int, Tally> per_rank;
+  std::map<int, Tally> per_expert;
+  std::map<TokenKey, Tally> per_token;
+  std::string routing_note;  // where slot -> expert attribution came from
+
+  std::int64_t failed_datasets() const;
+  // Failing datasets, incomparable shapes and numeric attribute differences in pipeline
+  // order: layer, then stage (input, dispatch, expert, combine, final), then path.
+  std::vector<Divergence> divergences() const;
+  std::vector<std::pair<TokenKey, Tally>> worst_tokens(int n) const;
+  bool different() const;  // exit code 1
+};
+
+Result run(const std::string& file_a, const std::string& file_b, const Options& options);
+
+// Renderers (diff_format.cpp, diff_report.cpp).
+std::string format_text(const Result& r, const Options& options);
+std::string format_json(const Result& r, const Options& options);
+void write_report(const Result& r, const Options& options, const std::string& path);
+
+}  // namespace moesim::diff

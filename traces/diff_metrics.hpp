@@ -1,0 +1,64 @@
+#pragma once
+// Element-wise comparison and the aggregate metrics of one dataset pair. Sums are taken in
+// element order in float64, so results do not depend on block size or thread count.
+#include <cstdint>
+
+#include "diff_tolerance.hpp"
+#include "dtype.hpp"
+
+namespace moesim::diff {
+
+// How an element pair is judged.
+enum class Criterion {
+  tolerance,  // |a-b| <= atol + rtol*|b| (torch.testing; b is the second file, the reference)
+  delta,      // h5diff -d: differ when |a-b| > delta
+  relative,   // h5diff -p: differ when |a-b|/|a| > relative; a = 0 "not comparable" differs
+};
+
+struct Metrics {
+  std::uint64_t elements = 0;
+  std::uint64_t differ = 0;      // a != b (NaN equals NaN), what plain h5diff counts
+  std::uint64_t mismatched = 0;  // fail the criterion
+  std::uint64_t finite_pairs = 0;
+  std::uint64_t not_comparable = 0;  // -p: a = 0 with b != 0 (counted as mismatched, as h5diff)
+  double max_abs = 0, sum_abs = 0;
+  double max_rel = 0;  // |a-b|/|b|, infinite when b = 0 != a
+  double max_ulp = -1;  // in the comparison dtype; -1 when it has no ULP (integers)
+  // DeepEP calc_diff and cosine similarity, over finite pairs.
+  double sum_xy1 = 0, sum_sq1 = 0, sum_ab = 0, sum_aa = 0, sum_bb = 0;
+  std::uint64_t nan_a = 0, nan_b = 0, inf_a = 0, inf_b = 0;
+  std::uint64_t nonfinite_mismatch = 0;  // NaN or Inf in one file where the other differs
+
+  double mean_abs() const { return finite_pairs ? sum_abs / static_cast<double>(finite_pairs) : 0; }
+  double mismatch_percent() const { return elements ? 100.0 * mismatched / elements : 0; }
+  // 1 - 2*sum(x'y')/sum(x'^2+y'^2), x' = a+1, y' = b+1 (DeepEP tests/utils.py calc_diff).
+  double calc_diff() const;
+  double cosine() const;  // 1 when both are all zeros
+};
+
+// Judges element pairs and accumulates Metrics.
+class Comparator {
+ public:
+  Comparator(DType compare_type, Criterion criterion, Tolerance tol, double threshold, bool native_f32);
+  struct Element {
+    double abs = 0, rel = 0;
+    bool mismatch = false, differ = false;
+    bool new_max_abs = false, new_max_rel = false;  // this pair set the dataset's maximum
+  };
+  Element add(double a, double b);
+  const Metrics& metrics() const { return m_; }
+
+ private:
+  DType type_;
+  Criterion criterion_;
+  Tolerance tol_;
+  double threshold_;
+  bool native_f32_;  // h5diff subtracts float32 values in float32; -d/-p match it
+  bool has_ulp_;
+  Metrics m_;
+};
+
+// Distance in units in the last place of `t` (bf16, f16, f32, f64, fp8); NaN or Inf give -1.
+double ulp_distance(double a, double b, DType t);
+
+}  // namespace moesim::diff

@@ -1,0 +1,46 @@
+#pragma once
+// Streams a dataset in blocks of at most `block_elements` values, decoded to double: bf16,
+// fp16 and fp8 stored as integer patterns are decoded through their "dtype" attribute.
+// Blocks depend only on the shape, so two same-shaped datasets are read in aligned blocks.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "h5.hpp"
+
+namespace moesim::diff {
+
+struct ElementType {
+  DType type = DType::f64;  // what tolerances and ULPs use; integers map to i32/i64/u8
+  bool integer = false;
+  std::string label;  // "bfloat16", "float32", "int32", "uint16" ...
+};
+
+// The element type a dataset holds; raw = take integer patterns as integers.
+ElementType element_type(const h5::File& f, const std::string& ds, bool raw);
+// The coarser of two types (the one a comparison can be exact to).
+ElementType coarser(const ElementType& a, const ElementType& b);
+
+class BlockReader {
+ public:
+  BlockReader(const h5::File& f, std::string ds, bool raw, std::uint64_t block_elements);
+  const std::vector<std::uint64_t>& dims() const { return dims_; }
+  const ElementType& type() const { return type_; }
+  std::uint64_t elements() const { return total_; }
+  // Reads the next block; `first` is the row-major index of its first element. False at the end.
+  bool next(std::vector<double>& out, std::uint64_t& first);
+
+ private:
+  const h5::File& file_;
+  std::string ds_;
+  ElementType type_;
+  bool decode_ = false;  // read stored integers and decode them
+  std::vector<std::uint64_t> dims_;
+  std::uint64_t total_ = 0, done_ = 0;
+  size_t split_ = 0;             // axes before split_ advance one index per block
+  std::uint64_t inner_ = 1;      // elements per index step of the split axis
+  std::uint64_t per_block_ = 1;  // split-axis indices per block
+  h5::Id dataset_;
+};
+
+}  // namespace moesim::diff
