@@ -1,0 +1,60 @@
+#include "combine.hpp"
+
+#include "dtype.hpp"
+
+namespace moesim {
+namespace {
+
+template <class T>
+inline T rounded(T v, bool bf16) {
+  return bf16 ? static_cast<T>(round_bf16(static_cast<float>(v))) : v;
+}
+
+bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
+
+template <class T>
+void combine_impl(const CombineSpec& spec, int hidden, int top_k, const T* const* slot_out, const float* weights,
+                  const T* shared, T* out) {
+  const bool rnd = rounds_bf16(spec.numerics);
+  const T scale = static_cast<T>(spec.routed_scaling_factor);
+  for (int c = 0; c < hidden; ++c) {
+    T acc = T(0);
+    for (int k = 0; k < top_k; ++k) {
+      if (!slot_out[k]) continue;
+      acc = spec.router_weight_on_input ? acc + slot_out[k][c] : acc + static_cast<T>(weights[k]) * slot_out[k][c];
+    }
+    T r = rounded(acc, rnd);
+    if (spec.routed_scaling_factor != 1.0) r = rounded(r * scale, rnd);
+    if (shared) r = rounded(r + shared[c], rnd);
+    out[c] = r;
+  }
+}
+
+template <class T>
+void sum_shared_impl(const CombineSpec& spec, int hidden, int num_shared, const T* const* outs, T* out) {
+  const bool rnd = rounds_bf16(spec.numerics);
+  for (int c = 0; c < hidden; ++c) {
+    T acc = T(0);
+    for (int s = 0; s < num_shared; ++s) acc = acc + outs[s][c];
+    out[c] = rounded(acc, rnd);
+  }
+}
+
+}  // namespace
+
+void combine_token(const CombineSpec& spec, int hidden, int top_k, const double* const* slot_out,
+                   const float* weights, const double* shared, double* out) {
+  combine_impl(spec, hidden, top_k, slot_out, weights, shared, out);
+}
+void combine_token(const CombineSpec& spec, int hidden, int top_k, const float* const* slot_out,
+                   const float* weights, const float* shared, float* out) {
+  combine_impl(spec, hidden, top_k, slot_out, weights, shared, out);
+}
+void sum_shared(const CombineSpec& spec, int hidden, int num_shared, const double* const* outs, double* out) {
+  sum_shared_impl(spec, hidden, num_shared, outs, out);
+}
+void sum_shared(const CombineSpec& spec, int hidden, int num_shared, const float* const* outs, float* out) {
+  sum_shared_impl(spec, hidden, num_shared, outs, out);
+}
+
+}  // namespace moesim

@@ -1,0 +1,152 @@
+#include "expert.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "error.hpp"
+#include "gemm.hpp"
+#include "quantize.hpp"
+
+namespace moesim {
+namespace {
+
+constexpr std::int64_t kRowChunk = 256;  // rows per pass, bounding the intermediate buffers
+
+bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
+
+template <class T>
+inline T maybe_bf16(T v, bool round) {
+  return round ? static_cast<T>(round_bf16(static_cast<float>(v))) : v;
+}
+
+template <class T>
+T activation_impl(Activation a, T x) {
+  const T half = T(0.5), one = T(1);
+  switch (a) {
+    case Activation::silu_gated:
+    case Activation::silu: return x / (one + std::exp(-x));
+    case Activation::gelu_erf_gated:
+    case Activation::gelu_erf: return half * x * (one + std::erf(x * T(0.70710678118654752440)));
+    case Activation::gelu_tanh_gated:
+    case Activation::gelu_tanh:
+      return half * x * (one + std::tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+  }
+  return x;
+}
+
+template <class T>
+void input_row(const TokenRows& in, std::int64_t row, int H, const ExpertOptions& o, T* out) {
+  const bool fp8_tokens = is_fp8(o.token_dtype);
+  const int nb = (H + o.scale_block - 1) / o.scale_block;
+  const float* x = in.x + row * H;
+  const float* s = fp8_tokens ? in.scales + row * nb : nullptr;
+  if (fp8_tokens && !in.scales) throw Error("fp8 token rows need their scales");
+  const bool weighted = in.input_weights != nullptr;
+  const T w = weighted ? static_cast<T>(in.input_weights[row]) : T(1);
+  const bool rnd = rounds_bf16(o.numerics);
+  for (int c = 0; c < H; ++c) {
+    T v = fp8_tokens ? static_cast<T>(x[c]) * static_cast<T>(s[c / o.scale_block]) : static_cast<T>(x[c]);
+    if (weighted) v = maybe_bf16(w * v, rnd);  // a bf16 stack multiplies in fp32 and stores bf16
+    out[c] = v;
+  }
+  if (o.numerics == Numerics::fp8) {
+    // Dispatch quantization, unless the stored fp8 row passes through untouched.
+    if (!fp8_tokens || weighted) {
+      std::vector<float> src(out, out + H), q(H), qs(nb);
+      const DType fmt = fp8_tokens ? o.token_dtype : o.fp8_format;
+      if (!is_fp8(fmt)) throw Error("fp8 format must be e4m3 or e4m3fnuz, not " + std::string(name(fmt)));
+      quantize_blocks(src.data(), 1, H, o.scale_block, fmt, q.data(), qs.data());
+      for (int c = 0; c < H; ++c) out[c] = static_cast<T>(q[c] * qs[c / o.scale_block]);
+    }
+  } else if (o.numerics == Numerics::bf16) {
+    for (int c = 0; c < H; ++c) out[c] = maybe_bf16(out[c], true);
+  }
+}
+
+template <class T>
+const std::vector<T>& pick(const std::vector<double>& d, const std::vector<float>& f);
+template <>
+const std::vector<double>& pick<double>(const std::vector<double>& d, const std::vector<float>&) {
+  return d;
+}
+template <>
+const std::vector<float>& pick<float>(const std::vector<double>&, const std::vector<float>& f) {
+  return f;
+}
+
+}  // namespace
+
+struct ExpertKernel {
+  template <class T>
+  static void run(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, T* out) {
+    if (o.numerics != e.numerics_)
+      throw Error("expert prepared for " + std::string(name(e.numerics_)) + " numerics run with " +
+                  std::string(name(o.numerics)));
+    if ((sizeof(T) == 8) != is_f64(e.numerics_))
+      throw Error("expert output type does not match numerics " + std::string(name(e.numerics_)));
+    constexpr int P = gemm::panel_width<T>();
+    const int H = e.hidden_, I = e.inter_;
+    const int rows1 = e.gated_ ? 2 * I : I;
+    const std::int64_t ld1 = gemm::padded(rows1, P), ld2 = gemm::padded(H, P);
+    const bool rnd = rounds_bf16(e.numerics_);
+    const std::vector<T>& w1 = pick<T>(e.w1_f64_, e.w1_f32_);
+    const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
+    const std::int64_t chunk = std::min<std::int64_t>(kRowChunk, std::max<std::int64_t>(in.rows, 1));
+    std::vector<T> a(static_cast<std::size_t>(chunk * H)), g(static_cast<std::size_t>(chunk * ld1)),
+        h(static_cast<std::size_t>(chunk * I)), y(static_cast<std::size_t>(chunk * ld2));
+    for (std::int64_t r0 = 0; r0 < in.rows; r0 += chunk) {
+      const std::int64_t n = std::min(chunk, in.rows - r0);
+      for (std::int64_t r = 0; r < n; ++r) input_row<T>(in, r0 + r, H, o, a.data() + r * H);
+      gemm::multiply<T>(a.data(), n, H, w1, rows1, H, g.data(), ld1);
+      for (std::int64_t r = 0; r < n; ++r) {
+        const T* gr = g.data() + r * ld1;
+        T* hr = h.data() + r * I;
+        for (int i = 0; i < I; ++i) {
+          const T gate = maybe_bf16(gr[i], rnd);  // GEMM1 output stored as bf16
+          T v = activation_impl(e.activation_, gate);
+          if (e.gated_) v = v * maybe_bf16(gr[I + i], rnd);
+          hr[i] = maybe_bf16(v, rnd);
+        }
+      }
+      gemm::multiply<T>(h.data(), n, I, w2, H, I, y.data(), ld2);
+      for (std::int64_t r = 0; r < n; ++r)
+        for (int c = 0; c < H; ++c) out[(r0 + r) * H + c] = maybe_bf16(y[r * ld2 + c], rnd);
+    }
+  }
+};
+
+PreparedExpert::PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics)
+    : hidden_(m.hidden), inter_(m.inter), gated_(m.gated), activation_(activation), numerics_(numerics) {
+  if (m.gated != is_gated(activation)) throw Error("expert matrices do not match the activation");
+  if (m.w1.size() != static_cast<std::size_t>(m.rows1()) * m.hidden ||
+      m.w2.size() != static_cast<std::size_t>(m.hidden) * m.inter)
+    throw Error("expert matrices have the wrong size");
+  const bool rnd = rounds_bf16(numerics);
+  if (is_f64(numerics)) {
+    w1_f64_ = gemm::pack<double>(m.w1.data(), m.rows1(), m.hidden, false);
+    w2_f64_ = gemm::pack<double>(m.w2.data(), m.hidden, m.inter, false);
+  } else {
+    w1_f32_ = gemm::pack<float>(m.w1.data(), m.rows1(), m.hidden, rnd);
+    w2_f32_ = gemm::pack<float>(m.w2.data(), m.hidden, m.inter, rnd);
+  }
+}
+
+void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, double* out) {
+  ExpertKernel::run<double>(e, in, o, out);
+}
+void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, float* out) {
+  ExpertKernel::run<float>(e, in, o, out);
+}
+
+void expert_input_row(const TokenRows& in, std::int64_t row, int hidden, const ExpertOptions& o, double* out) {
+  input_row<double>(in, row, hidden, o, out);
+}
+void expert_input_row(const TokenRows& in, std::int64_t row, int hidden, const ExpertOptions& o, float* out) {
+  input_row<float>(in, row, hidden, o, out);
+}
+
+double activation_value(Activation a, double x) { return activation_impl<double>(a, x); }
+float activation_value(Activation a, float x) { return activation_impl<float>(a, x); }
+
+}  // namespace moesim

@@ -1,0 +1,31 @@
+#pragma once
+// Golden files (traces/SCHEMA.md, "Golden and run files"): the reference's per-rank final and
+// per-(token, slot) expert outputs, in the layout simulator run files share so the two diff.
+#include <string>
+#include <vector>
+
+#include "h5.hpp"
+#include "numerics.hpp"
+#include "reference.hpp"
+
+namespace moesim {
+
+inline constexpr const char* kGoldenFormat = "moesim-golden";
+
+// 16 lowercase hex digits of FNV-1a 64 over the file's bytes.
+std::string trace_file_hash(const std::string& path);
+
+// Root attributes every golden or run file carries.
+void write_result_header(h5::File& file, const std::string& format, Numerics numerics, const std::string& trace_path,
+                         const std::string& command);
+
+// /layers/<l>/ranks/<r>/final_out [T,H] (stage "final") and expert_out [T,K,H] (stage "expert"),
+// stored as output_dtype(numerics). Also /layers num_layers and /layers/<l> step attributes.
+void write_reference_outputs(h5::File& file, const Trace& trace, const std::vector<LayerOutputs>& outputs,
+                             Numerics numerics);
+
+// A whole golden file, written to a temporary name and renamed into place.
+void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
+                  Numerics numerics, const std::string& command);
+
+}  // namespace moesim

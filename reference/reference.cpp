@@ -1,0 +1,217 @@
+#include "reference.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "error.hpp"
+#include "trace_io.hpp"
+
+namespace moesim {
+namespace {
+
+struct RowRef {  // one (rank, token, slot) routed to an expert
+  int rank;
+  std::int64_t token;
+  int slot;
+};
+
+// Runs items [0, n) on `threads` workers taking the next index from a counter. Each item writes
+// only its own outputs, so which thread runs it changes no bit. The first failing item (lowest
+// index) is rethrown, whatever the thread count.
+template <class Fn>
+void parallel_items(std::size_t n, int threads, Fn fn) {
+  std::atomic<std::size_t> next{0};
+  std::mutex mu;
+  std::size_t failed_at = n;
+  std::exception_ptr failure;
+  auto worker = [&] {
+    for (std::size_t i = next++; i < n; i = next++) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (i < failed_at) failed_at = i, failure = std::current_exception();
+      }
+    }
+  };
+  const int t = std::max(1, std::min<int>(threads, static_cast<int>(std::max<std::size_t>(n, 1))));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < t; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
+void check_rank(const Trace& trace, int layer_pos, int r) {
+  const TraceConfig& c = trace.config;
+  const Layer& layer = trace.layers[layer_pos];
+  const RankInput& in = layer.ranks[r];
+  const std::string base = rank_path(layer.index, r);
+  const auto T = static_cast<std::size_t>(in.num_tokens);
+  if (in.x.size() != T * c.hidden) throw Error(where(trace.path, base + "/x") + "not loaded or wrong size");
+  if (is_fp8(c.token_dtype) && in.x_scales.size() != T * c.scales_per_token())
+    throw Error(where(trace.path, base + "/x_scales") + "not loaded or wrong size");
+  if (in.topk_ids.size() != T * c.top_k || in.topk_weights.size() != T * c.top_k)
+    throw Error(where(trace.path, base + "/topk_ids") + "wrong size");
+  for (std::size_t i = 0; i < in.topk_ids.size(); ++i) {
+    const int id = in.topk_ids[i];
+    if (id >= c.num_experts || id < -1)
+      throw Error(where(trace.path, base + "/topk_ids") + "id " + std::to_string(id) + " at token " +
+                  std::to_string(i / c.top_k) + " slot " + std::to_string(i % c.top_k) + " out of range [-1, " +
+                  std::to_string(c.num_experts) + ")");
+  }
+}
+
+template <class T>
+std::vector<T>& storage(Values& v);
+template <>
+std::vector<double>& storage<double>(Values& v) {
+  return v.f64;
+}
+template <>
+std::vector<float>& storage<float>(Values& v) {
+  return v.f32;
+}
+
+template <class T>
+LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& weights,
+                       const ReferenceOptions& options) {
+  const TraceConfig& c = trace.config;
+  const Layer& layer = trace.layers[layer_pos];
+  const int R = static_cast<int>(layer.ranks.size()), K = c.top_k, H = c.hidden, S = c.num_shared_experts;
+  const std::size_t Hs = static_cast<std::size_t>(H);
+  for (int r = 0; r < R; ++r) check_rank(trace, layer_pos, r);
+
+  // Rows of each logical expert in (rank, token, slot) order.
+  std::vector<std::vector<RowRef>> rows(static_cast<std::size_t>(c.placement.num_logical));
+  for (int r = 0; r < R; ++r) {
+    const RankInput& in = layer.ranks[r];
+    for (std::int64_t t = 0; t < in.num_tokens; ++t)
+      for (int k = 0; k < K; ++k) {
+        const int id = in.topk_ids[t * K + k];
+        if (id >= 0) rows[c.logical_of(id)].push_back({r, t, k});
+      }
+  }
+
+  LayerOutputs out;
+  out.layer_index = layer.index;
+  out.ranks.resize(R);
+  std::vector<std::vector<std::vector<T>>> shared_out(S, std::vector<std::vector<T>>(R));
+  for (int r = 0; r < R; ++r) {
+    RankOutputs& ro = out.ranks[r];
+    ro.num_tokens = layer.ranks[r].num_tokens;
+    ro.final_out.wide = ro.expert_out.wide = is_f64(options.numerics);
+    storage<T>(ro.expert_out).assign(static_cast<std::size_t>(ro.num_tokens) * K * Hs, T(0));
+    storage<T>(ro.final_out).assign(static_cast<std::size_t>(ro.num_tokens) * Hs, T(0));
+    for (int s = 0; s < S; ++s) shared_out[s][r].assign(static_cast<std::size_t>(ro.num_tokens) * Hs, T(0));
+  }
+
+  // Work items: routed experts that received rows (largest first, for balance), then shared ones.
+  std::vector<int> items;
+  for (int e = 0; e < static_cast<int>(rows.size()); ++e)
+    if (!rows[e].empty()) items.push_back(e);
+  std::stable_sort(items.begin(), items.end(), [&](int a, int b) { return rows[a].size() > rows[b].size(); });
+  for (int s = 0; s < S; ++s) items.push_back(-1 - s);
+
+  const ExpertOptions eo = expert_options(c, options);
+  const int nb = c.scales_per_token();
+  const bool fp8_tokens = is_fp8(c.token_dtype);
+  parallel_items(items.size(), options.threads, [&](std::size_t i) {
+    const int item = items[i];
+    const bool shared = item < 0;
+    ExpertOptions o = eo;
+    // Shared experts run locally on the undispatched tokens: no dispatch quantization.
+    if (shared && o.numerics == Numerics::fp8) o.numerics = Numerics::bf16;
+    const ExpertMatrices m = shared ? weights.shared(layer_pos, -1 - item) : weights.routed(layer_pos, item);
+    const PreparedExpert prepared(m, c.activation, o.numerics);
+    std::vector<RowRef> all;
+    if (shared)
+      for (int r = 0; r < R; ++r)
+        for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) all.push_back({r, t, 0});
+    const std::vector<RowRef>& refs = shared ? all : rows[item];
+    const std::size_t n = refs.size();
+    std::vector<float> x(n * Hs), sc(fp8_tokens ? n * nb : 0), w;
+    const bool on_input = c.router_weight_on_input && !shared;
+    if (on_input) w.resize(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      const RankInput& in = layer.ranks[refs[j].rank];
+      std::copy_n(in.x.data() + refs[j].token * H, H, x.data() + j * Hs);
+      if (fp8_tokens) std::copy_n(in.x_scales.data() + refs[j].token * nb, nb, sc.data() + j * nb);
+      if (on_input) w[j] = in.topk_weights[refs[j].token * K + refs[j].slot];
+    }
+    TokenRows tr;
+    tr.x = x.data();
+    tr.scales = fp8_tokens ? sc.data() : nullptr;
+    tr.input_weights = on_input ? w.data() : nullptr;
+    tr.rows = static_cast<std::int64_t>(n);
+    std::vector<T> y(n * Hs);
+    run_expert(prepared, tr, o, y.data());
+    for (std::size_t j = 0; j < n; ++j) {
+      const RowRef& ref = refs[j];
+      T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
+                      : storage<T>(out.ranks[ref.rank].expert_out).data() + (ref.token * K + ref.slot) * H;
+      std::copy_n(y.data() + j * Hs, H, dst);
+    }
+  });
+
+  const CombineSpec spec = combine_spec(c, options.numerics);
+  parallel_items(static_cast<std::size_t>(R), options.threads, [&](std::size_t ri) {
+    const int r = static_cast<int>(ri);
+    const RankInput& in = layer.ranks[r];
+    const std::vector<T>& eo_r = storage<T>(out.ranks[r].expert_out);
+    std::vector<T>& fo = storage<T>(out.ranks[r].final_out);
+    std::vector<const T*> slots(K), sh(S);
+    std::vector<T> shared_sum(S > 0 ? Hs : 0);
+    for (std::int64_t t = 0; t < in.num_tokens; ++t) {
+      for (int k = 0; k < K; ++k)
+        slots[k] = in.topk_ids[t * K + k] >= 0 ? eo_r.data() + (t * K + k) * H : nullptr;
+      if (S > 0) {
+        for (int s = 0; s < S; ++s) sh[s] = shared_out[s][r].data() + t * H;
+        sum_shared(spec, H, S, sh.data(), shared_sum.data());
+      }
+      combine_token(spec, H, K, slots.data(), in.topk_weights.data() + t * K, S > 0 ? shared_sum.data() : nullptr,
+                    fo.data() + t * H);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+ExpertOptions expert_options(const TraceConfig& c, const ReferenceOptions& options) {
+  ExpertOptions o;
+  o.numerics = options.numerics;
+  o.token_dtype = c.token_dtype;
+  o.scale_block = c.scale_block;
+  o.fp8_format = options.fp8_format;
+  return o;
+}
+
+CombineSpec combine_spec(const TraceConfig& c, Numerics numerics) {
+  CombineSpec s;
+  s.numerics = numerics;
+  s.routed_scaling_factor = c.routed_scaling_factor;
+  s.router_weight_on_input = c.router_weight_on_input;
+  return s;
+}
+
+LayerOutputs run_layer(const Trace& trace, int layer_pos, const WeightProvider& weights,
+                       const ReferenceOptions& options) {
+  if (layer_pos < 0 || layer_pos >= static_cast<int>(trace.layers.size()))
+    throw Error(where(trace.path) + "layer " + std::to_string(layer_pos) + " out of range");
+  if (is_f64(options.numerics)) return run_typed<double>(trace, layer_pos, weights, options);
+  return run_typed<float>(trace, layer_pos, weights, options);
+}
+
+std::vector<LayerOutputs> run_reference(const Trace& trace, const ReferenceOptions& options) {
+  const WeightProvider weights(trace);
+  std::vector<LayerOutputs> out;
+  for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) out.push_back(run_layer(trace, l, weights, options));
+  return out;
+}
+
+}  // namespace moesim

@@ -1,0 +1,150 @@
+// moesim bench CASE: speed figures measured side by side in one run (never timed tests).
+//   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one Eigen GEMM of
+//   the same total FLOPs, at several tokens per expert.
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "command.hpp"
+#include "expert.hpp"
+#include "options.hpp"
+#include "random.hpp"
+
+namespace moesim::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Best of `reps` runs, in seconds.
+double best_of(int reps, const std::function<void()>& fn) {
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+std::vector<int> parse_list(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      out.push_back(std::stoi(item));
+    } catch (...) {
+      throw UsageError("bad number '" + item + "' in list");
+    }
+    if (out.back() < 1) throw UsageError("list values must be positive");
+  }
+  return out;
+}
+
+int bench_reference(const po::variables_map& vm) {
+  const int H = vm["hidden"].as<int>(), I = vm["intermediate"].as<int>();
+  const int experts = vm["experts"].as<int>(), threads = vm["threads"].as<int>(), reps = vm["reps"].as<int>();
+  const Numerics numerics = parse_numerics(vm["numerics"].as<std::string>());
+  if (is_f64(numerics)) throw UsageError("bench reference compares float GEMMs: use fp32, bf16 or fp8");
+  const std::vector<int> sizes = parse_list(vm["tokens"].as<std::string>());
+  GeneratorSpec spec;
+  spec.seed = 1;
+
+  // Weights generated and packed once; generation is timed apart (a golden run pays it per expert).
+  std::vector<PreparedExpert> prepared;
+  double gen_s = 0, pack_s = 0;
+  for (int e = 0; e < experts; ++e) {
+    ExpertMatrices m;
+    m.hidden = H, m.inter = I, m.gated = true;
+    m.w1.resize(static_cast<std::size_t>(2) * I * H);
+    m.w2.resize(static_cast<std::size_t>(H) * I);
+    auto t0 = Clock::now();
+    fill_generated(m.w1.data(), m.w1.size(), spec, stream_of(1, {2, 0, std::uint64_t(e)}), 1 / std::sqrt(double(H)),
+                   DType::bf16);
+    fill_generated(m.w2.data(), m.w2.size(), spec, stream_of(1, {3, 0, std::uint64_t(e)}), 1 / std::sqrt(double(I)),
+                   DType::bf16);
+    gen_s += seconds_since(t0);
+    t0 = Clock::now();
+    prepared.emplace_back(m, Activation::silu_gated, numerics);
+    pack_s += seconds_since(t0);
+  }
+  ExpertOptions eo;
+  eo.numerics = numerics;
+  eo.token_dtype = DType::bf16;
+
+  Eigen::setNbThreads(1);
+  const Eigen::MatrixXf b = Eigen::MatrixXf::Random(H, 3 * I);
+  std::printf("bench reference: H=%d I=%d silu_gated, %d expert(s), numerics %s, %d thread(s), best of %d\n", H, I,
+              experts, std::string(name(numerics)).c_str(), threads, reps);
+  std::printf("  weight generation %.3f s/expert, packing %.3f s/expert (not in the figures below)\n",
+              gen_s / experts, pack_s / experts);
+  std::printf("  %8s %14s %14s %8s\n", "tok/exp", "ref GFLOP/s", "eigen GFLOP/s", "ratio");
+  for (int n : sizes) {
+    std::vector<float> x(static_cast<std::size_t>(n) * H);
+    fill_generated(x.data(), x.size(), spec, stream_of(2, {std::uint64_t(n)}), 1.0, DType::bf16);
+    std::vector<std::vector<float>> y(experts, std::vector<float>(x.size()));
+    const double flops = 6.0 * H * I * n * experts;
+    auto run_ref = [&] {
+      // Static assignment of experts to threads, as the reference's pool does with its counter.
+      std::vector<std::thread> pool;
+      auto work = [&](int t) {
+        for (int e = t; e < experts; e += threads) {
+          TokenRows tr;
+          tr.x = x.data();
+          tr.rows = n;
+          run_expert(prepared[e], tr, eo, y[e].data());
+        }
+      };
+      for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+      work(0);
+      for (auto& th : pool) th.join();
+    };
+    const Eigen::MatrixXf a = Eigen::MatrixXf::Random(static_cast<Eigen::Index>(n) * experts, H);
+    Eigen::MatrixXf c(a.rows(), b.cols());
+    auto run_eigen = [&] { c.noalias() = a * b; };
+    double ref_s = 1e300, eig_s = 1e300;
+    for (int r = 0; r < reps; ++r) {  // interleaved, so load from others hits both alike
+      ref_s = std::min(ref_s, best_of(1, run_ref));
+      eig_s = std::min(eig_s, best_of(1, run_eigen));
+    }
+    const double ref_g = flops / ref_s * 1e-9, eig_g = flops / eig_s * 1e-9;
+    std::printf("  %8d %14.2f %14.2f %8.3f\n", n, ref_g, eig_g, ref_g / eig_g);
+  }
+  return 0;
+}
+
+int run_bench(const std::vector<std::string>& args) {
+  const std::map<std::string, std::function<int(const po::variables_map&)>> cases = {
+      {"reference", bench_reference},
+  };
+  po::options_description desc("options");
+  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference")(
+      "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
+      "experts", po::value<int>()->default_value(2), "experts per measurement")(
+      "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
+      "numerics", po::value<std::string>()->default_value("fp32"), "fp32, bf16 or fp8")(
+      "threads", po::value<int>()->default_value(1), "reference threads (the Eigen GEMM uses one)")(
+      "reps", po::value<int>()->default_value(3), "repetitions; the best is kept");
+  po::positional_options_description pos;
+  pos.add("case", 1);
+  po::variables_map vm;
+  if (!parse_options("bench", "CASE [options]", desc, pos, args, vm)) return 0;
+  const auto it = cases.find(vm["case"].as<std::string>());
+  if (it == cases.end()) throw UsageError("unknown bench case '" + vm["case"].as<std::string>() + "'");
+  if (vm["experts"].as<int>() < 1 || vm["threads"].as<int>() < 1 || vm["reps"].as<int>() < 1)
+    throw UsageError("--experts, --threads and --reps must be at least 1");
+  return it->second(vm);
+}
+
+const bool registered = register_command({"bench", "speed figures measured side by side", run_bench});
+
+}  // namespace
+}  // namespace moesim::cli
