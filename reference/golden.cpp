@@ -8,9 +8,8 @@
 #include "trace_io.hpp"
 
 namespace moesim {
-namespace {
 
-void write_tensor(h5::File& f, const std::string& ds, const std::vector<std::uint64_t>& dims, const Values& v,
+void write_output(h5::File& f, const std::string& ds, const std::vector<std::uint64_t>& dims, const Values& v,
                   Numerics numerics, const char* stage, const char* axes) {
   switch (output_dtype(numerics)) {
     case DType::f64: f.write(ds, dims, v.f64.data()); break;
@@ -20,8 +19,6 @@ void write_tensor(h5::File& f, const std::string& ds, const std::vector<std::uin
   f.set_attr(ds, "stage", stage);
   f.set_attr(ds, "axes", axes);
 }
-
-}  // namespace
 
 std::string trace_file_hash(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -68,8 +65,8 @@ void write_reference_outputs(h5::File& f, const Trace& trace, const std::vector<
       const auto T = static_cast<std::uint64_t>(ro.num_tokens);
       f.create_group(rp);
       f.set_attr(rp, "num_tokens", static_cast<std::int64_t>(T));
-      write_tensor(f, rp + "/final_out", {T, H}, ro.final_out, numerics, "final", "token,hidden");
-      write_tensor(f, rp + "/expert_out", {T, K, H}, ro.expert_out, numerics, "expert", "token,slot,hidden");
+      write_output(f, rp + "/final_out", {T, H}, ro.final_out, numerics, "final", "token,hidden");
+      write_output(f, rp + "/expert_out", {T, K, H}, ro.expert_out, numerics, "expert", "token,slot,hidden");
     }
   }
 }

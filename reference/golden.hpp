@@ -24,6 +24,10 @@ void write_result_header(h5::File& file, const std::string& format, Numerics num
 void write_reference_outputs(h5::File& file, const Trace& trace, const std::vector<LayerOutputs>& outputs,
                              Numerics numerics);
 
+// One output tensor stored as output_dtype(numerics), with its "stage" and "axes" attributes.
+void write_output(h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims, const Values& v,
+                  Numerics numerics, const char* stage, const char* axes);
+
 // A whole golden file, written to a temporary name and renamed into place.
 void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
                   Numerics numerics, const std::string& command);

@@ -1,13 +1,10 @@
 #include "reference.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "error.hpp"
+#include "parallel.hpp"
 #include "trace_io.hpp"
 
 namespace moesim {
@@ -18,33 +15,6 @@ struct RowRef {  // one (rank, token, slot) routed to an expert
   std::int64_t token;
   int slot;
 };
-
-// Runs items [0, n) on `threads` workers taking the next index from a counter. Each item writes
-// only its own outputs, so which thread runs it changes no bit. The first failing item (lowest
-// index) is rethrown, whatever the thread count.
-template <class Fn>
-void parallel_items(std::size_t n, int threads, Fn fn) {
-  std::atomic<std::size_t> next{0};
-  std::mutex mu;
-  std::size_t failed_at = n;
-  std::exception_ptr failure;
-  auto worker = [&] {
-    for (std::size_t i = next++; i < n; i = next++) {
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (i < failed_at) failed_at = i, failure = std::current_exception();
-      }
-    }
-  };
-  const int t = std::max(1, std::min<int>(threads, static_cast<int>(std::max<std::size_t>(n, 1))));
-  std::vector<std::thread> pool;
-  for (int i = 1; i < t; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (failure) std::rethrow_exception(failure);
-}
 
 void check_rank(const Trace& trace, int layer_pos, int r) {
   const TraceConfig& c = trace.config;
