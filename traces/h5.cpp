@@ -281,6 +281,22 @@ bool File::has_attr(const std::string& obj, const std::string& name) const {
   return H5Aexists_by_name(file_.get(), obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;
 }
 
+std::vector<std::string> File::attr_names(const std::string& obj) const {
+  Id o = open_object(obj);
+  H5O_info_t oi;
+  if (H5Oget_info(o.get(), &oi) < 0) fail(obj, "cannot inspect object");
+  if (oi.num_attrs > 4096) fail(obj, "absurd number of attributes");
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < oi.num_attrs; ++i) {
+    ssize_t n = H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n < 0) fail(obj, "cannot list attributes");
+    std::string s(static_cast<size_t>(n), '\0');
+    H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1, H5P_DEFAULT);
+    names.push_back(s);
+  }
+  return names;
+}
+
 namespace {
 struct Attr {
   Id attr, type;

@@ -64,6 +64,7 @@ class File {
              const std::string& declared = {});
 
   bool has_attr(const std::string& obj, const std::string& name) const;
+  std::vector<std::string> attr_names(const std::string& obj) const;  // in name order
   std::string attr_string(const std::string& obj, const std::string& name) const;
   std::int64_t attr_int(const std::string& obj, const std::string& name) const;
   double attr_double(const std::string& obj, const std::string& name) const;

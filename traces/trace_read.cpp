@@ -153,6 +153,9 @@ TraceConfig read_config(const h5::File& f) {
     c.mori.kernel_type = opt_string(f, m, "kernel_type", "IntraNode");
     c.mori.gpus_per_node = static_cast<int>(int_attr(f, m, "gpus_per_node", 1, kMaxRanks));
   }
+  const std::string s = g + "/library_settings";
+  if (f.is_group(s))
+    for (const auto& n : f.attr_names(s)) c.library_settings[n] = f.attr_string(s, n);
   return c;
 }
 

@@ -120,6 +120,7 @@ void check_equal(const Trace& a, const Trace& b) {
   CHECK(cb.library_version == ca.library_version);
   CHECK(cb.mori.max_num_inp_token_per_rank == ca.mori.max_num_inp_token_per_rank);
   CHECK(cb.mori.kernel_type == ca.mori.kernel_type);
+  CHECK(cb.library_settings == ca.library_settings);
   CHECK(cb.placement.kind == ca.placement.kind);
   CHECK(cb.placement.expert_to_rank == ca.placement.expert_to_rank);
   CHECK(cb.placement.physical_to_logical == ca.placement.physical_to_logical);
