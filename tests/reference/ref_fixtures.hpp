@@ -1,0 +1,153 @@
+#pragma once
+// Small traces built in memory for the reference tests, and an independent naive-loop model of
+// the documented numerics (reference/NUMERICS.md) to hold the reference to.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "../../reference/reference.hpp"
+#include "random.hpp"
+
+namespace moesim::testing {
+
+struct TraceShape {
+  int ranks = 2, experts = 8, top_k = 3, hidden = 40, inter = 24, tokens = 7;
+  Activation act = Activation::silu_gated;
+  DType token_dtype = DType::f32;
+  int shared = 0, shared_inter = 16;
+  double scaling = 1.0;
+  bool on_input = false;
+  bool stored_weights = true;
+  std::uint64_t seed = 11;
+};
+
+// x values encode their origin: rank, token and column shift a seeded random value.
+inline Trace make_trace(const TraceShape& s) {
+  Trace t;
+  TraceConfig& c = t.config;
+  c.num_ranks = s.ranks;
+  c.num_experts = s.experts;
+  c.top_k = s.top_k;
+  c.hidden = s.hidden;
+  c.intermediate = s.inter;
+  c.activation = s.act;
+  c.token_dtype = s.token_dtype;
+  c.weight_dtype = DType::f32;
+  c.placement = contiguous_placement(s.experts, s.ranks);
+  c.num_shared_experts = s.shared;
+  c.shared_intermediate = s.shared ? s.shared_inter : 0;
+  c.routed_scaling_factor = s.scaling;
+  c.router_weight_on_input = s.on_input;
+  t.weight_spec.seed = s.seed;
+  t.weight_spec.scale = 1.0;
+  t.path = "mem.h5";
+  Layer layer;
+  layer.index = 0;
+  const auto stream = stream_of(s.seed, {99});
+  std::uint64_t ctr = 0;
+  for (int r = 0; r < s.ranks; ++r) {
+    RankInput in;
+    in.num_tokens = s.tokens + r;  // ranks differ in size
+    for (std::int64_t tok = 0; tok < in.num_tokens; ++tok) {
+      for (int h = 0; h < s.hidden; ++h) {
+        float v = static_cast<float>(2.0 * uniform01(stream, ctr++) - 1.0 + 0.01 * r + 0.001 * tok);
+        in.x.push_back(s.token_dtype == DType::bf16 ? round_bf16(v) : v);
+      }
+      for (int k = 0; k < s.top_k; ++k) {
+        in.topk_ids.push_back(static_cast<std::int32_t>((tok * 3 + k * 5 + r) % s.experts));
+        in.topk_weights.push_back(static_cast<float>(0.1 + uniform01(stream, ctr++)));
+      }
+    }
+    layer.ranks.push_back(std::move(in));
+  }
+  if (s.stored_weights) {
+    ExpertWeights w;
+    const int g = is_gated(s.act) ? 2 : 1;
+    auto fill = [&](std::vector<float>& v, std::size_t n, double sd) {
+      v.resize(n);
+      fill_generated(v.data(), n, t.weight_spec, stream_of(s.seed, {1000 + ctr++}), sd, DType::f32);
+    };
+    fill(w.w1, std::size_t(s.experts) * g * s.inter * s.hidden, 1 / std::sqrt(double(s.hidden)));
+    fill(w.w2, std::size_t(s.experts) * s.hidden * s.inter, 1 / std::sqrt(double(s.inter)));
+    fill(w.shared_w1, std::size_t(s.shared) * g * s.shared_inter * s.hidden, 1 / std::sqrt(double(s.hidden)));
+    fill(w.shared_w2, std::size_t(s.shared) * s.hidden * s.shared_inter, 1 / std::sqrt(double(s.shared_inter)));
+    layer.weights = std::move(w);
+  }
+  t.layers.push_back(std::move(layer));
+  return t;
+}
+
+// ---- the naive model: plain loops, written from NUMERICS.md, not from the reference's code ----
+
+template <class T>
+T naive_act(Activation a, T x) {
+  switch (a) {
+    case Activation::silu_gated:
+    case Activation::silu: return x / (T(1) + std::exp(-x));
+    case Activation::gelu_erf_gated:
+    case Activation::gelu_erf: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    default: return T(0.5) * x * (T(1) + std::tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+  }
+}
+
+// T = double for exact, float for fp32 (rnd false) and bf16 (rnd true). a: the expert's input.
+template <class T>
+std::vector<T> naive_ffn(const ExpertMatrices& m, Activation act, const std::vector<T>& a, bool rnd) {
+  auto rb = [&](T v) { return rnd ? T(round_bf16(float(v))) : v; };
+  const int H = m.hidden, I = m.inter;
+  std::vector<T> g(m.rows1());
+  for (int i = 0; i < m.rows1(); ++i) {
+    T acc = 0;
+    for (int c = 0; c < H; ++c) acc = acc + a[c] * rb(T(m.w1[std::size_t(i) * H + c]));
+    g[i] = rb(acc);
+  }
+  std::vector<T> h(I), y(H);
+  for (int i = 0; i < I; ++i) h[i] = rb(m.gated ? naive_act(act, g[i]) * g[I + i] : naive_act(act, g[i]));
+  for (int j = 0; j < H; ++j) {
+    T acc = 0;
+    for (int i = 0; i < I; ++i) acc = acc + h[i] * rb(T(m.w2[std::size_t(j) * I + i]));
+    y[j] = rb(acc);
+  }
+  return y;
+}
+
+// The final output of every token of rank r, [T, H]; no fp8 (the fp8 tests check the input row).
+template <class T>
+std::vector<T> naive_final(const Trace& t, int r, bool rnd, std::vector<T>* expert_out = nullptr) {
+  const TraceConfig& c = t.config;
+  const RankInput& in = t.layers[0].ranks[r];
+  const WeightProvider wp(t);
+  auto rb = [&](T v) { return rnd ? T(round_bf16(float(v))) : v; };
+  const int H = c.hidden, K = c.top_k;
+  std::vector<T> out(std::size_t(in.num_tokens) * H);
+  if (expert_out) expert_out->assign(std::size_t(in.num_tokens) * K * H, T(0));
+  for (std::int64_t tok = 0; tok < in.num_tokens; ++tok) {
+    std::vector<T> x(H), acc(H, T(0));
+    for (int h = 0; h < H; ++h) x[h] = rb(T(in.x[tok * H + h]));
+    for (int k = 0; k < K; ++k) {
+      const int id = in.topk_ids[tok * K + k];
+      if (id < 0) continue;
+      const T w = T(in.topk_weights[tok * K + k]);
+      std::vector<T> a = x;
+      if (c.router_weight_on_input)
+        for (int h = 0; h < H; ++h) a[h] = rb(w * T(in.x[tok * H + h]));
+      const auto y = naive_ffn<T>(wp.routed(0, c.logical_of(id)), c.activation, a, rnd);
+      for (int h = 0; h < H; ++h) acc[h] = c.router_weight_on_input ? acc[h] + y[h] : acc[h] + w * y[h];
+      if (expert_out) std::copy(y.begin(), y.end(), expert_out->begin() + (tok * K + k) * H);
+    }
+    std::vector<T> sh(H, T(0));
+    for (int s = 0; s < c.num_shared_experts; ++s) {
+      const auto y = naive_ffn<T>(wp.shared(0, s), c.activation, x, rnd);
+      for (int h = 0; h < H; ++h) sh[h] = sh[h] + y[h];
+    }
+    for (int h = 0; h < H; ++h) {
+      T v = rb(acc[h]);
+      if (c.routed_scaling_factor != 1.0) v = rb(v * T(c.routed_scaling_factor));
+      if (c.num_shared_experts > 0) v = rb(v + rb(sh[h]));
+      out[tok * H + h] = v;
+    }
+  }
+  return out;
+}
+
+}  // namespace moesim::testing
