@@ -65,7 +65,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
     const RecvBuffer& b = d.ranks[r];
     std::vector<std::vector<std::int64_t>> first_row(R);
     for (int s = 0; s < R; ++s) first_row[s].assign(layer.ranks[s].num_tokens, -1);
-    job_begin[r].assign(b.total_recv + 1, 0);
+    job_begin[r].assign(b.total_recv + 1, static_cast<std::int64_t>(jobs.size()));
     dup_of[r].assign(b.total_recv, -1);
     for (std::int64_t i = 0; i < b.total_recv; ++i) {
       auto& f = first_row[b.src_rank[i]][b.src_token[i]];

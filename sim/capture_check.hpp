@@ -1,0 +1,54 @@
+#pragma once
+// Replaying a capture: checks the receive buffers a user captured against what each dispatch
+// model would have delivered for the same routing, the way MORI's own test checks its rows
+// (dispatch_combine_test_utils.py): row count against total_recv and the buffer size, every row
+// against its decoded source bit for bit, the id space (global or local), duplicate and
+// missing rows. Reusable: `moesim diagnose` builds its structural evidence on these findings.
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "dispatch.hpp"
+#include "expert_map.hpp"
+#include "trace.hpp"
+
+namespace moesim::sim {
+
+// One dispatch model's verdict on one rank's capture.
+struct ModelFinding {
+  std::string model;  // "mori", "mori (-1 to rank 0)", "deepep-ht", ...
+  DispatchModel dispatch = DispatchModel::mori;
+  NegativeIds negative = NegativeIds::skip;
+  std::int64_t expected_rows = 0;
+  std::int64_t duplicate_rows = 0;   // captured rows beyond what the model sends for their source
+  std::int64_t missing_rows = 0;     // rows the model sends that the capture lacks
+  std::int64_t id_mismatches = 0;    // rows whose ids or weights differ from what the model delivers
+  std::vector<std::string> evidence; // the first few mismatches, one line each
+  bool consistent() const;
+};
+
+struct CaptureCheck {
+  int rank = 0;
+  std::int64_t rows = 0;         // rows captured
+  std::int64_t total_recv = -1;  // as captured (-1: not captured)
+  std::int64_t buffer_rows = -1;
+  std::int64_t valid_rows = 0;   // rows checked: total_recv when captured, else all
+  std::string encoding;          // the capture's src_token_pos encoding
+  bool has_positions = false;
+  std::int64_t undecodable = 0;      // positions that decode to no source token
+  std::int64_t x_mismatches = 0;     // rows whose x (or scales) differ from their decoded source
+  std::int64_t global_id_rows = 0;   // rows whose ids equal the source's ids verbatim
+  std::int64_t local_id_rows = 0;    // rows whose ids equal the source's ids made local to this rank
+  std::vector<std::string> evidence; // model-independent findings
+  std::vector<ModelFinding> models;
+  std::string id_space() const;      // "global", "local", "mixed" or "unknown"
+  std::vector<std::string> consistent_models() const;
+};
+
+// Checks every captured rank of a layer. `base` supplies capacities (max tokens per rank).
+std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, const ExpertMap& map,
+                                         const DispatchOptions& base);
+
+void print_capture_check(std::ostream& out, const CaptureCheck& check);
+
+}  // namespace moesim::sim

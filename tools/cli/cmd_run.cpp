@@ -1,0 +1,178 @@
+// moesim run TRACE: replay a trace's routing across its virtual ranks with a library's dispatch
+// model, an expert-side consumer and a combine model; print statistics and how the result
+// compares with the reference; optionally write every stage to a run file.
+#include <iostream>
+#include <thread>
+
+#include "capture_check.hpp"
+#include "command.hpp"
+#include "error.hpp"
+#include "options.hpp"
+#include "report.hpp"
+#include "run_file.hpp"
+#include "trace_io.hpp"
+
+namespace moesim::cli {
+namespace {
+
+using namespace moesim::sim;
+
+DispatchModel default_dispatch(const TraceConfig& c) {
+  if (c.library == "pplx") return DispatchModel::pplx;
+  if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
+  if (c.library == "deepep-ll") return DispatchModel::deepep_ll;
+  return DispatchModel::mori;
+}
+
+Numerics default_numerics(DType token) {
+  if (token == DType::f32) return Numerics::fp32;
+  if (is_fp8(token)) return Numerics::fp8;
+  return Numerics::bf16;
+}
+
+std::string joined(const std::vector<std::string>& args) {
+  std::string s = "moesim run";
+  for (const auto& a : args) s += " " + a;
+  return s;
+}
+
+int run_run(const std::vector<std::string>& args) {
+  po::options_description desc("options");
+  desc.add_options()
+      ("trace", po::value<std::string>()->required(), "trace file")
+      ("output,o", po::value<std::string>(), "write the run file (every stage per rank, /stats) here; without it nothing is written")
+      ("dispatch", po::value<std::string>(), "mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
+      ("consumer", po::value<std::string>(), "aiter-mask | deepep-local | per-expert | all-k | dedup-filter | target-expert (default: what a correct integration of the dispatch uses)")
+      ("combine", po::value<std::string>(), "rank-sum | weighted | internode-v1 | pair-sum (default: as --consumer)")
+      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
+      ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
+      ("src-pos-encoding", po::value<std::string>()->default_value("flat"), "mori src_token_pos: flat (HEAD) or legacy (before 2026-04)")
+      ("negative-ids", po::value<std::string>()->default_value("skip"), "mori -1 ids: skip, or rank0 (the old truncation)")
+      ("overflow", po::value<std::string>()->default_value("error"), "receive overflow: error, or drop (silent, mori issue 356)")
+      ("max-tokens", po::value<std::int64_t>(), "per-rank token capacity (mori max_num_inp_token_per_rank; default: the trace's, else the largest rank)")
+      ("max-total-recv", po::value<std::int64_t>(), "mori max_total_recv_tokens (default: the trace's)")
+      ("shuffle-seed", po::value<std::uint64_t>(), "permute received rows like atomics-based kernels (default: canonical order)")
+      ("non-local", po::value<std::string>()->default_value("wrap"), "all-k: non-local ids wrap, clamp or mask")
+      ("whole-buffer", po::bool_switch(), "aiter-mask/all-k read the whole receive buffer, not the first total_recv rows")
+      ("ids", po::value<std::string>()->default_value("physical"), "trace ids are physical, or logical (eplb: a replica is picked)")
+      ("replica", po::value<std::string>()->default_value("round-robin"), "logical ids: first | round-robin | same-rank")
+      ("routing-only", po::bool_switch(), "statistics only, no tensors (fast; prints pairs per second)")
+      ("layer", po::value<int>(), "only this layer (default: all)")
+      ("per-rank", po::bool_switch(), "print per-rank counts")
+      ("no-reference", po::bool_switch(), "skip the comparison with the reference")
+      ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math (results do not depend on it)");
+  po::positional_options_description pos;
+  pos.add("trace", 1);
+  po::variables_map vm;
+  if (!parse_options("run", "TRACE [options]", desc, pos, args, vm)) return 0;
+
+  const bool routing_only = vm["routing-only"].as<bool>();
+  if (routing_only && vm.count("output")) throw UsageError("--routing-only writes no run file; drop -o");
+  ReadOptions ro;
+  ro.tensors = !routing_only;
+  ro.captured = !routing_only;
+  const Trace trace = read_trace(vm["trace"].as<std::string>(), ro);
+  const TraceConfig& c = trace.config;
+
+  SimOptions o;
+  o.dispatch.model = vm.count("dispatch") ? parse_dispatch(vm["dispatch"].as<std::string>()) : default_dispatch(c);
+  o.consumer.model = vm.count("consumer") ? parse_consumer(vm["consumer"].as<std::string>()) : default_consumer(o.dispatch.model);
+  o.combine = vm.count("combine") ? parse_combine(vm["combine"].as<std::string>()) : default_combine(o.dispatch.model, c.mori.kernel_type);
+  o.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
+  o.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
+  if (!is_fp8(o.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
+  o.dispatch.encoding = parse_src_pos_encoding(vm["src-pos-encoding"].as<std::string>());
+  if (o.dispatch.encoding == SrcPosEncoding::pair) throw UsageError("--src-pos-encoding is flat or legacy");
+  const std::string neg = vm["negative-ids"].as<std::string>();
+  if (neg != "skip" && neg != "rank0") throw UsageError("--negative-ids is skip or rank0");
+  o.dispatch.negative = neg == "rank0" ? NegativeIds::rank0 : NegativeIds::skip;
+  const std::string ovf = vm["overflow"].as<std::string>();
+  if (ovf != "error" && ovf != "drop") throw UsageError("--overflow is error or drop");
+  o.dispatch.overflow = ovf == "drop" ? Overflow::drop : Overflow::error;
+  o.dispatch.max_tokens_per_rank = vm.count("max-tokens") ? vm["max-tokens"].as<std::int64_t>() : c.mori.max_num_inp_token_per_rank;
+  o.dispatch.max_total_recv = vm.count("max-total-recv") ? vm["max-total-recv"].as<std::int64_t>() : c.mori.max_total_recv_tokens;
+  if (o.dispatch.max_tokens_per_rank < 0 || o.dispatch.max_total_recv < 0) throw UsageError("capacities must be positive");
+  if (vm.count("shuffle-seed")) {
+    o.dispatch.shuffle = true;
+    o.dispatch.shuffle_seed = vm["shuffle-seed"].as<std::uint64_t>();
+  }
+  o.consumer.non_local = parse_non_local(vm["non-local"].as<std::string>());
+  o.consumer.whole_buffer = vm["whole-buffer"].as<bool>();
+  const std::string ids = vm["ids"].as<std::string>();
+  if (ids != "physical" && ids != "logical") throw UsageError("--ids is physical or logical");
+  o.logical_ids = ids == "logical";
+  o.replica = parse_replica_policy(vm["replica"].as<std::string>());
+  o.threads = std::max(1, vm["threads"].as<int>());
+
+  std::vector<int> layers;
+  if (vm.count("layer")) {
+    const int l = vm["layer"].as<int>();
+    if (l < 0 || l >= static_cast<int>(trace.layers.size()))
+      throw Error(where(trace.path, "/layers") + "layer " + std::to_string(l) + " out of range (" +
+                  std::to_string(trace.layers.size()) + " layers)");
+    if (vm.count("output")) throw UsageError("-o writes every layer; drop --layer");
+    layers.push_back(l);
+  } else {
+    for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) layers.push_back(l);
+  }
+
+  const ExpertMap map = make_expert_map(c);
+  const PairingVerdict verdict = judge_pairing(o.dispatch.model, o.consumer, o.combine);
+  std::cout << trace.path << ": " << c.num_ranks << " ranks, " << c.num_experts << " experts, top-" << c.top_k
+            << ", hidden " << c.hidden << ", " << name(c.token_dtype) << " tokens, numerics " << name(o.numerics) << "\n";
+  print_pairing(std::cout, o, verdict);
+
+  if (routing_only) {
+    for (int l : layers) {
+      const auto sources = layer_sources(trace, l, map, o);
+      const RoutingStats s = routing_stats(stats_input(c, map, o), sources);
+      std::cout << "layer " << trace.layers[l].index << " (routing only)\n";
+      print_stats(std::cout, s, vm["per-rank"].as<bool>());
+      std::cout << "  routed " << s.pairs << " pairs in " << s.seconds << " s: "
+                << static_cast<double>(s.pairs) / std::max(s.seconds, 1e-9) << " pairs/s\n";
+    }
+    return 0;
+  }
+
+  const WeightProvider weights(trace);
+  std::vector<LayerRun> runs;
+  bool all_agree = true;
+  for (int l : layers) {
+    runs.push_back(simulate_layer(trace, l, weights, map, o));
+    const LayerRun& run = runs.back();
+    std::cout << "layer " << run.layer_index << "\n";
+    print_stats(std::cout, run.stats, vm["per-rank"].as<bool>());
+    if (!vm["no-reference"].as<bool>()) {
+      ReferenceOptions rop;
+      rop.numerics = o.numerics;
+      rop.fp8_format = o.fp8_format;
+      rop.threads = o.threads;
+      const LayerOutputs ref = run_layer(trace, l, weights, rop);
+      const Agreement a = compare_final(run, ref, c.hidden, o.numerics);
+      const bool ok = a.bad_tokens == 0;
+      all_agree = all_agree && ok;
+      std::cout << "  final output vs reference (" << name(o.numerics) << "): max |diff| " << a.max_abs
+                << " (" << a.relative() << " of max |ref|)"
+                << (ok ? ": matches\n" : ": WRONG on " + std::to_string(a.bad_tokens) + " of " +
+                                             std::to_string(a.tokens) + " tokens\n");
+    }
+    const auto checks = check_captures(trace, l, map, o.dispatch);
+    if (!checks.empty()) std::cout << "  captured receive buffers, checked against each dispatch model:\n";
+    for (const auto& ck : checks) print_capture_check(std::cout, ck);
+  }
+  if (vm.count("output")) {
+    RunDescription d;
+    d.options = o;
+    d.verdict = verdict;
+    d.command = joined(args);
+    write_run(vm["output"].as<std::string>(), trace, runs, d);
+    std::cout << "wrote " << vm["output"].as<std::string>() << "\n";
+  }
+  return 0;
+}
+
+const bool registered =
+    register_command({"run", "simulate a trace across virtual ranks (dispatch x consumer x combine)", run_run});
+
+}  // namespace
+}  // namespace moesim::cli
