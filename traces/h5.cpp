@@ -315,9 +315,13 @@ Attr open_attr(const File& f, const std::string& obj, const std::string& name) {
 std::string File::attr_string(const std::string& obj, const std::string& name) const {
   Attr a = open_attr(*this, obj, name);
   if (H5Tget_class(a.type.get()) != H5T_STRING) fail(obj, "attribute '" + name + "' is not a string");
+  // The memory type takes the stored character set: HDF5 will not convert UTF-8 (what h5py
+  // writes) to ASCII.
+  const H5T_cset_t cset = H5Tget_cset(a.type.get());
   if (H5Tis_variable_str(a.type.get()) > 0) {
     Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), cset);
     char* s = nullptr;
     if (H5Aread(a.attr.get(), mem.get(), &s) < 0) fail(obj, "cannot read attribute '" + name + "'");
     std::string out = s ? s : "";
@@ -331,6 +335,7 @@ std::string File::attr_string(const std::string& obj, const std::string& name) c
   std::string out(n + 1, '\0');
   Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mem.get(), n + 1);
+  H5Tset_cset(mem.get(), cset);
   if (H5Aread(a.attr.get(), mem.get(), out.data()) < 0) fail(obj, "cannot read attribute '" + name + "'");
   out.resize(std::strlen(out.c_str()));
   return out;

@@ -88,6 +88,53 @@ for dt, name in (("fp8", "float8_e4m3fn"), ("fp8_fnuz", "float8_e4m3fnuz")):
     subprocess.run([moesim, "gen", "-o", out, "--token-dtype", dt], check=True, stdout=subprocess.DEVNULL)
     check_trace(out, name)
 
+
+
+def write_capture(path):
+    """A captured trace written the way traces/SCHEMA.md shows (variable-length UTF-8 strings)."""
+    R, E, K, H, I, T, N = 2, 8, 2, 16, 8, 3, 8
+    rng = np.random.default_rng(0)
+
+    def bf16(a):
+        return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format="moesim-trace", schema_version=1, command="captured from a test")
+        c = f.create_group("config")
+        c.attrs.update(num_ranks=R, num_experts=E, top_k=K, hidden=H, intermediate=I,
+                       activation="silu_and_mul", token_dtype="bfloat16", weight_dtype="bfloat16",
+                       scale_block=128, num_shared_experts=0, shared_intermediate=0,
+                       routed_scaling_factor=2.5, router_weight_on_input=0,
+                       library="mori", library_version="abc")
+        c.create_group("placement").attrs.update(kind="contiguous", num_logical=E)
+        c.create_group("mori").attrs.update(max_num_inp_token_per_rank=4, max_total_recv_tokens=0,
+                                            kernel_type="IntraNode", gpus_per_node=8)
+        f.create_group("generator/weights").attrs.update(seed=0, distribution="normal", scale=1.0)
+        f.create_group("layers").attrs["num_layers"] = 1
+        f.create_group("layers/0").attrs["step"] = 0
+        for r in range(R):
+            g = f.create_group(f"layers/0/ranks/{r}")
+            g.attrs["num_tokens"] = T
+            x = g.create_dataset("x", data=bf16(rng.normal(size=(T, H))), compression="gzip")
+            x.attrs["dtype"] = "bfloat16"
+            g.create_dataset("topk_ids", data=np.array([[0, 5], [1, 2], [7, -1]], dtype=np.int32))
+            g.create_dataset("topk_weights", data=np.full((T, K), 0.5, dtype=np.float32))
+            cap = g.create_group("captured")
+            cap.attrs.update(total_recv=3, buffer_rows=N)
+            cap.create_dataset("recv_x", data=bf16(rng.normal(size=(N, H)))).attrs["dtype"] = "bfloat16"
+            cap.create_dataset("recv_topk_ids", data=np.zeros((N, K), dtype=np.int32))
+            cap.create_dataset("recv_weights", data=np.zeros((N, K), dtype=np.float32))
+            pos = cap.create_dataset("src_token_pos", data=np.arange(3, dtype=np.int64))
+            pos.attrs["encoding"] = "flat"
+            out = cap.create_dataset("combine_out", data=bf16(rng.normal(size=(T, H))))
+            out.attrs["dtype"] = "bfloat16"
+
+
+capture = os.path.join(tmp, "h5py_capture.h5")
+write_capture(capture)
+v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
+check(v.returncode == 0 and v.stdout == "ok\n", f"h5py-written capture: {v.stdout}{v.stderr}")
+
 for f in failures:
     print("FAIL:", f)
 print("ok" if not failures else f"{len(failures)} failures")
