@@ -1,0 +1,226 @@
+// The whole simulated pipeline: identity experts through each combine model (DeepEP's and
+// MORI's combine checks), every correct pairing against the reference on random and bundled
+// traces, order and thread-count independence, and the seed's all-k flow.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "error.hpp"
+#include "report.hpp"
+#include "sim_fixtures.hpp"
+#include "simulate.hpp"
+#include "expert_side.hpp"
+#include "trace_io.hpp"
+
+using namespace moesim;
+using namespace moesim::sim;
+
+namespace {
+
+struct Pairing {
+  DispatchModel d;
+  ConsumerModel c;
+  CombineModel k;
+};
+const Pairing kCorrect[] = {
+    {DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum},
+    {DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::internode_v1},
+    {DispatchModel::deepep_ht, ConsumerModel::deepep_local, CombineModel::rank_sum},
+    {DispatchModel::deepep_ll, ConsumerModel::per_expert, CombineModel::weighted},
+    {DispatchModel::pplx, ConsumerModel::per_expert, CombineModel::weighted},
+    {DispatchModel::pairs, ConsumerModel::target_expert, CombineModel::pair_sum},
+    {DispatchModel::pairs, ConsumerModel::dedup_filter, CombineModel::rank_sum},
+};
+
+SimOptions options_for(const Pairing& p, Numerics n) {
+  SimOptions o;
+  o.dispatch.model = p.d;
+  o.consumer.model = p.c;
+  o.combine = p.k;
+  o.numerics = n;
+  return o;
+}
+
+std::string label(const Pairing& p) {
+  return std::string(name(p.d)) + " + " + std::string(name(p.c)) + " + " + std::string(name(p.k));
+}
+
+// Identity experts: every received row returns its own x (x held exactly in float64).
+std::vector<RankRun> identity_rows(const Trace& tr, const Dispatch& d) {
+  const int H = tr.config.hidden;
+  std::vector<RankRun> out(tr.config.num_ranks);
+  for (int r = 0; r < tr.config.num_ranks; ++r) {
+    const RecvBuffer& b = d.ranks[r];
+    out[r].expert_rows.wide = true;
+    out[r].expert_rows.f64.resize(b.total_recv * H);
+    for (std::int64_t i = 0; i < b.total_recv; ++i)
+      for (int h = 0; h < H; ++h)
+        out[r].expert_rows.f64[i * H + h] = tr.layers[0].ranks[b.src_rank[i]].x[b.src_token[i] * H + h];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x times the sum of weights (weighted)") {
+  test::TraceShape shape;
+  shape.ranks = 6;
+  shape.experts = 24;
+  shape.tokens = {9, 14, 3, 0, 11, 6};
+  Trace tr = test::make_trace(shape);
+  tr.config.mori.gpus_per_node = 2;  // internode-v1: three nodes of two ranks
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  const int K = shape.top_k, H = shape.hidden;
+  for (auto [dm, km] : {std::pair{DispatchModel::mori, CombineModel::rank_sum},
+                        std::pair{DispatchModel::mori, CombineModel::internode_v1},
+                        std::pair{DispatchModel::deepep_ht, CombineModel::rank_sum},
+                        std::pair{DispatchModel::deepep_ll, CombineModel::weighted},
+                        std::pair{DispatchModel::pplx, CombineModel::weighted}}) {
+    CAPTURE(name(dm));
+    CAPTURE(name(km));
+    SimOptions o;
+    o.dispatch.model = dm;
+    o.combine = km;
+    const auto sources = layer_sources(tr, 0, map, o);
+    const Dispatch d = dispatch(map, K, sources, o.dispatch);
+    auto runs = identity_rows(tr, d);
+    run_combine(tr, 0, wp, map, sources, d, o, runs);
+    for (int r = 0; r < shape.ranks; ++r) {
+      const RankInput& in = tr.layers[0].ranks[r];
+      for (std::int64_t t = 0; t < in.num_tokens; ++t) {
+        std::set<int> ranks;
+        double wsum = 0;
+        for (int k = 0; k < K; ++k)
+          if (in.topk_ids[t * K + k] >= 0) {
+            ranks.insert(map.rank_of[in.topk_ids[t * K + k]]);
+            wsum += static_cast<double>(in.topk_weights[t * K + k]);
+          }
+        const double factor = km == CombineModel::weighted ? wsum : static_cast<double>(ranks.size());
+        for (int h = 0; h < H; ++h) {
+          CAPTURE(r);
+          CAPTURE(t);
+          CHECK(runs[r].combine_out.f64[t * H + h] == doctest::Approx(in.x[t * H + h] * factor).epsilon(1e-12));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("every correct pairing matches the reference on random traces") {
+  test::TraceShape shape;
+  shape.hidden = 32;
+  shape.inter = 16;
+  shape.tokens = {13, 21, 0, 8};
+  shape.minus_one_rate = 0.15;
+  const Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  for (Numerics n : {Numerics::exact, Numerics::bf16}) {
+    ReferenceOptions ro;
+    ro.numerics = n;
+    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+    for (const auto& p : kCorrect) {
+      CAPTURE(label(p));
+      CAPTURE(name(n));
+      const SimOptions o = options_for(p, n);
+      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
+      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+      const Agreement a = compare_final(run, ref, shape.hidden, n);
+      CHECK(a.bad_tokens == 0);
+      CHECK(a.relative() <= agreement_tolerance(n));
+      if (p.k == CombineModel::weighted)  // same primitive, same per-slot outputs: the reference's bits
+        for (int r = 0; r < shape.ranks; ++r)
+          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
+            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
+      CHECK(run.stats.waste() == 1.0);
+    }
+  }
+}
+
+TEST_CASE("every correct pairing matches the reference on the bundled traces") {
+  for (const char* file : {"default.h5", "seed-ep8.h5"}) {
+    const Trace tr = read_trace(std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/" + file);
+    const ExpertMap map = make_expert_map(tr.config);
+    const WeightProvider wp(tr);
+    ReferenceOptions ro;
+    ro.numerics = Numerics::bf16;
+    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+    for (const auto& p : kCorrect) {
+      CAPTURE(file);
+      CAPTURE(label(p));
+      const LayerRun run = simulate_layer(tr, 0, wp, map, options_for(p, Numerics::bf16));
+      CHECK(compare_final(run, ref, tr.config.hidden, Numerics::bf16).bad_tokens == 0);
+    }
+  }
+}
+
+TEST_CASE("results do not depend on row order or thread count") {
+  test::TraceShape shape;
+  shape.hidden = 16;
+  shape.tokens = {17, 9, 12, 5};
+  const Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  for (const auto& p : kCorrect) {
+    CAPTURE(label(p));
+    SimOptions o = options_for(p, Numerics::bf16);
+    const LayerRun canon = simulate_layer(tr, 0, wp, map, o);
+    o.dispatch.shuffle = true;
+    o.dispatch.shuffle_seed = 7;
+    o.threads = 2;
+    const LayerRun shuffled = simulate_layer(tr, 0, wp, map, o);
+    bool reordered = false;
+    for (int r = 0; r < shape.ranks; ++r) {
+      reordered = reordered || canon.dispatch.ranks[r].src_pos != shuffled.dispatch.ranks[r].src_pos;
+      CHECK(canon.ranks[r].final_out.f32 == shuffled.ranks[r].final_out.f32);
+      CHECK(canon.ranks[r].expert_out.f32 == shuffled.ranks[r].expert_out.f32);
+    }
+    CHECK(reordered);
+  }
+}
+
+TEST_CASE("all-k on the seed's scenario: K computations per row, wrong outputs, and the run says why") {
+  const Trace tr = read_trace(std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/seed-ep8.h5");
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  SimOptions o = options_for({DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum}, Numerics::bf16);
+  const PairingVerdict v = judge_pairing(o.dispatch.model, o.consumer, o.combine);
+  CHECK_FALSE(v.correct);
+  REQUIRE_FALSE(v.reasons.empty());
+  CHECK(v.reasons[0].find("all-k computes every id of each row's top-k") != std::string::npos);
+  const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+  const int K = tr.config.top_k;
+  // The seed's arithmetic: every (token, expert) row computes all K ids.
+  CHECK(run.stats.total_rows() == run.stats.pairs);
+  CHECK(run.stats.total_performed() == run.stats.total_rows() * K);
+  CHECK(run.stats.waste() == doctest::Approx(K));
+  CHECK(run.stats.duplication() > 1.5);
+  ReferenceOptions ro;
+  ro.numerics = Numerics::bf16;
+  const Agreement a = compare_final(run, run_layer(tr, 0, wp, ro), tr.config.hidden, Numerics::bf16);
+  CHECK(a.bad_tokens == a.tokens);
+  // Masking non-local ids still over-computes: each token's local experts once per row it got.
+  o.consumer.non_local = NonLocal::mask;
+  const LayerRun masked = simulate_layer(tr, 0, wp, map, o);
+  CHECK(masked.stats.waste() > 1.0);
+  CHECK(masked.stats.waste() < K);
+}
+
+TEST_CASE("weights applied twice or never are flagged and wrong") {
+  const Trace tr = test::make_trace({});
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  ReferenceOptions ro;
+  const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+  for (const auto& p : {Pairing{DispatchModel::pairs, ConsumerModel::target_expert, CombineModel::weighted},
+                        Pairing{DispatchModel::deepep_ll, ConsumerModel::per_expert, CombineModel::pair_sum}}) {
+    CAPTURE(label(p));
+    const SimOptions o = options_for(p, Numerics::exact);
+    const PairingVerdict v = judge_pairing(p.d, o.consumer, p.k);
+    CHECK_FALSE(v.correct);
+    const std::string why = v.reasons.empty() ? "" : v.reasons[0];
+    CHECK(why.find(p.k == CombineModel::weighted ? "applied twice" : "never applied") != std::string::npos);
+    CHECK(compare_final(simulate_layer(tr, 0, wp, map, o), ref, tr.config.hidden, Numerics::exact).bad_tokens > 0);
+  }
+}
