@@ -127,20 +127,28 @@ Comparator::Element Comparator::add(double a, double b) {
       e.mismatch = d > threshold_;
       break;
     }
-    case Criterion::relative:
-      if (a == 0 && b == 0) break;
-      if (a == 0) {
+    case Criterion::relative: {
+      // h5diff 1.10.8, observed: -p below DBL_EPSILON compares exactly; otherwise a value
+      // under DBL_EPSILON in magnitude counts as zero, two zeros are equal, and a zero in
+      // the first file against a non-zero is "not comparable" and differs.
+      const double eps = std::numeric_limits<double>::epsilon();
+      if (threshold_ < eps) {
+        e.mismatch = e.differ;
+        break;
+      }
+      const bool zero_a = std::fabs(a) < eps, zero_b = std::fabs(b) < eps;
+      if (zero_a && zero_b) break;
+      if (zero_a) {
         e.mismatch = true;
         ++m_.not_comparable;
         break;
       }
-      {
-        const double r = native_f32_ ? std::fabs(static_cast<double>(static_cast<float>(b) - static_cast<float>(a)) /
-                                                 static_cast<double>(static_cast<float>(a)))
-                                     : std::fabs((b - a) / a);
-        e.mismatch = r > threshold_;
-      }
+      const double r = native_f32_ ? std::fabs(static_cast<double>(static_cast<float>(b) - static_cast<float>(a)) /
+                                               static_cast<double>(static_cast<float>(a)))
+                                   : std::fabs((b - a) / a);
+      e.mismatch = r > threshold_;
       break;
+    }
   }
   m_.differ += e.differ;
   m_.mismatched += e.mismatch;

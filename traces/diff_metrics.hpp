@@ -13,6 +13,7 @@ enum class Criterion {
   tolerance,  // |a-b| <= atol + rtol*|b| (torch.testing; b is the second file, the reference)
   delta,      // h5diff -d: differ when |a-b| > delta
   relative,   // h5diff -p: differ when |a-b|/|a| > relative; a = 0 "not comparable" differs
+              // (zero meaning |x| < DBL_EPSILON, as h5diff 1.10.8 does)
 };
 
 struct Metrics {

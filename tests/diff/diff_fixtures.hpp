@@ -120,6 +120,6 @@ inline Ran shell(const std::string& cmd) {
   r.err = slurp(e);
   return r;
 }
-inline Ran moesim(const std::string& args) { return shell(std::string(MOESIM_BINARY) + " " + args); }
+inline Ran run_moesim(const std::string& args) { return shell(std::string(MOESIM_BINARY) + " " + args); }
 
 }  // namespace moesim::test

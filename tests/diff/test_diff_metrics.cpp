@@ -131,9 +131,19 @@ TEST_CASE("-d counts |a-b| > D; -p divides by the first file and a = 0 is not co
   CHECK(p.add(1, 1.15).mismatch);        // 0.15 / 1
   CHECK_FALSE(p.add(2, 2.15).mismatch);  // 0.075 / 2: the first file divides
   CHECK_FALSE(p.add(0, 0).mismatch);
-  CHECK(p.add(0, 1e-30).mismatch);  // not comparable counts, as in h5diff
+  CHECK(p.add(0, 1e-3).mismatch);  // not comparable counts, as in h5diff
   CHECK(p.metrics().not_comparable == 1);
   CHECK(p.metrics().mismatched == 2);
+  // h5diff takes magnitudes under DBL_EPSILON as zero.
+  CHECK_FALSE(p.add(1e-16, 0).mismatch);
+  CHECK_FALSE(p.add(0, 2e-16).mismatch);
+  CHECK(p.add(1e-16, 3e-16).mismatch);  // a "zero" against a non-zero: not comparable
+  CHECK(p.add(3e-16, 4e-16).mismatch);  // relative 1/3
+  CHECK(p.metrics().not_comparable == 2);
+  // and compares exactly when -p itself is under DBL_EPSILON.
+  Comparator tiny(DType::f64, Criterion::relative, {}, 1e-20, false);
+  CHECK(tiny.add(1e-30, 0).mismatch);
+  CHECK_FALSE(tiny.add(2, 2).mismatch);
 }
 
 TEST_CASE("-d on float32 subtracts in float32, as h5diff does") {

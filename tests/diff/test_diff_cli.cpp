@@ -1,0 +1,82 @@
+// The moesim diff command: exit codes 0 same, 1 different, 2 error (as h5diff), one-line
+// errors, JSON and report outputs, and nothing written when it fails.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "diff_fixtures.hpp"
+
+using namespace moesim;
+using namespace moesim::test;
+
+namespace {
+void pair(const std::string& stem) {
+  RunSpec s;
+  make_run(tmp(stem + "_b.h5"), s);
+  make_run(tmp(stem + "_same.h5"), s);
+  s.edit = [](const std::string& leaf, int rank, std::size_t i, float v) {
+    return leaf == "recv_x" && rank == 1 && i == 9 ? v + 3 : v;
+  };
+  make_run(tmp(stem + "_a.h5"), s);
+}
+}  // namespace
+
+TEST_CASE("exit codes: 0 same, 1 different, 2 error") {
+  pair("cli");
+  const Ran same = run_moesim("diff " + tmp("cli_same.h5") + " " + tmp("cli_b.h5"));
+  CHECK(same.code == 0);
+  CHECK(same.out.find("no divergence") != std::string::npos);
+  const Ran differ = run_moesim("diff " + tmp("cli_a.h5") + " " + tmp("cli_b.h5"));
+  CHECK(differ.code == 1);
+  CHECK(differ.out.find("first divergence: layer 0, stage dispatch: /layers/0/ranks/1/dispatch/recv_x") !=
+        std::string::npos);
+  CHECK(differ.out.find("row 1 (from rank 0 token 1) column 1") != std::string::npos);
+  const Ran quiet = run_moesim("diff -q " + tmp("cli_a.h5") + " " + tmp("cli_b.h5"));
+  CHECK(quiet.code == 1);
+  CHECK(quiet.out.empty());
+  const Ran missing = run_moesim("diff " + tmp("cli_a.h5") + " " + tmp("nope.h5"));
+  CHECK(missing.code == 2);
+  CHECK(missing.err == "moesim diff: " + tmp("nope.h5") + ": cannot open: no such file\n");
+  const Ran both = run_moesim("diff -d 1 -p 1 " + tmp("cli_a.h5") + " " + tmp("cli_b.h5"));
+  CHECK(both.code == 2);
+  CHECK(both.err.find("-d and -p are mutually exclusive") != std::string::npos);
+  const Ran absent = run_moesim("diff " + tmp("cli_a.h5") + " " + tmp("cli_b.h5") + " /layers/9");
+  CHECK(absent.code == 2);
+  CHECK(absent.err.find("/layers/9: in neither") != std::string::npos);
+}
+
+TEST_CASE("-d and --tol turn a difference into a pass") {
+  pair("clitol");
+  CHECK(run_moesim("diff -d 3.5 " + tmp("clitol_a.h5") + " " + tmp("clitol_b.h5")).code == 0);
+  CHECK(run_moesim("diff -d 2.5 " + tmp("clitol_a.h5") + " " + tmp("clitol_b.h5")).code == 1);
+  CHECK(run_moesim("diff --tol '*/recv_x=4,0' " + tmp("clitol_a.h5") + " " + tmp("clitol_b.h5")).code == 0);
+  const Ran bad = run_moesim("diff --tol '*/recv_x=4' " + tmp("clitol_a.h5") + " " + tmp("clitol_b.h5"));
+  CHECK(bad.code == 2);
+  CHECK(bad.err == "moesim diff: --tol */recv_x=4: expected PATTERN=ATOL,RTOL\n");
+}
+
+TEST_CASE("--json names the divergence and its source token") {
+  pair("clijson");
+  const Ran r = run_moesim("diff --json " + tmp("clijson_a.h5") + " " + tmp("clijson_b.h5"));
+  CHECK(r.code == 1);
+  CHECK(r.out.rfind("{\"file_a\":", 0) == 0);
+  CHECK(r.out.find("\"different\":true") != std::string::npos);
+  CHECK(r.out.find("\"divergences\":[{\"path\":\"/layers/0/ranks/1/dispatch/recv_x\",\"layer\":0,\"stage\":"
+                   "\"dispatch\"") != std::string::npos);
+  CHECK(r.out.find("\"worst_tokens\":[{\"layer\":0,\"rank\":0,\"token\":1,\"mismatched\":1,\"max_abs\":3") !=
+        std::string::npos);
+}
+
+TEST_CASE("--report writes the file only when diff succeeds") {
+  pair("clirep");
+  const std::string out = tmp("clirep_report.h5");
+  std::filesystem::remove(out);
+  CHECK(run_moesim("diff -q --report " + out + " " + tmp("clirep_a.h5") + " " + tmp("clirep_b.h5")).code == 1);
+  CHECK(std::filesystem::exists(out));
+  std::filesystem::remove(out);
+  const Ran bad = run_moesim("diff -q --report " + out + " " + tmp("clirep_a.h5") + " " + tmp("absent.h5"));
+  CHECK(bad.code == 2);
+  CHECK_FALSE(std::filesystem::exists(out));
+  for (const auto& e : std::filesystem::directory_iterator(MOESIM_TEST_TMP))
+    CHECK(e.path().filename().string().find("clirep_report.h5.tmp") == std::string::npos);
+}
