@@ -1,0 +1,94 @@
+// Golden files: layout, attributes and dtypes per numerics mode, read back and compared with the
+// in-memory outputs; bad input writes nothing.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "../../reference/golden.hpp"
+#include "error.hpp"
+#include "ref_fixtures.hpp"
+#include "trace_io.hpp"
+
+using namespace moesim;
+using namespace moesim::testing;
+
+namespace {
+
+std::string tmp(const std::string& name) { return std::string(MOESIM_TEST_TMP) + "/ref_golden_" + name; }
+
+std::string written_trace() {
+  TraceShape s;
+  s.shared = 1, s.token_dtype = DType::bf16;
+  Trace t = make_trace(s);
+  t.config.weight_dtype = DType::f32;
+  const std::string path = tmp("trace.h5");
+  write_trace(t, path);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with stage and axes") {
+  const std::string trace_path = written_trace();
+  const Trace t = read_trace(trace_path);
+  for (Numerics n : {Numerics::exact, Numerics::fp32, Numerics::bf16}) {
+    CAPTURE(name(n));
+    ReferenceOptions o;
+    o.numerics = n;
+    const auto outs = run_reference(t, o);
+    const std::string out = tmp(std::string(name(n)) + ".h5");
+    write_golden(out, t, outs, n, "moesim golden test");
+    const h5::File f = h5::File::open_read(out);
+    CHECK(f.attr_string("/", "format") == "moesim-golden");
+    CHECK(f.attr_string("/", "numerics") == name(n));
+    CHECK(f.attr_int("/", "schema_version") == 1);
+    CHECK(f.attr_string("/", "trace_hash") == trace_file_hash(trace_path));
+    CHECK(f.attr_string("/", "trace_hash").size() == 16);
+    CHECK(f.attr_string("/", "trace_path") == trace_path);
+    for (int r = 0; r < t.config.num_ranks; ++r) {
+      const std::string base = rank_path(0, r);
+      const auto info = f.info(base + "/expert_out");
+      const auto T = static_cast<std::uint64_t>(t.layers[0].ranks[r].num_tokens);
+      CHECK(info.dims == std::vector<std::uint64_t>{T, 3, 40});
+      CHECK(f.attr_string(base + "/final_out", "stage") == "final");
+      CHECK(f.attr_string(base + "/expert_out", "stage") == "expert");
+      CHECK(f.attr_string(base + "/expert_out", "axes") == "token,slot,hidden");
+      CHECK(f.attr_string(base + "/final_out", "axes") == "token,hidden");
+      const auto back = f.read_rows_as_double(base + "/final_out", 0, T);
+      if (n == Numerics::bf16) {
+        CHECK(f.info(base + "/final_out").declared == "bfloat16");
+        const auto bits = f.read<std::uint16_t>(base + "/final_out");
+        for (std::size_t i = 0; i < bits.size(); ++i) REQUIRE(bf16_bits_to_float(bits[i]) == outs[0].ranks[r].final_out.f32[i]);
+      } else {
+        CHECK(f.info(base + "/final_out").stored == (n == Numerics::exact ? DType::f64 : DType::f32));
+        for (std::size_t i = 0; i < back.size(); ++i) REQUIRE(back[i] == outs[0].ranks[r].final_out[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE("the trace hash is FNV-1a 64 of the file's bytes") {
+  const std::string p = tmp("hash.bin");
+  std::FILE* f = std::fopen(p.c_str(), "wb");
+  std::fputs("a", f);
+  std::fclose(f);
+  CHECK(trace_file_hash(p) == "af63dc4c8601ec8c");  // FNV-1a 64 of "a"
+  CHECK_THROWS_AS(trace_file_hash(tmp("missing.bin")), Error);
+}
+
+TEST_CASE("moesim golden writes a file, and nothing on bad input") {
+  const std::string bin = MOESIM_BINARY;
+  if (bin.empty() || !std::filesystem::exists(bin)) return;  // the CLI is not built
+  const std::string trace_path = written_trace(), out = tmp("cli.h5"), bad = tmp("cli_bad.h5");
+  std::filesystem::remove(out);
+  std::filesystem::remove(bad);
+  CHECK(std::system((bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads 2 >/dev/null").c_str()) == 0);
+  CHECK(h5::File::open_read(out).attr_string("/", "numerics") == "bf16");
+  const int rc = std::system((bin + " golden '" + tmp("none.h5") + "' -o '" + bad + "' 2>/dev/null").c_str());
+  CHECK(WEXITSTATUS(rc) == 2);
+  CHECK_FALSE(std::filesystem::exists(bad));
+  const int rc2 = std::system((bin + " golden '" + trace_path + "' -o '" + bad + "' --numerics fp16 2>/dev/null").c_str());
+  CHECK(WEXITSTATUS(rc2) == 2);
+  CHECK_FALSE(std::filesystem::exists(bad));
+}
