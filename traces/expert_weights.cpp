@@ -1,4 +1,4 @@
-#include "weights.hpp"
+#include "expert_weights.hpp"
 
 #include <cmath>
 

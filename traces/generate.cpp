@@ -9,7 +9,7 @@
 #include "error.hpp"
 #include "inputs.hpp"
 #include "random.hpp"
-#include "weights.hpp"
+#include "expert_weights.hpp"
 
 namespace moesim {
 

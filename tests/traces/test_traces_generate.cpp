@@ -12,7 +12,7 @@
 #include "error.hpp"
 #include "generate.hpp"
 #include "trace_io.hpp"
-#include "weights.hpp"
+#include "expert_weights.hpp"
 
 using namespace moesim;
 
