@@ -47,7 +47,7 @@ double gumbel(std::uint64_t stream, std::uint64_t index) {
 }
 
 [[noreturn]] void bad(const std::string& option, const std::string& what) {
-  throw Error("gen: --" + option + ": " + what);
+  throw Error("--" + option + ": " + what);
 }
 
 void check_options(const GenOptions& o) {
@@ -200,7 +200,7 @@ struct Router {
           int best = -1;
           for (int e : rank_experts[target])
             if (!taken[c.logical_of(e)] && (best < 0 || z[e] > z[best])) best = e;
-          if (best < 0) throw Error("gen: --routing: rank " + std::to_string(target) + " has too few experts");
+          if (best < 0) throw Error("--routing: rank " + std::to_string(target) + " has too few experts");
           taken[c.logical_of(best)] = true;
           chosen.push_back(best);
         }

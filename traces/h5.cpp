@@ -407,10 +407,19 @@ template void File::write<std::uint16_t>(const std::string&, const std::vector<s
 template void File::write<std::uint8_t>(const std::string&, const std::vector<std::uint64_t>&,
                                         const std::uint8_t*, const std::string&);
 
+namespace {
+// Messages name the file the user asked for, not its temporary name.
+Id create_for(const std::string& tmp, const std::string& shown) {
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw Error(shown + ": cannot create file");
+  return Id(f, H5Fclose);
+}
+}  // namespace
+
 AtomicOutput::AtomicOutput(std::string path)
     : path_(std::move(path)),
       tmp_(path_ + ".tmp" + std::to_string(::getpid())),
-      file_(File::create(tmp_)) {}
+      file_(path_, create_for(tmp_, path_)) {}
 
 AtomicOutput::~AtomicOutput() {
   if (!committed_) {

@@ -176,7 +176,7 @@ TEST_CASE("all_to_one: every id lives on rank 0, under any placement") {
   }
   GenOptions o = big(Routing::all_to_one);
   o.top_k = 9;  // rank 0 holds 8 experts
-  CHECK_THROWS_WITH(generate(o), "gen: --top-k: 9 exceeds the 8 experts on rank 0 (all_to_one)");
+  CHECK_THROWS_WITH(generate(o), "--top-k: 9 exceeds the 8 experts on rank 0 (all_to_one)");
 }
 
 TEST_CASE("round_robin: slot j of token t on rank r is ((r * max_tokens + t) * K + j) mod E") {
@@ -371,17 +371,17 @@ TEST_CASE("x generated from the seed when not stored, the same values either way
 TEST_CASE("bad options name the option") {
   GenOptions o;
   o.num_experts = 10;
-  CHECK_THROWS_WITH(generate(o), "gen: --experts: 10 is not a multiple of --ranks 4");
+  CHECK_THROWS_WITH(generate(o), "--experts: 10 is not a multiple of --ranks 4");
   o = GenOptions{};
   o.routing = Routing::grouped;
   o.n_group = 3;
-  CHECK_THROWS_WITH(generate(o), "gen: --groups: 3 does not divide the 16 logical experts");
+  CHECK_THROWS_WITH(generate(o), "--groups: 3 does not divide the 16 logical experts");
   o = GenOptions{};
   o.sentinel_rate = 1.5;
-  CHECK_THROWS_WITH(generate(o), "gen: --sentinel-rate: must lie in [0, 1]");
+  CHECK_THROWS_WITH(generate(o), "--sentinel-rate: must lie in [0, 1]");
   o = GenOptions{};
   o.token_dtype = DType::i32;
-  CHECK_THROWS_WITH(generate(o), "gen: --token-dtype: must be fp32, bf16, fp8 or fp8_fnuz");
+  CHECK_THROWS_WITH(generate(o), "--token-dtype: must be fp32, bf16, fp8 or fp8_fnuz");
   CHECK_THROWS_WITH(parse_routing("random"),
                     "unknown routing 'random' (expected uniform, zipf, grouped, hot, all_to_one, round_robin, spread)");
 }

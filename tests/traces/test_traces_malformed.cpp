@@ -3,7 +3,6 @@
 // then altering it through the HDF5 C API.
 #include <doctest/doctest.h>
 #include <hdf5.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
@@ -14,6 +13,7 @@
 #include "error.hpp"
 #include "generate.hpp"
 #include "trace_io.hpp"
+#include "traces/cli_run.hpp"
 
 using namespace moesim;
 
@@ -115,21 +115,8 @@ struct Rw {
   }
 };
 
-struct Run {
-  int code;
-  std::string output;
-};
-
-Run validate_cli(const std::string& path) {
-  const std::string cmd = std::string(MOESIM_BINARY) + " validate '" + path + "' 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p);
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::CliRun;
+CliRun validate_cli(const std::string& path) { return test::run_moesim("validate '" + path + "'"); }
 
 // The library throws exactly `message` (after "PATH: "), and the command prints it on one line
 // and exits 2 without touching the file.
@@ -137,7 +124,7 @@ void expect_rejected(const std::string& path, const std::string& message) {
   const std::string full = path + ": " + message;
   CHECK_THROWS_WITH_AS(read_trace(path), full.c_str(), Error);
   const std::string before = bytes_of(path);
-  const Run r = validate_cli(path);
+  const CliRun r = validate_cli(path);
   CHECK(r.code == 2);
   CHECK(r.output == "moesim validate: " + full + "\n");
   CHECK(bytes_of(path) == before);
@@ -146,7 +133,7 @@ void expect_rejected(const std::string& path, const std::string& message) {
 
 TEST_CASE("a valid trace validates with exit 0 and prints ok") {
   const std::string path = valid("ok");
-  const Run r = validate_cli(path);
+  const CliRun r = validate_cli(path);
   CHECK(r.code == 0);
   CHECK(r.output == "ok\n");
 }
@@ -164,7 +151,7 @@ TEST_CASE("missing file") {
   const std::string path = tmp("malformed_does_not_exist.h5");
   std::filesystem::remove(path);
   CHECK_THROWS_WITH_AS(read_trace(path), (path + ": cannot open: no such file").c_str(), Error);
-  const Run r = validate_cli(path);
+  const CliRun r = validate_cli(path);
   CHECK(r.code == 2);
   CHECK(r.output == "moesim validate: " + path + ": cannot open: no such file\n");
 }
@@ -285,7 +272,7 @@ TEST_CASE("duplicate ids within a row are a warning, not an error") {
   REQUIRE(report.warnings.size() == 1);
   const std::string warning = path + ": /layers/0/ranks/1/topk_ids: row 2: expert 5 appears twice (slots 0 and 1)";
   CHECK(report.warnings[0] == warning);
-  const Run r = validate_cli(path);
+  const CliRun r = validate_cli(path);
   CHECK(r.code == 0);
   CHECK(r.output == "warning: " + warning + "\nok\n");
 }

@@ -1,0 +1,84 @@
+// `moesim gen` and `moesim validate` as a user runs them: same arguments, same bytes; the
+// command line recorded; bad options give one line and exit 2 with nothing written.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "trace_io.hpp"
+#include "traces/cli_run.hpp"
+
+using namespace moesim;
+
+namespace {
+using test::CliRun;
+CliRun run(const std::string& dir, const std::string& args) { return test::run_moesim(args, dir); }
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+const std::string kTmp = std::string(MOESIM_TEST_TMP) + "/gen_cli";
+}  // namespace
+
+TEST_CASE("moesim gen: same arguments in two folders give the same bytes and record the command") {
+  const std::string args = "gen -o t.h5 --routing zipf --zipf 1.5 --sentinel-rate 0.1 --tokens 8 --tokens-max 20";
+  const CliRun a = run(kTmp + "/a", args), b = run(kTmp + "/b", args);
+  REQUIRE(a.code == 0);
+  REQUIRE(b.code == 0);
+  CHECK(a.output.rfind("wrote t.h5: 4 ranks, 16 experts, top-4, 1 layer(s), ", 0) == 0);
+  CHECK(bytes_of(kTmp + "/a/t.h5") == bytes_of(kTmp + "/b/t.h5"));
+  const Trace t = read_trace(kTmp + "/a/t.h5");
+  CHECK(t.command == "moesim gen -o t.h5 --routing zipf --zipf 1.5 --sentinel-rate 0.1 --tokens 8 --tokens-max 20");
+  const CliRun c = run(kTmp + "/c", "gen -o t.h5 --routing zipf --zipf 1.5 --sentinel-rate 0.1 --tokens 8 --tokens-max 20 --seed 9");
+  REQUIRE(c.code == 0);
+  CHECK(read_trace(kTmp + "/c/t.h5").layers[0].ranks[0].topk_ids != t.layers[0].ranks[0].topk_ids);
+}
+
+TEST_CASE("moesim gen: arguments that need quoting are recorded quoted") {
+  const CliRun a = run(kTmp + "/q", "gen -o 'my trace.h5' --x-dist normal");
+  REQUIRE(a.code == 0);
+  CHECK(read_trace(kTmp + "/q/my trace.h5").command == "moesim gen -o 'my trace.h5' --x-dist normal");
+}
+
+TEST_CASE("moesim gen with no other option writes the small default trace") {
+  const CliRun a = run(kTmp + "/d", "gen -o d.h5");
+  REQUIRE(a.code == 0);
+  const CliRun v = run(kTmp + "/d", "validate d.h5");
+  CHECK(v.code == 0);
+  CHECK(v.output == "ok\n");
+  CHECK(std::filesystem::file_size(kTmp + "/d/d.h5") < 200u * 1024);
+}
+
+TEST_CASE("moesim gen: bad options give one line, exit 2 and no file") {
+  std::filesystem::remove(kTmp + "/e/bad.h5");
+  CliRun r = run(kTmp + "/e", "gen -o bad.h5 --experts 10");
+  CHECK(r.code == 2);
+  CHECK(r.output == "moesim gen: --experts: 10 is not a multiple of --ranks 4\n");
+  r = run(kTmp + "/e", "gen -o bad.h5 --routing random");
+  CHECK(r.code == 2);
+  CHECK(r.output ==
+        "moesim gen: unknown routing 'random' (expected uniform, zipf, grouped, hot, all_to_one, round_robin, spread)\n");
+  r = run(kTmp + "/e", "gen -o bad.h5 --weights maybe");
+  CHECK(r.code == 2);
+  CHECK(r.output == "moesim gen: --weights must be 'stored' or 'seed', got 'maybe' (moesim gen --help)\n");
+  r = run(kTmp + "/e", "gen --seed 3");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("output") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(kTmp + "/e/bad.h5"));
+  r = run(kTmp + "/e", "gen -o no/such/dir/t.h5");
+  CHECK(r.code == 2);
+  CHECK(r.output == "moesim gen: no/such/dir/t.h5: cannot create file\n");
+}
+
+TEST_CASE("--help on gen and validate") {
+  CliRun r = run(kTmp, "gen --help");
+  CHECK(r.code == 0);
+  CHECK(r.output.rfind("usage: moesim gen -o FILE [options]", 0) == 0);
+  CHECK(r.output.find("--routing") != std::string::npos);
+  r = run(kTmp, "validate --help");
+  CHECK(r.code == 0);
+  CHECK(r.output.rfind("usage: moesim validate TRACE", 0) == 0);
+}
