@@ -200,7 +200,9 @@ struct Router {
           int best = -1;
           for (int e : rank_experts[target])
             if (!taken[c.logical_of(e)] && (best < 0 || z[e] > z[best])) best = e;
-          if (best < 0) throw Error("--routing: rank " + std::to_string(target) + " has too few experts");
+          if (best < 0)
+            throw Error("--routing: rank " + std::to_string(target) + " holds too few distinct logical experts for --top-k " +
+                        std::to_string(K));
           taken[c.logical_of(best)] = true;
           chosen.push_back(best);
         }

@@ -1,5 +1,8 @@
 // moesim info TRACE: what a trace holds, after full validation.
+#include <algorithm>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "command.hpp"
 #include "options.hpp"
@@ -7,6 +10,12 @@
 
 namespace moesim::cli {
 namespace {
+
+std::string spec_text(const GeneratorSpec& s) {
+  std::ostringstream o;
+  o << "seed " << s.seed << ", " << s.distribution << ", scale " << s.scale;
+  return o.str();
+}
 
 int run_info(const std::vector<std::string>& args) {
   po::options_description desc("options");
@@ -27,6 +36,44 @@ int run_info(const std::vector<std::string>& args) {
             << "\n  tokens " << name(c.token_dtype) << ", weights " << name(c.weight_dtype)
             << (t.layers.empty() || t.layers[0].weights ? " (stored)" : " (generated from seed)") << "\n"
             << "  layers " << t.layers.size() << "\n";
+  if (c.placement.kind == PlacementKind::eplb) std::cout << "  logical experts " << c.placement.num_logical << "\n";
+  if (c.num_shared_experts > 0)
+    std::cout << "  shared experts " << c.num_shared_experts << " (intermediate " << c.shared_intermediate << ")\n";
+  if (c.routed_scaling_factor != 1.0) std::cout << "  routed scaling factor " << c.routed_scaling_factor << "\n";
+  if (!c.library.empty()) std::cout << "  captured from " << c.library << " " << c.library_version << "\n";
+  if (!t.layers.empty() && !t.layers[0].weights) std::cout << "  weight generator: " << spec_text(t.weight_spec) << "\n";
+  if (t.x_spec) std::cout << "  x generator: " << spec_text(*t.x_spec) << "\n";
+
+  // Routing at a glance: token counts, -1 slots and how unevenly experts and ranks are loaded.
+  std::int64_t tmin = INT64_MAX, tmax = 0, slots = 0, sentinels = 0, captured = 0;
+  std::vector<std::int64_t> expert_load(c.num_experts, 0), rank_load(c.num_ranks, 0);
+  for (const auto& layer : t.layers)
+    for (const auto& r : layer.ranks) {
+      tmin = std::min(tmin, r.num_tokens);
+      tmax = std::max(tmax, r.num_tokens);
+      if (!r.captured.empty()) ++captured;
+      for (std::int32_t id : r.topk_ids) {
+        ++slots;
+        if (id < 0) {
+          ++sentinels;
+          continue;
+        }
+        ++expert_load[id];
+        ++rank_load[c.rank_of(id)];
+      }
+    }
+  const auto ratio = [](const std::vector<std::int64_t>& v) {
+    std::int64_t sum = 0, mx = 0;
+    for (auto x : v) sum += x, mx = std::max(mx, x);
+    return sum ? static_cast<double>(mx) * static_cast<double>(v.size()) / static_cast<double>(sum) : 0.0;
+  };
+  if (!t.layers.empty())
+    std::cout << "  tokens per rank " << tmin << (tmin == tmax ? "" : ".." + std::to_string(tmax)) << "; " << slots
+              << " slots, " << sentinels << " of them -1\n"
+              << std::fixed << std::setprecision(2) << "  load max/mean: expert " << ratio(expert_load) << ", rank "
+              << ratio(rank_load) << "\n";
+  if (captured) std::cout << "  captured receive side on " << captured << " (layer, rank) pairs\n";
+  if (!t.command.empty()) std::cout << "  made by: " << t.command << "\n";
   for (const auto& w : report.warnings) std::cout << "  warning: " << w << "\n";
   return 0;
 }
