@@ -82,3 +82,24 @@ TEST_CASE("--help on gen and validate") {
   CHECK(r.code == 0);
   CHECK(r.output.rfind("usage: moesim validate TRACE", 0) == 0);
 }
+
+TEST_CASE("moesim info reports token counts, -1 slots and the recorded command") {
+  const CliRun g = run(kTmp + "/i", "gen -o i.h5 --sentinel-rate 0.3 --tokens 5 --tokens-max 9 --routing all_to_one");
+  REQUIRE(g.code == 0);
+  const Trace t = read_trace(kTmp + "/i/i.h5");
+  std::int64_t slots = 0, neg = 0, tmin = 1 << 30, tmax = 0;
+  for (const auto& r : t.layers[0].ranks) {
+    tmin = std::min(tmin, r.num_tokens);
+    tmax = std::max(tmax, r.num_tokens);
+    for (auto id : r.topk_ids) slots += 1, neg += id < 0;
+  }
+  REQUIRE(neg > 0);
+  const CliRun i = run(kTmp + "/i", "info i.h5");
+  CHECK(i.code == 0);
+  CAPTURE(i.output);
+  CHECK(i.output.find("  tokens per rank " + std::to_string(tmin) + ".." + std::to_string(tmax) + "; " +
+                      std::to_string(slots) + " slots, " + std::to_string(neg) + " of them -1\n") != std::string::npos);
+  // all_to_one: rank 0 carries every routed slot, 4 times the mean of 4 ranks.
+  CHECK(i.output.find(", rank 4.00\n") != std::string::npos);
+  CHECK(i.output.find("  made by: moesim gen -o i.h5 --sentinel-rate 0.3") != std::string::npos);
+}
