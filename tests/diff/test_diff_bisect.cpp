@@ -1,0 +1,137 @@
+// moesim bisect on generated traces with a fault injected in one layer, stage and token: it
+// names them, and the minimal trace it writes is valid, a few tokens, and still diverges.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "bisect.hpp"
+#include "diff_fixtures.hpp"
+#include "error.hpp"
+#include "pairing.hpp"
+#include "trace_io.hpp"
+
+using namespace moesim;
+using namespace moesim::sim;
+using namespace moesim::test;
+
+namespace {
+const std::string& trace_path() {
+  static const std::string path = [] {
+    const std::string p = tmp("bisect_trace.h5");
+    const Ran r = run_moesim("gen -o " + p +
+                             " --seed 7 --layers 3 --tokens 12 --ranks 4 --experts 8 --top-k 2 --hidden 128"
+                             " --intermediate 32 --sentinel-rate 0.1");
+    REQUIRE(r.code == 0);
+    return p;
+  }();
+  return path;
+}
+
+BisectOptions options(const TraceConfig& c) {
+  BisectOptions o;
+  o.candidate.dispatch.model = DispatchModel::mori;
+  o.candidate.consumer.model = default_consumer(DispatchModel::mori);
+  o.candidate.combine = default_combine(DispatchModel::mori, c.mori.kernel_type);
+  o.candidate.numerics = Numerics::bf16;
+  o.reference = o.candidate;
+  o.tolerances.rules.push_back({"*", default_bisect_tolerance(Numerics::bf16)});
+  o.work_dir = MOESIM_TEST_TMP;
+  return o;
+}
+
+std::int64_t tokens(const Trace& t) {
+  std::int64_t n = 0;
+  for (const auto& l : t.layers)
+    for (const auto& r : l.ranks) n += r.num_tokens;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("the correct pairing does not diverge") {
+  const Trace t = read_trace(trace_path());
+  const BisectResult r = bisect(t, options(t.config));
+  CHECK_FALSE(r.first.found);
+}
+
+TEST_CASE("an injected fault is named by layer, stage and token, and shrinks to that token") {
+  const Trace t = read_trace(trace_path());
+  for (const auto stage : {diff::Stage::dispatch, diff::Stage::expert, diff::Stage::combine, diff::Stage::final_}) {
+    BisectOptions o = options(t.config);
+    o.fault = Fault{1, stage, 2, 7, 0.75};
+    const BisectResult r = bisect(t, o);
+    INFO("stage " << diff::name(stage));
+    REQUIRE(r.first.found);
+    CHECK(r.first.layer == 1);
+    CHECK(r.first.stage == stage);
+    CHECK(r.first.rank == 2);
+    CHECK(r.first.token == 7);
+    CHECK(r.tokens_before == 48);
+    REQUIRE(r.kept_tokens.size() == 1);
+    CHECK(r.kept_tokens[0] == std::pair<int, std::int64_t>{2, 7});
+    CHECK(tokens(r.minimal) == 1);
+    CHECK(r.minimal.layers.size() == 2);  // layer 0 kept empty, so layer 1's weights stay its own
+    CHECK(r.minimal_divergence.found);
+    CHECK(r.minimal_divergence.stage == stage);
+    REQUIRE(r.minimal_fault);
+    CHECK(r.minimal_fault->token == 0);
+  }
+}
+
+TEST_CASE("the minimal trace is written valid and reproduces the divergence") {
+  const Trace t = read_trace(trace_path());
+  BisectOptions o = options(t.config);
+  o.fault = Fault{2, diff::Stage::expert, 0, 3, 1.0};
+  const BisectResult r = bisect(t, o);
+  REQUIRE(r.first.found);
+  const std::string path = tmp("bisect_min.h5");
+  write_trace(r.minimal, path);
+  const Trace back = read_trace(path);
+  CHECK(back.layers.size() == 3);
+  CHECK(tokens(back) == 1);
+  o.fault = r.minimal_fault;
+  const BisectResult again = bisect(back, o);
+  CHECK(again.first.found);
+  CHECK(again.first.layer == 2);
+  CHECK(again.first.stage == diff::Stage::expert);
+  CHECK(again.first.rank == 0);
+  CHECK(again.first.token == 0);
+}
+
+TEST_CASE("a bug model diverges at the expert stage and shrinks to a few tokens") {
+  const Trace t = read_trace(trace_path());
+  BisectOptions o = options(t.config);
+  o.candidate.consumer.model = ConsumerModel::all_k;  // the seed's flow: every slot computed on every rank
+  const BisectResult r = bisect(t, o);
+  REQUIRE(r.first.found);
+  CHECK(r.first.layer == 0);
+  CHECK(r.first.stage == diff::Stage::expert);
+  CHECK(r.kept_tokens.size() <= 3);
+  CHECK(r.minimal_divergence.found);
+  CHECK(r.minimal_divergence.stage == diff::Stage::expert);
+  CHECK(r.slots_after <= r.slots_before);
+}
+
+TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when nothing diverges") {
+  const std::string out = tmp("bisect_cli_min.h5");
+  std::filesystem::remove(out);
+  const Ran same = run_moesim("bisect " + trace_path() + " -o " + out);
+  CHECK(same.code == 0);
+  CHECK(same.out.find("no divergence") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(out));
+  const Ran r = run_moesim("bisect " + trace_path() + " -o " + out + " --inject 1,combine,3,4");
+  CHECK(r.code == 1);
+  CHECK(r.out.find("first divergence: layer 1, stage combine (/layers/1/ranks/3/combine_out") != std::string::npos);
+  CHECK(r.out.find("worst token: rank 3 token 4") != std::string::npos);
+  CHECK(r.out.find("minimal trace: 1 of 48 tokens (rank 3 token 4)") != std::string::npos);
+  const auto at = r.out.find("reproduce: moesim ");
+  REQUIRE(at != std::string::npos);
+  const std::string cmd = r.out.substr(at + std::string("reproduce: moesim ").size());
+  const h5::File f = h5::File::open_read(out);
+  CHECK(f.attr_string("/", "command") + "\n" == "moesim " + cmd);
+  const Ran again = run_moesim(cmd.substr(0, cmd.size() - 1));
+  CHECK(again.code == 1);
+  CHECK(again.out.find("first divergence: layer 1, stage combine") != std::string::npos);
+  const Ran bad = run_moesim("bisect " + trace_path() + " -o " + out + " --inject 1,mixing,3,4");
+  CHECK(bad.code == 2);
+  CHECK(bad.err == "moesim bisect: --inject: unknown stage 'mixing' (dispatch, expert, combine or final)\n");
+}
