@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "diff.hpp"
@@ -68,6 +69,18 @@ struct BisectResult {
 
 // The trace must be read with tensors. Throws Error when the simulator rejects the trace.
 BisectResult bisect(const Trace& trace, const BisectOptions& options);
+
+// A recorded candidate (a run or golden-layout file, or a trace whose captured final_out /
+// combine_out hold a real run's outputs) against the CPU reference model with `numerics` (a
+// run file's own "numerics" attribute wins). Localizes only: a recording cannot be re-run.
+struct RecordedDivergence {
+  Divergence first;
+  std::string source;
+  Numerics numerics = Numerics::bf16;
+  std::vector<std::tuple<int, std::int64_t, double>> worst;  // (rank, token, max abs) in that layer
+};
+RecordedDivergence locate_recorded(const Trace& trace, const std::string& candidate, Numerics numerics,
+                                   const diff::ToleranceRules& tolerances, const std::string& work_dir);
 
 // origin[layer][rank][t]: the original index of local token t (identity for a whole trace).
 using Origin = std::vector<std::vector<std::vector<std::int64_t>>>;

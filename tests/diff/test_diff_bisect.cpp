@@ -8,6 +8,7 @@
 #include "diff_fixtures.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
+#include "reference.hpp"
 #include "trace_io.hpp"
 
 using namespace moesim;
@@ -134,4 +135,51 @@ TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when no
   const Ran bad = run_moesim("bisect " + trace_path() + " -o " + out + " --inject 1,mixing,3,4");
   CHECK(bad.code == 2);
   CHECK(bad.err == "moesim bisect: --inject: unknown stage 'mixing' (dispatch, expert, combine or final)\n");
+}
+
+TEST_CASE("a recorded candidate: a trace's captured outputs are localized against the reference model") {
+  Trace t = read_trace(trace_path());
+  ReferenceOptions ro;
+  ro.numerics = Numerics::bf16;
+  const auto outputs = run_reference(t, ro);
+  for (std::size_t l = 0; l < t.layers.size(); ++l)
+    for (std::size_t r = 0; r < t.layers[l].ranks.size(); ++r) {
+      const Values& v = outputs[l].ranks[r].final_out;
+      std::vector<float> out(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<float>(v[i]);
+      if (l == 2 && r == 1)  // token 5 of rank 1 in layer 2 came back wrong
+        for (std::size_t h = 0; h < 128; ++h) out[5 * 128 + h] = round_bf16(out[5 * 128 + h] + 2.0f);
+      t.layers[l].ranks[r].captured.final_out = out;
+    }
+  const std::string path = tmp("bisect_captured.h5");
+  write_trace(t, path);
+  const Trace captured = read_trace(path);
+  diff::ToleranceRules tol;
+  tol.rules.push_back({"*", default_bisect_tolerance(Numerics::bf16)});
+  const RecordedDivergence r = locate_recorded(captured, path, Numerics::bf16, tol, MOESIM_TEST_TMP);
+  REQUIRE(r.first.found);
+  CHECK(r.first.layer == 2);
+  CHECK(r.first.stage == diff::Stage::final_);
+  CHECK(r.first.dataset == "/layers/2/ranks/1/final_out");
+  CHECK(r.first.rank == 1);
+  CHECK(r.first.token == 5);
+  REQUIRE(r.worst.size() == 1);
+  CHECK(std::get<1>(r.worst[0]) == 5);
+  const Ran cli = run_moesim("bisect " + path + " --candidate " + path);
+  CHECK(cli.code == 1);
+  CHECK(cli.out.find("first divergence: layer 2, stage final (/layers/2/ranks/1/final_out: 128 of ") !=
+        std::string::npos);
+}
+
+TEST_CASE("a recorded run file that matches the reference does not diverge") {
+  const std::string run = tmp("bisect_run.h5");
+  REQUIRE(run_moesim("run " + trace_path() + " -o " + run + " --numerics bf16").code == 0);
+  const Ran ok = run_moesim("bisect " + trace_path() + " --candidate " + run);
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("no divergence beyond tolerance") != std::string::npos);
+  const std::string bad = tmp("bisect_run_allk.h5");
+  REQUIRE(run_moesim("run " + trace_path() + " -o " + bad + " --numerics bf16 --consumer all-k").code == 0);
+  const Ran wrong = run_moesim("bisect " + trace_path() + " --candidate " + bad);
+  CHECK(wrong.code == 1);
+  CHECK(wrong.out.find("first divergence: layer 0, stage ") != std::string::npos);
 }

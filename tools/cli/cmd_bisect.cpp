@@ -28,7 +28,8 @@ int run_bisect(const std::vector<std::string>& args) {
   po::options_description desc("options");
   desc.add_options()
       ("trace", po::value<std::string>()->required(), "trace file")
-      ("output,o", po::value<std::string>()->required(), "minimal trace to write")
+      ("output,o", po::value<std::string>(), "minimal trace to write")
+      ("candidate", po::value<std::string>(), "a recorded candidate instead of a simulator configuration: a run or golden-layout file, or a trace with captured outputs (localizes only)")
       ("dispatch", po::value<std::string>(), "candidate dispatch: mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
       ("consumer", po::value<std::string>(), "candidate consumer (default: the correct one for the dispatch)")
       ("combine", po::value<std::string>(), "candidate combine (default: the correct one for the dispatch)")
@@ -46,7 +47,6 @@ int run_bisect(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_options("bisect", "TRACE -o MIN.h5 [options]", desc, pos, args, vm)) return 0;
 
-  const std::string out = vm["output"].as<std::string>();
   const Trace trace = read_trace(vm["trace"].as<std::string>());
   const TraceConfig& c = trace.config;
   BisectOptions o;
@@ -85,6 +85,25 @@ int run_bisect(const std::vector<std::string>& args) {
   o.tolerances.rules.push_back({"*/recv_topk_ids", {0, 0}});
   o.tolerances.rules.push_back({"*/target_expert", {0, 0}});
   o.max_tests = vm["max-tests"].as<int>();
+
+  if (vm.count("candidate")) {
+    if (o.fault) throw UsageError("--inject needs a simulated candidate, not --candidate");
+    const std::string dir = vm.count("output") ? std::filesystem::absolute(vm["output"].as<std::string>()).parent_path().string()
+                                               : std::filesystem::temp_directory_path().string();
+    const RecordedDivergence rec = locate_recorded(trace, vm["candidate"].as<std::string>(), s.numerics, o.tolerances, dir);
+    std::cout << trace.path << ": candidate " << rec.source << " vs the reference model, numerics " << name(rec.numerics) << "\n";
+    if (!rec.first.found) {
+      std::cout << "no divergence beyond tolerance\n";
+      return 0;
+    }
+    std::cout << "first divergence: " << where_text(rec.first) << "\nworst tokens of layer " << rec.first.layer << ":";
+    for (const auto& [rank, token, worst] : rec.worst) std::cout << " rank " << rank << " token " << token << " (" << worst << ")";
+    std::cout << "\na recorded candidate cannot be re-run on a smaller trace: nothing written; a simulator"
+                 " configuration (--consumer, --combine ...) can be bisected and shrunk\n";
+    return 1;
+  }
+  if (!vm.count("output")) throw UsageError("-o MIN.h5 is required");
+  const std::string out = vm["output"].as<std::string>();
   o.work_dir = std::filesystem::absolute(out).parent_path().string();
 
   const BisectResult r = bisect(trace, o);

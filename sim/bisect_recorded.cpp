@@ -1,0 +1,100 @@
+// moesim bisect --candidate FILE: a recorded candidate (a GPU or simulator run in the golden
+// layout, or the trace's own captured outputs) against the CPU reference model. A recording
+// cannot be re-run on a smaller trace, so this localizes only.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "bisect.hpp"
+#include "error.hpp"
+#include "golden.hpp"
+#include "trace_io.hpp"
+
+namespace moesim::sim {
+
+namespace {
+// The trace's captured outputs laid out as a run file, so diff lines them up with the golden.
+void write_captured_outputs(const Trace& t, const std::string& path) {
+  h5::AtomicOutput out(path);
+  h5::File& f = out.file();
+  f.set_attr("/", "format", "moesim-capture");
+  const auto H = static_cast<std::uint64_t>(t.config.hidden);
+  bool any = false;
+  for (const Layer& l : t.layers)
+    for (std::size_t r = 0; r < l.ranks.size(); ++r) {
+      const Captured& c = l.ranks[r].captured;
+      const auto T = static_cast<std::uint64_t>(l.ranks[r].num_tokens);
+      const std::string rp = rank_path(l.index, static_cast<int>(r));
+      auto put = [&](const char* leaf, const std::vector<float>& v, const char* stage) {
+        if (v.size() != T * H) return;
+        f.write(rp + "/" + leaf, {T, H}, v.data());
+        f.set_attr(rp + "/" + leaf, "stage", stage);
+        f.set_attr(rp + "/" + leaf, "axes", "token,hidden");
+        any = true;
+      };
+      put("final_out", c.final_out, "final");
+      put("combine_out", c.combine_out, "combine");
+    }
+  if (!any) throw Error(t.path + ": the trace captured no final_out or combine_out to compare");
+  out.commit();
+}
+}  // namespace
+
+RecordedDivergence locate_recorded(const Trace& trace, const std::string& candidate, Numerics numerics,
+                                   const diff::ToleranceRules& tolerances, const std::string& work_dir) {
+  RecordedDivergence res;
+  const std::string stem = work_dir + "/moesim-bisect-" + std::to_string(::getpid());
+  const std::string cand = stem + "-recorded.h5", gold = stem + "-golden.h5";
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove(a, ec);
+      std::filesystem::remove(b, ec);
+    }
+  } cleanup{cand, gold};
+  std::string compared = candidate;
+  {
+    const h5::File f = h5::File::open_read(candidate);
+    const std::string format = f.has_attr("/", "format") ? f.attr_string("/", "format") : "";
+    if (format == kTraceFormat) {
+      res.source = "captured outputs of " + candidate;
+      compared = cand;
+    } else {
+      res.source = candidate + (format.empty() ? "" : " (" + format + ")");
+      if (f.has_attr("/", "numerics")) numerics = parse_numerics(f.attr_string("/", "numerics"));
+    }
+  }
+  if (compared == cand) {
+    const Trace captured = candidate == trace.path ? trace : read_trace(candidate);
+    write_captured_outputs(captured, cand);
+  }
+  ReferenceOptions ro;
+  ro.numerics = numerics;
+  write_golden(gold, trace, run_reference(trace, ro), numerics, "moesim bisect (reference)");
+  res.numerics = numerics;
+  diff::Options o;
+  o.tolerances = tolerances;
+  const diff::Result r = diff::run(compared, gold, o);
+  for (const auto& v : r.divergences()) {
+    if (v.layer < 0) continue;
+    res.first.found = true;
+    res.first.layer = v.layer;
+    res.first.stage = v.stage;
+    res.first.dataset = v.path;
+    res.first.what = v.what;
+    break;
+  }
+  if (!res.first.found) return res;
+  for (const auto& d : r.datasets)
+    if (d.path == res.first.dataset) {
+      res.first.rank = d.max_abs_at.rank;
+      res.first.token = d.max_abs_at.token;
+      res.first.max_abs = d.metrics.max_abs;
+    }
+  for (const auto& [key, tally] : r.worst_tokens(1 << 30))
+    if (key.layer == res.first.layer && res.worst.size() < 10) res.worst.emplace_back(key.rank, key.token, tally.max_abs);
+  return res;
+}
+
+}  // namespace moesim::sim
