@@ -1,0 +1,319 @@
+// moesim diagnose: structural findings on the captured buffers, then every catalog hypothesis
+// predicted and scored against the capture, observation by observation.
+#include "diagnose.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "diagnose_rows.hpp"
+#include "error.hpp"
+#include "trace_io.hpp"
+
+namespace moesim::sim {
+
+namespace {
+
+constexpr const char* kObsNames[kNumObs] = {"row counts", "row sources", "ids and weights", "recv_x",
+                                            "expert rows", "stale rows", "combine_out", "final_out"};
+
+DispatchModel library_dispatch(const TraceConfig& c) {
+  if (c.library == "pplx") return DispatchModel::pplx;
+  if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
+  if (c.library == "deepep-ll") return DispatchModel::deepep_ll;
+  return DispatchModel::mori;
+}
+
+double tolerance_for(Numerics n) {
+  switch (n) {
+    case Numerics::exact: return 1e-9;
+    case Numerics::fp32: return 1e-5;
+    default: return 1e-2;  // bf16 partials summed in another order differ by a few bf16 ulps
+  }
+}
+
+std::string fmt_g(double v) {
+  std::ostringstream s;
+  s.precision(3);
+  s << v;
+  return s.str();
+}
+
+// Adds `rows` rows of H captured values against predicted ones (nullptr: zeros), noting the
+// row with the largest difference.
+template <class Pred>
+void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred, const std::string& what,
+                 double& worst, const std::function<std::string(std::int64_t)>& label) {
+  t.present = true;
+  for (std::int64_t i = 0; i < rows; ++i) {
+    double row_max = 0;
+    for (int h = 0; h < H; ++h) {
+      const double a = cap[i * H + h], b = pred(i, h);
+      const double d = a - b;
+      t.dd += d * d;
+      t.cc += a * a;
+      t.xy += (a + 1) * (b + 1);
+      t.xx_yy += (a + 1) * (a + 1) + (b + 1) * (b + 1);
+      row_max = std::max(row_max, std::abs(d));
+    }
+    t.total += 1;
+    if (row_max > worst) {
+      worst = row_max;
+      t.first = what + " " + label(i) + ": max |captured - predicted| " + fmt_g(row_max);
+    }
+  }
+}
+
+double value(const Values& v, std::size_t i) { return v[i]; }
+
+void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, Evaluation& e,
+                std::vector<double>& worst) {
+  const Captured& cap = layer.ranks[r].captured;
+  const int K = c.top_k, H = c.hidden;
+  const RecvBuffer& b = p.dispatch.ranks[r];
+  const RankRun& run = p.ranks[r];
+  const std::string at = "layer " + std::to_string(layer.index) + " rank " + std::to_string(r);
+  const CapturedRows cr = decode_captured(layer, r, p.dispatch.max_tokens, K);
+
+  if (cap.total_recv >= 0 || cap.rows > 0) {
+    Tally& t = e.obs[obs_counts];
+    t.present = true;
+    t.total += 1;
+    if (cr.valid != b.total_recv) {
+      if (t.bad == 0) t.first = at + ": " + std::to_string(cr.valid) + " rows captured, " + std::to_string(b.total_recv) + " predicted";
+      t.bad += 1;
+    }
+  }
+
+  // Captured rows matched to predicted rows by source, preferring the same slot, then the same ids.
+  std::vector<std::pair<std::int64_t, std::int64_t>> matched;
+  if (cr.positions) {
+    std::map<std::pair<int, std::int64_t>, std::vector<std::int64_t>> left;
+    for (std::int64_t j = 0; j < b.total_recv; ++j) left[{b.src_rank[j], b.src_token[j]}].push_back(j);
+    std::int64_t extra = 0, missing = 0;
+    std::string first;
+    const bool have_ids = !cap.recv_topk_ids.empty();
+    for (std::int64_t i = 0; i < cr.valid; ++i) {
+      auto it = cr.src_rank[i] < 0 ? left.end() : left.find({cr.src_rank[i], cr.token[i]});
+      if (it == left.end() || it->second.empty()) {
+        if (extra++ == 0)
+          first = at + " row " + std::to_string(i) + ": source (rank " + std::to_string(cr.src_rank[i]) + ", token " +
+                  std::to_string(cr.token[i]) + ") not predicted (or predicted fewer times)";
+        continue;
+      }
+      auto& cand = it->second;
+      std::size_t pick = cand.size();
+      for (std::size_t q = 0; q < cand.size() && pick == cand.size(); ++q)
+        if (cr.slot[i] >= 0 && b.slot[cand[q]] == cr.slot[i]) pick = q;
+      for (std::size_t q = 0; q < cand.size() && pick == cand.size(); ++q)
+        if (have_ids && std::memcmp(&b.ids[cand[q] * K], &cap.recv_topk_ids[i * K], K * sizeof(std::int32_t)) == 0) pick = q;
+      if (pick == cand.size()) pick = 0;
+      matched.push_back({i, cand[pick]});
+      cand.erase(cand.begin() + static_cast<std::ptrdiff_t>(pick));
+    }
+    for (const auto& [key, rest] : left) {
+      if (!rest.empty() && missing == 0 && extra == 0)
+        first = at + ": no captured row for predicted source (rank " + std::to_string(key.first) + ", token " +
+                std::to_string(key.second) + ")";
+      missing += static_cast<std::int64_t>(rest.size());
+    }
+    Tally& t = e.obs[obs_sources];
+    t.present = true;
+    t.total += static_cast<double>(std::max(cr.valid, b.total_recv));
+    if (extra + missing > 0 && t.bad == 0) t.first = first;
+    t.bad += static_cast<double>(extra + missing);
+
+    if (have_ids || !cap.recv_weights.empty()) {
+      Tally& ti = e.obs[obs_ids];
+      ti.present = true;
+      for (auto [i, j] : matched) {
+        ti.total += 1;
+        const bool ids_ok = !have_ids || std::memcmp(&b.ids[j * K], &cap.recv_topk_ids[i * K], K * sizeof(std::int32_t)) == 0;
+        const bool w_ok = cap.recv_weights.empty() ||
+                          std::memcmp(&b.weights[j * K], &cap.recv_weights[i * K], K * sizeof(float)) == 0;
+        if (ids_ok && w_ok) continue;
+        if (ti.bad == 0) {
+          std::string got, want;
+          for (int k = 0; k < K; ++k) {
+            got += (k ? "," : "") + std::to_string(have_ids ? cap.recv_topk_ids[i * K + k] : 0);
+            want += (k ? "," : "") + std::to_string(b.ids[j * K + k]);
+          }
+          ti.first = at + " row " + std::to_string(i) + ": " +
+                     (!ids_ok ? "ids [" + got + "], predicted [" + want + "]" : std::string("weights differ"));
+        }
+        ti.bad += 1;
+      }
+    }
+    if (!cap.recv_x.empty()) {
+      Tally& tx = e.obs[obs_x];
+      tx.present = true;
+      for (auto [i, j] : matched) {
+        tx.total += 1;
+        const auto& src = p.x[b.src_rank[j]];
+        if (std::memcmp(&cap.recv_x[i * H], &src[static_cast<std::size_t>(b.src_token[j]) * H], H * sizeof(float)) == 0) continue;
+        if (tx.bad == 0)
+          tx.first = at + " row " + std::to_string(i) + ": recv_x differs from the predicted source (rank " +
+                     std::to_string(b.src_rank[j]) + ", token " + std::to_string(b.src_token[j]) + ")";
+        tx.bad += 1;
+      }
+    }
+    if (cap.expert_rows > 0) {
+      std::vector<std::pair<std::int64_t, std::int64_t>> rows;
+      for (auto m : matched)
+        if (m.first < cap.expert_rows) rows.push_back(m);
+      std::vector<float> got(rows.size() * H);
+      for (std::size_t q = 0; q < rows.size(); ++q) std::copy_n(&cap.expert_out[rows[q].first * H], H, &got[q * H]);
+      add_numeric(e.obs[obs_expert], got.data(), static_cast<std::int64_t>(rows.size()), H,
+                  [&](std::int64_t q, int h) { return value(run.expert_rows, rows[q].second * H + h); }, at,
+                  worst[obs_expert], [&](std::int64_t q) { return "row " + std::to_string(rows[q].first); });
+    }
+  }
+
+  if (cap.total_recv >= 0 && cap.expert_rows > cap.total_recv) {
+    const std::int64_t n = cap.expert_rows - cap.total_recv;
+    const auto& st = p.stale[r];
+    add_numeric(e.obs[obs_stale], &cap.expert_out[cap.total_recv * H], n, H,
+                [&](std::int64_t i, int h) { return static_cast<std::size_t>(i * H + h) < st.size() ? st[i * H + h] : 0.0; },
+                at, worst[obs_stale], [&](std::int64_t i) { return "row " + std::to_string(cap.total_recv + i); });
+  }
+  const std::int64_t T = layer.ranks[r].num_tokens;
+  auto token = [](std::int64_t t) { return "token " + std::to_string(t); };
+  if (!cap.combine_out.empty())
+    add_numeric(e.obs[obs_combine], cap.combine_out.data(), T, H,
+                [&](std::int64_t t, int h) { return value(run.combine_out, t * H + h); }, at, worst[obs_combine], token);
+  if (!cap.final_out.empty())
+    add_numeric(e.obs[obs_final], cap.final_out.data(), T, H,
+                [&](std::int64_t t, int h) { return value(run.final_out, t * H + h); }, at, worst[obs_final], token);
+}
+
+void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base, std::vector<BufferFinding>& out) {
+  const int H = c.hidden;
+  for (int r = 0; r < c.num_ranks; ++r) {
+    const Captured& cap = layer.ranks[r].captured;
+    if (cap.rows == 0 && cap.total_recv < 0) continue;
+    BufferFinding f;
+    f.layer = layer.index;
+    f.rank = r;
+    const CapturedRows cr = decode_captured(layer, r, capture_max_tokens(layer, base), c.top_k);
+    const std::int64_t valid = std::min<std::int64_t>(cr.valid, static_cast<std::int64_t>(cap.src_token_pos.size()));
+    std::set<std::int64_t> seen;
+    for (std::int64_t i = 0; i < valid; ++i)
+      if (!seen.insert(cap.src_token_pos[i]).second) ++f.duplicate_positions;
+    if (!cap.recv_x.empty()) {
+      std::map<std::vector<float>, std::set<std::pair<int, std::int64_t>>> sources;
+      for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
+        std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
+        sources[row].insert(cr.positions ? std::pair{cr.src_rank[i], cr.token[i]} : std::pair{-1, i});
+      }
+      for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
+        std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
+        if (sources[row].size() > 1) ++f.identical_rows;
+      }
+    }
+    out.push_back(f);
+  }
+}
+
+}  // namespace
+
+const char* obs_name(int o) { return kObsNames[o]; }
+bool obs_numeric(int o) { return o >= obs_expert; }
+
+double Tally::error(bool numeric) const {
+  if (!present) return 0;
+  if (!numeric) return total > 0 ? bad / total : 0;
+  if (cc > 0) return std::sqrt(dd / cc);
+  return dd > 0 ? 1.0 : 0.0;
+}
+
+double Tally::calc_diff() const { return xx_yy > 0 ? 1.0 - 2.0 * xy / xx_yy : 0.0; }
+
+bool Evaluation::explains(int o, double tol) const {
+  const Tally& t = obs[o];
+  if (!t.present) return true;
+  return obs_numeric(o) ? t.error(true) <= tol : t.bad == 0;
+}
+
+bool Diagnosis::consistent() const {
+  return !ranked.empty() && ranked[0].tested && hypothesis(ranked[0]).correct && ranked[0].unexplained == 0;
+}
+
+Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
+  const TraceConfig& c = trace.config;
+  Diagnosis d;
+  if (o.layer) {
+    if (*o.layer < 0 || *o.layer >= static_cast<int>(trace.layers.size()))
+      throw Error(where(trace.path, "/layers") + "layer " + std::to_string(*o.layer) + " out of range (" +
+                  std::to_string(trace.layers.size()) + " layers)");
+    d.layers.push_back(*o.layer);
+  } else {
+    for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) d.layers.push_back(l);
+  }
+  for (int l : d.layers)
+    for (const RankInput& in : trace.layers[l].ranks) {
+      const Captured& cap = in.captured;
+      d.has_rows = d.has_rows || cap.rows > 0 || cap.total_recv >= 0;
+      d.has_outputs = d.has_outputs || cap.expert_rows > 0 || !cap.combine_out.empty() || !cap.final_out.empty();
+    }
+  if (!d.has_rows && !d.has_outputs)
+    throw Error(where(trace.path, "/layers") + "nothing captured: diagnose needs captured receive rows or outputs");
+  d.tolerance = o.tolerance >= 0 ? o.tolerance : tolerance_for(o.base.numerics);
+
+  const DispatchModel lib = o.library_set ? o.base.dispatch.model : library_dispatch(c);
+  d.hypotheses = catalog(c, lib, o.base);
+  const ExpertMap map = make_expert_map(c);
+  const WeightProvider weights(trace);
+  for (int l : d.layers) {
+    d.checks.push_back(check_captures(trace, l, map, o.base.dispatch));
+    find_buffer_issues(c, trace.layers[l], o.base.dispatch, d.buffers);
+  }
+
+  for (int i = 0; i < static_cast<int>(d.hypotheses.size()); ++i) {
+    const Hypothesis& h = d.hypotheses[i];
+    Evaluation e;
+    e.index = i;
+    if (!d.has_outputs && !h.structural && !h.correct) {
+      e.tested = false;
+      e.note = "predicts the correct integration's buffers: needs captured outputs";
+      d.ranked.push_back(std::move(e));
+      continue;
+    }
+    std::vector<double> worst(kNumObs, -1.0);
+    try {
+      for (int l : d.layers) {
+        const Prediction p = predict(trace, l, h, weights, map);
+        if (!p.tested) {
+          e.tested = false;
+          e.note = p.note;
+          break;
+        }
+        if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
+        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, e, worst);
+      }
+    } catch (const Error& err) {
+      e.tested = false;
+      e.note = std::string("the simulator rejects it: ") + err.what();
+    }
+    for (int ob = 0; ob < kNumObs && e.tested; ++ob) {
+      if (!e.obs[ob].present) continue;
+      if (!e.explains(ob, d.tolerance)) ++e.unexplained;
+      e.score += std::min(1.0, e.obs[ob].error(obs_numeric(ob)));
+    }
+    d.ranked.push_back(std::move(e));
+  }
+  std::stable_sort(d.ranked.begin(), d.ranked.end(), [](const Evaluation& a, const Evaluation& b) {
+    if (a.tested != b.tested) return a.tested;
+    if (a.unexplained != b.unexplained) return a.unexplained < b.unexplained;
+    // Scores equal to 1e-9 tie: equivalent hypotheses then keep catalog order.
+    const double sa = std::round(a.score * 1e9), sb = std::round(b.score * 1e9);
+    if (sa != sb) return sa < sb;
+    return a.index < b.index;
+  });
+  return d;
+}
+
+}  // namespace moesim::sim

@@ -1,0 +1,337 @@
+// What one hypothesis of the diagnose catalog predicts for a layer: the simulator's dispatch,
+// expert side and combine, with the hypothesis' mutation applied between the stages it
+// concerns. The dispatch a prediction reports is what the receive side saw, so structural
+// comparisons see the rows as delivered even where the consumer misreads them.
+#include <algorithm>
+#include <map>
+#include <optional>
+
+#include "diagnose.hpp"
+#include "diagnose_rows.hpp"
+#include "error.hpp"
+#include "expert_side.hpp"
+
+namespace moesim::sim {
+
+namespace {
+
+// The most common valid recv_x row over every captured rank (first seen on a tie), with its
+// scales; false when no recv_x was captured.
+bool common_row(const Trace& tr, const Layer& layer, std::vector<float>& row, std::vector<float>& scales) {
+  const int H = tr.config.hidden, S = tr.config.scales_per_token();
+  std::map<std::vector<float>, std::pair<std::int64_t, std::int64_t>> count;  // row -> (count, first seen)
+  std::vector<std::pair<int, std::int64_t>> where;
+  for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
+    const Captured& cap = layer.ranks[r].captured;
+    if (cap.recv_x.empty()) continue;
+    const std::int64_t valid = cap.total_recv >= 0 ? cap.total_recv : cap.rows;
+    for (std::int64_t i = 0; i < valid; ++i) {
+      std::vector<float> v(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
+      auto [it, fresh] = count.try_emplace(std::move(v), 0, static_cast<std::int64_t>(where.size()));
+      ++it->second.first;
+      if (fresh) where.push_back({static_cast<int>(r), i});
+    }
+  }
+  if (count.empty()) return false;
+  auto best = count.begin();
+  for (auto it = count.begin(); it != count.end(); ++it)
+    if (it->second.first > best->second.first ||
+        (it->second.first == best->second.first && it->second.second < best->second.second))
+      best = it;
+  row = best->first;
+  const auto [r, i] = where[best->second.second];
+  const Captured& cap = layer.ranks[r].captured;
+  scales.clear();
+  if (!cap.recv_scales.empty()) scales.assign(&cap.recv_scales[i * S], &cap.recv_scales[i * S] + S);
+  return true;
+}
+
+// Duplicates and drops rows of each rank's buffer so its sources match the capture's; returns
+// the number of rows duplicated and dropped, or -1 when no rank has positions to fit.
+std::pair<std::int64_t, std::int64_t> fit_rows(const Layer& layer, Dispatch& d, int K, bool& any_positions) {
+  const int R = static_cast<int>(d.ranks.size());
+  std::int64_t dups = 0, drops = 0;
+  any_positions = false;
+  for (int r = 0; r < R; ++r) {
+    const Captured& cap = layer.ranks[r].captured;
+    if (cap.rows == 0 && cap.total_recv < 0) continue;
+    const CapturedRows cr = decode_captured(layer, r, d.max_tokens, K);
+    if (!cr.positions) continue;
+    any_positions = true;
+    RecvBuffer& b = d.ranks[r];
+    using Key = std::pair<int, std::int64_t>;
+    std::map<Key, std::vector<int>> cap_slots;
+    for (std::int64_t i = 0; i < cr.valid; ++i)
+      if (cr.src_rank[i] >= 0) cap_slots[{cr.src_rank[i], cr.token[i]}].push_back(cr.slot[i]);
+    std::map<Key, std::vector<std::int64_t>> rows_of;
+    for (std::int64_t j = 0; j < b.total_recv; ++j) rows_of[{b.src_rank[j], b.src_token[j]}].push_back(j);
+    std::vector<char> keep(b.total_recv, 1);
+    std::vector<std::int64_t> extra;  // rows to append as duplicates
+    for (auto& [key, rows] : rows_of) {
+      auto it = cap_slots.find(key);
+      std::vector<int> want = it == cap_slots.end() ? std::vector<int>{} : it->second;
+      // Keep the rows whose slot the capture shows first, then any, up to the captured count.
+      std::vector<char> take(rows.size(), 0);
+      std::size_t kept = 0;
+      for (std::size_t q = 0; q < rows.size(); ++q) {
+        auto w = std::find(want.begin(), want.end(), b.slot[rows[q]]);
+        if (w != want.end() && kept < want.size()) take[q] = 1, ++kept, want.erase(w);
+      }
+      const std::size_t target = it == cap_slots.end() ? 0 : it->second.size();
+      for (std::size_t q = 0; q < rows.size() && kept < target; ++q)
+        if (!take[q]) take[q] = 1, ++kept;
+      for (std::size_t q = 0; q < rows.size(); ++q)
+        if (!take[q]) keep[rows[q]] = 0, ++drops;
+      for (std::size_t q = rows.size(); q < target; ++q) extra.push_back(rows.front()), ++dups;
+    }
+    // Rebuild the buffer: kept rows in order, then the duplicates.
+    std::vector<std::int64_t> order;
+    for (std::int64_t j = 0; j < b.total_recv; ++j)
+      if (keep[j]) order.push_back(j);
+    order.insert(order.end(), extra.begin(), extra.end());
+    std::vector<std::int32_t> new_of(b.total_recv, -1);
+    RecvBuffer nb;
+    nb.buffer_rows = b.buffer_rows;
+    nb.overflow = b.overflow;
+    nb.expert_begin = b.expert_begin;
+    for (std::size_t n = 0; n < order.size(); ++n) {
+      const std::int64_t j = order[n];
+      if (n < order.size() - extra.size()) new_of[j] = static_cast<std::int32_t>(n);
+      nb.src_rank.push_back(b.src_rank[j]);
+      nb.src_token.push_back(b.src_token[j]);
+      nb.slot.push_back(b.slot[j]);
+      nb.target.push_back(b.target[j]);
+      nb.src_pos.push_back(b.src_pos[j]);
+      nb.ids.insert(nb.ids.end(), &b.ids[j * K], &b.ids[j * K] + K);
+      nb.weights.insert(nb.weights.end(), &b.weights[j * K], &b.weights[j * K] + K);
+    }
+    nb.total_recv = static_cast<std::int64_t>(order.size());
+    b = std::move(nb);
+    for (int s = 0; s < R; ++s)
+      for (std::size_t a = 0; a < d.slot_row[s].size(); ++a)
+        if (d.slot_dest[s][a] == r && d.slot_row[s][a] >= 0) d.slot_row[s][a] = new_of[d.slot_row[s][a]];
+  }
+  return {dups, drops};
+}
+
+// The routing combine sees when handed each rank's received ids (rows t < total_recv of its own
+// receive buffer; nothing past it), and the rows those ids point at: the row token t has on
+// that rank, or none.
+void received_ids_routing(const ExpertMap& map, int K, std::vector<SourceRouting>& sources, Dispatch& d) {
+  const int R = static_cast<int>(sources.size());
+  const int E = map.num_experts;
+  for (int s = 0; s < R; ++s) {
+    const RecvBuffer& b = d.ranks[s];
+    SourceRouting& src = sources[s];
+    std::vector<std::int32_t> dest(src.num_tokens * K), row(src.num_tokens * K);
+    for (std::int64_t t = 0; t < src.num_tokens; ++t)
+      for (int k = 0; k < K; ++k) {
+        const std::int32_t id = t < b.total_recv ? b.ids[t * K + k] : -1;
+        src.ids[t * K + k] = id >= 0 && id < E ? id : -1;
+      }
+    for (std::int64_t t = 0; t < src.num_tokens; ++t)
+      for (int k = 0; k < K; ++k) {
+        const std::int32_t id = src.ids[t * K + k];
+        std::int32_t dr = -1, rw = -1;
+        if (id >= 0) {
+          dr = map.rank_of[id];
+          for (int q = 0; q < K && rw < 0; ++q)
+            if (d.slot_dest[s][t * K + q] == dr) rw = d.slot_row[s][t * K + q];
+        }
+        dest[t * K + k] = dr;
+        row[t * K + k] = rw;
+      }
+    d.slot_dest[s] = std::move(dest);
+    d.slot_row[s] = std::move(row);
+  }
+}
+
+// Expert outputs of captured rows past total_recv, as a whole-buffer consumer computes them
+// from the stale rows' own x, ids and weights.
+template <class T>
+std::vector<double> stale_outputs(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map,
+                                  const SimOptions& o, int r) {
+  const TraceConfig& c = tr.config;
+  const int K = c.top_k, H = c.hidden, S = c.scales_per_token();
+  const Captured& cap = tr.layers[lp].ranks[r].captured;
+  const std::int64_t begin = cap.total_recv, end = std::min(cap.rows, cap.expert_rows);
+  if (begin < 0 || end <= begin || cap.recv_x.empty()) return {};
+  const std::int64_t n = end - begin;
+  const bool fp8 = is_fp8(c.token_dtype) && !cap.recv_scales.empty();
+  std::vector<std::int32_t> zero_ids(K, 0);
+  std::vector<float> zero_w(K, 0.0f);
+  auto ids_of = [&](std::int64_t i) { return cap.recv_topk_ids.empty() ? zero_ids.data() : &cap.recv_topk_ids[i * K]; };
+  auto w_of = [&](std::int64_t i) { return cap.recv_weights.empty() ? zero_w.data() : &cap.recv_weights[i * K]; };
+  struct J { std::int64_t row; Job job; };
+  std::vector<J> jobs;
+  std::vector<std::int64_t> begin_of(n + 1, 0);
+  std::vector<Job> tmp(K);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int m = plan_row(o.consumer, map, r, K, ids_of(begin + i), -1, 0, true, tmp.data());
+    for (int q = 0; q < m; ++q) jobs.push_back({begin + i, tmp[q]});
+    begin_of[i + 1] = static_cast<std::int64_t>(jobs.size());
+  }
+  ReferenceOptions ro;
+  ro.numerics = o.numerics;
+  ro.fp8_format = o.fp8_format;
+  const ExpertOptions eo = expert_options(c, ro);
+  std::vector<T> job_out(jobs.size() * H);
+  std::map<int, std::vector<std::size_t>> by_expert;
+  for (std::size_t j = 0; j < jobs.size(); ++j) by_expert[map.logical_of[jobs[j].job.expert]].push_back(j);
+  for (const auto& [l, list] : by_expert) {
+    const PreparedExpert pe(wp.routed(lp, l), c.activation, o.numerics);
+    const std::int64_t m = static_cast<std::int64_t>(list.size());
+    std::vector<float> x(m * H), sc(fp8 ? m * S : 0), iw(c.router_weight_on_input ? m : 0);
+    for (std::int64_t q = 0; q < m; ++q) {
+      const J& j = jobs[list[q]];
+      std::copy_n(&cap.recv_x[j.row * H], H, &x[q * H]);
+      if (fp8) std::copy_n(&cap.recv_scales[j.row * S], S, &sc[q * S]);
+      if (c.router_weight_on_input) iw[q] = w_of(j.row)[j.job.slot];
+    }
+    TokenRows rows;
+    rows.x = x.data();
+    rows.scales = fp8 ? sc.data() : nullptr;
+    rows.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
+    rows.rows = m;
+    std::vector<T> y(m * H);
+    run_expert(pe, rows, eo, y.data());
+    for (std::int64_t q = 0; q < m; ++q) std::copy_n(&y[q * H], H, &job_out[list[q] * H]);
+  }
+  CombineSpec partial = combine_spec(c, o.numerics);
+  partial.routed_scaling_factor = 1.0;
+  std::vector<double> out(n * H, 0.0);
+  std::vector<const T*> slot_out(K);
+  std::vector<T> row(H);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t jb = begin_of[i], je = begin_of[i + 1];
+    if (jb == je) continue;
+    if (je - jb == 1 && !jobs[jb].job.weighted) {
+      std::copy_n(&job_out[jb * H], H, row.data());
+    } else {
+      std::fill(slot_out.begin(), slot_out.end(), nullptr);
+      for (std::int64_t j = jb; j < je; ++j) slot_out[jobs[j].job.slot] = &job_out[j * H];
+      combine_token(partial, H, K, slot_out.data(), w_of(begin + i), nullptr, row.data());
+    }
+    for (int h = 0; h < H; ++h) out[i * H + h] = static_cast<double>(row[h]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const WeightProvider& weights, const ExpertMap& map) {
+  const TraceConfig& c = trace.config;
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden;
+  const Layer& layer = trace.layers.at(lp);
+  SimOptions o = h.options;
+  Prediction p;
+
+  // A warm-up batch: a one-layer copy of the trace whose every token is the captured common row.
+  std::optional<Trace> alt;
+  std::optional<WeightProvider> alt_weights;
+  const Trace* tr = &trace;
+  const WeightProvider* wp = &weights;
+  int pos = lp;
+  if (h.mutation == Mutation::warmup_x) {
+    std::vector<float> row, scales;
+    if (!common_row(trace, layer, row, scales)) {
+      p.tested = false;
+      p.note = "no recv_x captured";
+      return p;
+    }
+    alt.emplace();
+    alt->config = c;
+    alt->weight_spec = trace.weight_spec;
+    alt->x_spec = trace.x_spec;
+    alt->path = trace.path;
+    alt->layers.push_back(layer);
+    for (RankInput& in : alt->layers[0].ranks) {
+      in.captured = Captured{};
+      for (std::int64_t t = 0; t < in.num_tokens; ++t) {
+        std::copy(row.begin(), row.end(), &in.x[t * H]);
+        if (!scales.empty() && !in.x_scales.empty()) std::copy(scales.begin(), scales.end(), &in.x_scales[t * scales.size()]);
+      }
+    }
+    alt_weights.emplace(*alt);
+    tr = &*alt;
+    wp = &*alt_weights;
+    pos = 0;
+  }
+
+  if (h.mutation == Mutation::capacity && o.dispatch.max_total_recv <= 0) {
+    std::int64_t cap = -1;
+    for (const RankInput& in : layer.ranks)
+      if (in.captured.buffer_rows >= 0) cap = cap < 0 ? in.captured.buffer_rows : std::min(cap, in.captured.buffer_rows);
+    if (cap <= 0) {
+      p.tested = false;
+      p.note = "no receive capacity in the trace or the capture";
+      return p;
+    }
+    o.dispatch.max_total_recv = cap;
+  }
+
+  // A whole-buffer consumer differs from its plain form only in rows past total_recv.
+  if (reads_stale_rows(o.consumer, o.dispatch.model)) {
+    bool stale = false;
+    for (const RankInput& in : layer.ranks)
+      stale = stale || (in.captured.total_recv >= 0 && in.captured.expert_rows > in.captured.total_recv &&
+                        in.captured.rows > in.captured.total_recv);
+    if (!stale) {
+      p.tested = false;
+      p.note = "no expert outputs of rows past total_recv captured";
+      return p;
+    }
+  }
+
+  std::vector<SourceRouting> sources = layer_sources(*tr, pos, map, o);
+  p.dispatch = dispatch(map, K, sources, o.dispatch);
+  if (h.mutation == Mutation::capacity) {
+    std::int64_t dropped = 0;
+    for (const auto& b : p.dispatch.ranks) dropped += b.overflow;
+    if (dropped == 0) {
+      p.tested = false;
+      p.note = "no rank overflows " + std::to_string(o.dispatch.max_total_recv) + " rows";
+      return p;
+    }
+    p.note = std::to_string(dropped) + " rows past a capacity of " + std::to_string(o.dispatch.max_total_recv) + " dropped";
+  }
+  if (h.mutation == Mutation::fit_rows) {
+    bool any = false;
+    const auto [dups, drops] = fit_rows(layer, p.dispatch, K, any);
+    if (!any || dups + drops == 0) {
+      p.tested = false;
+      p.note = any ? "the capture shows no duplicated or missing rows" : "no src_token_pos captured to fit rows to";
+      return p;
+    }
+    p.note = "fitted: " + std::to_string(dups) + " rows duplicated, " + std::to_string(drops) + " dropped";
+  }
+
+  // The expert side sees the dispatch as delivered, unless the consumer ignores the weights.
+  p.ranks.resize(R);
+  if (h.mutation == Mutation::weights_one) {
+    Dispatch ones = p.dispatch;
+    for (auto& b : ones.ranks) std::fill(b.weights.begin(), b.weights.end(), 1.0f);
+    run_expert_side(*tr, pos, *wp, map, ones, o, p.ranks);
+  } else {
+    run_expert_side(*tr, pos, *wp, map, p.dispatch, o, p.ranks);
+  }
+  if (h.mutation == Mutation::combine_recv_ids) {
+    Dispatch d2 = p.dispatch;
+    std::vector<SourceRouting> s2 = sources;
+    received_ids_routing(map, K, s2, d2);
+    run_combine(*tr, pos, *wp, map, s2, d2, o, p.ranks);
+  } else {
+    run_combine(*tr, pos, *wp, map, sources, p.dispatch, o, p.ranks);
+  }
+
+  p.stale.resize(R);
+  if (reads_stale_rows(o.consumer, o.dispatch.model))
+    for (int r = 0; r < R; ++r)
+      p.stale[r] = is_f64(o.numerics) ? stale_outputs<double>(trace, lp, weights, map, o, r)
+                                      : stale_outputs<float>(trace, lp, weights, map, o, r);
+  p.x.resize(R);
+  for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
+  return p;
+}
+
+}  // namespace moesim::sim

@@ -1,0 +1,146 @@
+// The readable and JSON reports of moesim diagnose.
+#include <cmath>
+#include <sstream>
+
+#include "diagnose.hpp"
+
+namespace moesim::sim {
+
+namespace {
+
+std::string g(double v) {
+  std::ostringstream s;
+  s.precision(4);
+  s << v;
+  return s.str();
+}
+
+std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\', o += ch;
+    else if (ch == '\n') o += "\\n";
+    else if (static_cast<unsigned char>(ch) < 0x20) o += ' ';
+    else o += ch;
+  }
+  return o + "\"";
+}
+
+std::string json_num(double v) { return std::isfinite(v) ? g(v) : "null"; }
+
+std::string obs_text(const Evaluation& e, int o) {
+  const Tally& t = e.obs[o];
+  std::string s = obs_name(o);
+  if (obs_numeric(o))
+    s += " (relative L2 " + g(t.error(true)) + ", calc_diff " + g(t.calc_diff()) + ")";
+  else
+    s += " (" + g(t.bad) + " of " + g(t.total) + " " + (o == obs_counts ? "ranks" : "rows") + " differ)";
+  return s;
+}
+
+bool same_rank(const Evaluation& a, const Evaluation& b) {
+  return a.tested && b.tested && a.unexplained == b.unexplained && std::round(a.score * 1e9) == std::round(b.score * 1e9);
+}
+
+}  // namespace
+
+void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, int top) {
+  const TraceConfig& c = trace.config;
+  out << trace.path << ": " << c.num_ranks << " ranks, " << c.num_experts << " experts, top-" << c.top_k << ", hidden "
+      << c.hidden << ", library " << (c.library.empty() ? "unset" : c.library) << "\n";
+  out << "captured: " << (d.has_rows ? "receive rows" : "no receive rows") << ", "
+      << (d.has_outputs ? "outputs" : "no outputs (only hypotheses that change the buffers are ranked)") << "\n";
+
+  out << "structural checks:\n";
+  for (std::size_t l = 0; l < d.checks.size(); ++l) {
+    out << " layer " << trace.layers[d.layers[l]].index << "\n";
+    for (const auto& ck : d.checks[l]) {
+      print_capture_check(out, ck);
+      for (const auto& b : d.buffers)
+        if (b.layer == trace.layers[d.layers[l]].index && b.rank == ck.rank && (b.duplicate_positions || b.identical_rows))
+          out << "    " << b.duplicate_positions << " rows repeat a src_token_pos, " << b.identical_rows
+              << " rows share their recv_x with a row of another source\n";
+    }
+  }
+
+  out << "hypotheses, best first (a numeric observation is explained under relative L2 " << g(d.tolerance) << "):\n";
+  int shown = 0;
+  for (std::size_t i = 0; i < d.ranked.size(); ++i) {
+    const Evaluation& e = d.ranked[i];
+    const Hypothesis& h = d.hypothesis(e);
+    if (!e.tested) continue;
+    int present = 0;
+    for (int o = 0; o < kNumObs; ++o) present += e.obs[o].present;
+    out << "  " << (i + 1) << ". " << h.key << ": explains " << (present - e.unexplained) << " of " << present
+        << " observations, score " << g(e.score) << (i > 0 && same_rank(e, d.ranked[0]) ? " (ties the first)" : "")
+        << "\n     " << h.title << "\n";
+    if (!e.note.empty()) out << "     " << e.note << "\n";
+    if (shown++ >= top) continue;
+    std::string yes, no;
+    for (int o = 0; o < kNumObs; ++o) {
+      if (!e.obs[o].present) continue;
+      if (e.explains(o, d.tolerance)) yes += (yes.empty() ? "" : ", ") + std::string(obs_name(o));
+    }
+    if (!yes.empty()) out << "     explains: " << yes << "\n";
+    for (int o = 0; o < kNumObs; ++o)
+      if (e.obs[o].present && !e.explains(o, d.tolerance))
+        out << "     does not explain: " << obs_text(e, o) << (e.obs[o].first.empty() ? "" : "; " + e.obs[o].first) << "\n";
+  }
+  for (const auto& e : d.ranked)
+    if (!e.tested) out << "  not tested: " << d.hypothesis(e).key << ": " << e.note << "\n";
+
+  const Evaluation& best = d.ranked.front();
+  if (d.consistent())
+    out << "verdict: consistent with the correct integration\n";
+  else if (best.tested && best.unexplained == 0)
+    out << "verdict: " << d.hypothesis(best).key << " explains the capture: " << d.hypothesis(best).title << "\n";
+  else
+    out << "verdict: not consistent with the correct integration; closest: " << d.hypothesis(best).key << " ("
+        << best.unexplained << " observations unexplained)\n";
+}
+
+void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis& d) {
+  out << "{\"trace\": " << json_str(trace.path) << ", \"consistent\": " << (d.consistent() ? "true" : "false")
+      << ", \"best\": " << json_str(d.hypothesis(d.ranked.front()).key) << ", \"tolerance\": " << json_num(d.tolerance)
+      << ", \"has_outputs\": " << (d.has_outputs ? "true" : "false") << ",\n \"structural\": [";
+  bool first = true;
+  for (std::size_t l = 0; l < d.checks.size(); ++l)
+    for (const auto& ck : d.checks[l]) {
+      const BufferFinding* bf = nullptr;
+      for (const auto& b : d.buffers)
+        if (b.layer == trace.layers[d.layers[l]].index && b.rank == ck.rank) bf = &b;
+      out << (first ? "\n  " : ",\n  ") << "{\"layer\": " << trace.layers[d.layers[l]].index << ", \"rank\": " << ck.rank
+          << ", \"rows\": " << ck.rows << ", \"total_recv\": " << ck.total_recv << ", \"buffer_rows\": " << ck.buffer_rows
+          << ", \"undecodable\": " << ck.undecodable << ", \"x_mismatches\": " << ck.x_mismatches
+          << ", \"duplicate_positions\": " << (bf ? bf->duplicate_positions : 0)
+          << ", \"identical_rows\": " << (bf ? bf->identical_rows : 0) << ", \"id_space\": " << json_str(ck.id_space())
+          << ", \"consistent_models\": [";
+      const auto ok = ck.consistent_models();
+      for (std::size_t i = 0; i < ok.size(); ++i) out << (i ? ", " : "") << json_str(ok[i]);
+      out << "]}";
+      first = false;
+    }
+  out << "],\n \"hypotheses\": [";
+  for (std::size_t i = 0; i < d.ranked.size(); ++i) {
+    const Evaluation& e = d.ranked[i];
+    const Hypothesis& h = d.hypothesis(e);
+    out << (i ? ",\n  " : "\n  ") << "{\"position\": " << (i + 1) << ", \"key\": " << json_str(h.key)
+        << ", \"title\": " << json_str(h.title) << ", \"tested\": " << (e.tested ? "true" : "false")
+        << ", \"note\": " << json_str(e.note) << ", \"unexplained\": " << e.unexplained << ", \"score\": " << json_num(e.score)
+        << ", \"observations\": {";
+    bool f2 = true;
+    for (int o = 0; o < kNumObs; ++o) {
+      const Tally& t = e.obs[o];
+      if (!t.present) continue;
+      out << (f2 ? "" : ", ") << json_str(obs_name(o)) << ": {\"explained\": " << (e.explains(o, d.tolerance) ? "true" : "false")
+          << ", \"error\": " << json_num(t.error(obs_numeric(o)));
+      if (obs_numeric(o)) out << ", \"calc_diff\": " << json_num(t.calc_diff());
+      out << ", \"evidence\": " << json_str(t.first) << "}";
+      f2 = false;
+    }
+    out << "}}";
+  }
+  out << "]}\n";
+}
+
+}  // namespace moesim::sim

@@ -1,0 +1,297 @@
+// Every bug model of the diagnose catalog: a trace captured from a simulated run with that bug
+// is diagnosed with that model first; a correct capture is consistent; a capture of buffers and
+// counts only gets structural hypotheses.
+#include <doctest/doctest.h>
+
+#include "diagnose/diagnose_fixtures.hpp"
+#include "error.hpp"
+
+using namespace moesim;
+using namespace moesim::sim;
+using namespace moesim::test;
+
+namespace {
+
+Trace fresh() { return make_trace(diagnose_shape()); }
+
+std::string ranking(const Diagnosis& d) {
+  std::string s;
+  for (const auto& e : d.ranked)
+    s += d.hypothesis(e).key + (e.tested ? "(" + std::to_string(e.unexplained) + "," + std::to_string(e.score) + ") " : "(untested) ");
+  return s;
+}
+
+// Diagnoses `tr` and checks `key` is first, strictly ahead of the correct integration.
+Diagnosis expect_first(const Trace& tr, const std::string& key) {
+  const Diagnosis d = diagnose(tr, diagnose_options());
+  INFO("ranking: " << ranking(d));
+  CHECK(d.hypothesis(d.ranked.front()).key == key);
+  CHECK(d.ranked.front().unexplained == 0);
+  CHECK_FALSE(d.consistent());
+  const Evaluation& correct = evaluation_of(d, "correct");
+  CHECK(correct.unexplained > 0);
+  return d;
+}
+
+// A capture produced by a catalog hypothesis' own prediction (mutations with no SimOptions form).
+void capture_hypothesis(Trace& tr, const std::string& key) {
+  const auto cat = catalog(tr.config, DispatchModel::mori, diagnose_options().base);
+  const Hypothesis* h = nullptr;
+  for (const auto& c : cat)
+    if (c.key == key) h = &c;
+  REQUIRE(h);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  const Prediction p = predict(tr, 0, *h, wp, map);
+  REQUIRE(p.tested);
+  fill_capture(tr, p.dispatch, p.ranks, p.x);
+}
+
+}  // namespace
+
+TEST_CASE("a capture of the correct integration is consistent") {
+  Trace tr = fresh();
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  const Diagnosis d = diagnose(tr, diagnose_options());
+  INFO("ranking: " << ranking(d));
+  CHECK(d.consistent());
+  CHECK(d.hypothesis(d.ranked.front()).key == "correct");
+  const Evaluation& e = d.ranked.front();
+  for (int o : {obs_counts, obs_sources, obs_ids, obs_x, obs_expert, obs_combine, obs_final}) {
+    CAPTURE(obs_name(o));
+    CHECK(e.obs[o].present);
+    CHECK(e.explains(o, d.tolerance));
+    CHECK(e.obs[o].error(obs_numeric(o)) == 0.0);
+  }
+  CHECK_FALSE(e.obs[obs_stale].present);
+  // Every other model leaves something unexplained, or does not apply (nothing to fit, no stale
+  // rows captured, no overflow at the captured capacity).
+  for (const auto& ev : d.ranked) {
+    if (d.hypothesis(ev).key == "correct") continue;
+    CAPTURE(d.hypothesis(ev).key);
+    CHECK((ev.tested ? ev.unexplained > 0 : !ev.note.empty()));
+  }
+  CHECK_FALSE(evaluation_of(d, "whole-buffer").tested);
+}
+
+TEST_CASE("weights applied twice and never") {
+  Trace tr = fresh();
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::weighted));
+  const Diagnosis d = expect_first(tr, "weights-twice");
+  // The correct integration predicts the buffers and the per-row outputs; only combine and final differ.
+  const Evaluation& c = evaluation_of(d, "correct");
+  CHECK(c.explains(obs_sources, d.tolerance));
+  CHECK(c.explains(obs_expert, d.tolerance));
+  CHECK_FALSE(c.explains(obs_final, d.tolerance));
+  CHECK(c.obs[obs_final].first.find("token") != std::string::npos);
+
+  Trace never = fresh();
+  capture_hypothesis(never, "weights-never");
+  const Diagnosis dn = expect_first(never, "weights-never");
+  CHECK_FALSE(evaluation_of(dn, "correct").explains(obs_expert, dn.tolerance));
+}
+
+TEST_CASE("the seed's all-k consumer on mori rows: wrap and clamp") {
+  for (NonLocal nl : {NonLocal::wrap, NonLocal::clamp}) {
+    CAPTURE(name(nl));
+    Trace tr = fresh();
+    SimOptions o = options(DispatchModel::mori, ConsumerModel::all_k, CombineModel::rank_sum);
+    o.consumer.non_local = nl;
+    capture_run(tr, o);
+    expect_first(tr, "all-k-" + std::string(name(nl)));
+  }
+}
+
+TEST_CASE("the seed's flow on per-(token, expert) rows: wrap, clamp and mask") {
+  for (NonLocal nl : {NonLocal::wrap, NonLocal::clamp, NonLocal::mask}) {
+    CAPTURE(name(nl));
+    Trace tr = fresh();
+    SimOptions o = options(DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum);
+    o.consumer.non_local = nl;
+    capture_run(tr, o);
+    const Diagnosis d = expect_first(tr, "seed-all-k-" + std::string(name(nl)));
+    // The per-pair rows are what the correct mori dispatch does not send.
+    CHECK_FALSE(evaluation_of(d, "correct").explains(obs_sources, d.tolerance));
+  }
+}
+
+TEST_CASE("reading the whole receive buffer: stale rows past total_recv computed") {
+  for (bool seed : {false, true}) {
+    CAPTURE(seed);
+    Trace tr = fresh();
+    SimOptions o = seed ? options(DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum)
+                        : options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+    capture_run(tr, o);
+    // Stale rows: the rank's own first rows left in the buffer from an earlier step, reversed;
+    // a whole-buffer consumer computes them like any row, so their outputs are those rows' outputs.
+    const int K = tr.config.top_k, H = tr.config.hidden;
+    for (auto& in : tr.layers[0].ranks) {
+      Captured& cap = in.captured;
+      const std::int64_t N = cap.total_recv, n = std::min<std::int64_t>(3, N);
+      for (std::int64_t q = 0; q < n; ++q) {
+        const std::int64_t from = N - 1 - q;
+        cap.recv_x.insert(cap.recv_x.end(), cap.recv_x.begin() + from * H, cap.recv_x.begin() + (from + 1) * H);
+        cap.recv_topk_ids.insert(cap.recv_topk_ids.end(), cap.recv_topk_ids.begin() + from * K,
+                                 cap.recv_topk_ids.begin() + (from + 1) * K);
+        cap.recv_weights.insert(cap.recv_weights.end(), cap.recv_weights.begin() + from * K,
+                                cap.recv_weights.begin() + (from + 1) * K);
+        cap.expert_out.insert(cap.expert_out.end(), cap.expert_out.begin() + from * H, cap.expert_out.begin() + (from + 1) * H);
+      }
+      cap.rows = N + n;
+      cap.expert_rows = N + n;
+      cap.buffer_rows = std::max(cap.buffer_rows, cap.rows);
+    }
+    const Diagnosis d = expect_first(tr, seed ? "seed-all-k-wrap-whole-buffer" : "whole-buffer");
+    const Evaluation& best = d.ranked.front();
+    CHECK(best.obs[obs_stale].present);
+    CHECK(best.obs[obs_stale].error(true) == 0.0);
+    CHECK_FALSE(evaluation_of(d, seed ? "seed-all-k-wrap" : "correct").explains(obs_stale, d.tolerance));
+  }
+}
+
+TEST_CASE("global ids read as local, local ids read as global") {
+  Trace a = fresh();
+  capture_run(a, options(DispatchModel::mori, ConsumerModel::deepep_local, CombineModel::rank_sum));
+  expect_first(a, "global-as-local");
+
+  Trace b = fresh();
+  capture_run(b, options(DispatchModel::deepep_ht, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  const Diagnosis d = expect_first(b, "local-as-global");
+  // The captured ids are local: the correct mori rows' global ids do not match them.
+  CHECK_FALSE(evaluation_of(d, "correct").explains(obs_ids, d.tolerance));
+  CHECK(evaluation_of(d, "correct").obs[obs_ids].first.find("ids [") != std::string::npos);
+}
+
+TEST_CASE("-1 ids sent to rank 0 (old MORI)") {
+  Trace tr = fresh();
+  SimOptions o = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+  o.dispatch.negative = NegativeIds::rank0;
+  capture_run(tr, o);
+  Trace plain = fresh();
+  capture_run(plain, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  REQUIRE(tr.layers[0].ranks[0].captured.total_recv > plain.layers[0].ranks[0].captured.total_recv);
+  const Diagnosis d = expect_first(tr, "minus-one-to-rank0");
+  // The extra rank-0 rows are no duplicates of rows the correct dispatch sends: the fitted 507 model cannot explain them.
+  const Evaluation& fit = evaluation_of(d, "rows-duplicated-or-dropped");
+  CHECK((!fit.tested || fit.unexplained > 0));
+}
+
+TEST_CASE("silent receive overflow (mori 356)") {
+  Trace tr = fresh();
+  tr.config.mori.max_total_recv_tokens = 10;
+  SimOptions o = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+  o.dispatch.overflow = Overflow::drop;
+  o.dispatch.max_total_recv = 10;
+  capture_run(tr, o);
+  std::int64_t full = 0;
+  for (const auto& in : tr.layers[0].ranks) full += in.captured.total_recv == 10;
+  REQUIRE(full > 0);
+  const Diagnosis d = expect_first(tr, "silent-overflow");
+  CHECK(d.ranked.front().note.find("dropped") != std::string::npos);
+  // Without a capacity in the trace, the captured buffer size gives it.
+  Trace no_setting = tr;
+  no_setting.config.mori.max_total_recv_tokens = 0;
+  expect_first(no_setting, "silent-overflow");
+}
+
+TEST_CASE("combine given the received ids (mori 475)") {
+  Trace tr = fresh();
+  capture_hypothesis(tr, "combine-recv-ids");
+  const Diagnosis d = expect_first(tr, "combine-recv-ids");
+  const Evaluation& c = evaluation_of(d, "correct");
+  CHECK(c.explains(obs_expert, d.tolerance));  // the expert side was right
+  CHECK_FALSE(c.explains(obs_combine, d.tolerance));
+}
+
+TEST_CASE("duplicated and dropped rows (mori 507)") {
+  const SimOptions ok = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+  const int K = 4, H = 8;
+  SUBCASE("a row duplicated: outputs unchanged, the buffer has an extra row") {
+    Trace tr = fresh();
+    capture_run(tr, ok);
+    Captured& cap = tr.layers[0].ranks[1].captured;
+    const std::int64_t i = 2, N = cap.total_recv;
+    cap.recv_x.insert(cap.recv_x.end(), cap.recv_x.begin() + i * H, cap.recv_x.begin() + (i + 1) * H);
+    cap.recv_topk_ids.insert(cap.recv_topk_ids.end(), cap.recv_topk_ids.begin() + i * K, cap.recv_topk_ids.begin() + (i + 1) * K);
+    cap.recv_weights.insert(cap.recv_weights.end(), cap.recv_weights.begin() + i * K, cap.recv_weights.begin() + (i + 1) * K);
+    cap.expert_out.insert(cap.expert_out.end(), cap.expert_out.begin() + i * H, cap.expert_out.begin() + (i + 1) * H);
+    cap.src_token_pos.push_back(cap.src_token_pos[i]);
+    cap.total_recv = cap.rows = cap.expert_rows = N + 1;
+    const Diagnosis d = expect_first(tr, "rows-duplicated-or-dropped");
+    CHECK(d.ranked.front().note == "fitted: 1 rows duplicated, 0 dropped");
+    std::int64_t dup_positions = 0;
+    for (const auto& b : d.buffers) dup_positions += b.duplicate_positions;
+    CHECK(dup_positions == 1);
+  }
+  SUBCASE("a row dropped: its token misses that rank's contribution") {
+    Trace tr = fresh();
+    capture_run(tr, ok);
+    Captured& cap = tr.layers[0].ranks[3].captured;
+    const std::int64_t i = 1;
+    cap.recv_x.erase(cap.recv_x.begin() + i * H, cap.recv_x.begin() + (i + 1) * H);
+    cap.recv_topk_ids.erase(cap.recv_topk_ids.begin() + i * K, cap.recv_topk_ids.begin() + (i + 1) * K);
+    cap.recv_weights.erase(cap.recv_weights.begin() + i * K, cap.recv_weights.begin() + (i + 1) * K);
+    cap.src_token_pos.erase(cap.src_token_pos.begin() + i);
+    --cap.total_recv;
+    --cap.rows;
+    // The outputs of a run whose transport lost that row: the fitted model's own prediction.
+    capture_hypothesis(tr, "rows-duplicated-or-dropped");
+    const Diagnosis d = expect_first(tr, "rows-duplicated-or-dropped");
+    CHECK(d.ranked.front().note == "fitted: 0 rows duplicated, 1 dropped");
+    CHECK_FALSE(evaluation_of(d, "correct").explains(obs_final, d.tolerance));
+  }
+}
+
+TEST_CASE("identical source tokens: a capture of a dummy warm-up batch") {
+  Trace tr = fresh();
+  Trace warm = tr;
+  const int H = tr.config.hidden;
+  const std::vector<float> row(tr.layers[0].ranks[1].x.begin() + 3 * H, tr.layers[0].ranks[1].x.begin() + 4 * H);
+  for (auto& in : warm.layers[0].ranks)
+    for (std::int64_t t = 0; t < in.num_tokens; ++t) std::copy(row.begin(), row.end(), in.x.begin() + t * H);
+  capture_run(warm, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  for (int r = 0; r < tr.config.num_ranks; ++r) tr.layers[0].ranks[r].captured = warm.layers[0].ranks[r].captured;
+  const Diagnosis d = expect_first(tr, "warmup-identical-tokens");
+  std::int64_t identical = 0;
+  for (const auto& b : d.buffers) identical += b.identical_rows;
+  CHECK(identical > 0);
+  CHECK_FALSE(evaluation_of(d, "correct").explains(obs_x, d.tolerance));
+}
+
+TEST_CASE("partial evidence: receive buffers and counts only") {
+  const SimOptions ok = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+  SUBCASE("correct buffers: consistent, output-only models untested") {
+    Trace tr = fresh();
+    capture_run(tr, ok, false);
+    const Diagnosis d = diagnose(tr, diagnose_options());
+    INFO("ranking: " << ranking(d));
+    CHECK_FALSE(d.has_outputs);
+    CHECK(d.consistent());
+    for (const char* key : {"weights-twice", "weights-never", "all-k-wrap", "combine-recv-ids", "global-as-local"})
+      CHECK_FALSE(evaluation_of(d, key).tested);
+    for (const auto& e : d.ranked) {
+      if (!e.tested) continue;
+      CHECK((d.hypothesis(e).structural || d.hypothesis(e).correct));
+      CHECK_FALSE(e.obs[obs_final].present);
+    }
+  }
+  SUBCASE("-1 to rank 0 buffers") {
+    Trace tr = fresh();
+    SimOptions o = ok;
+    o.dispatch.negative = NegativeIds::rank0;
+    capture_run(tr, o, false);
+    expect_first(tr, "minus-one-to-rank0");
+  }
+  SUBCASE("per-(token, expert) buffers: the seed's flow, its variants tie without outputs") {
+    Trace tr = fresh();
+    capture_run(tr, options(DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum), false);
+    const Diagnosis d = expect_first(tr, "seed-all-k-wrap");
+    CHECK(evaluation_of(d, "seed-all-k-mask").unexplained == 0);
+  }
+}
+
+TEST_CASE("nothing captured is an error naming the file") {
+  Trace tr = fresh();
+  CHECK_THROWS_WITH_AS(diagnose(tr, diagnose_options()),
+                       doctest::Contains("nothing captured"), Error);
+}
