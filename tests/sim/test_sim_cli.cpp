@@ -1,0 +1,112 @@
+// `moesim run` end to end: the README's main job, the run file's layout, and bad input giving
+// one line, exit code 2 and no output file.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "h5.hpp"
+
+namespace {
+
+const std::string kBin = MOESIM_BINARY;
+const std::string kTmp = MOESIM_TEST_TMP;
+const std::string kDefault = std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/default.h5";
+const std::string kSeed = std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/seed-ep8.h5";
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result run(const std::string& args) {
+  const std::string o = kTmp + "/sim_cli.out", e = kTmp + "/sim_cli.err";
+  const int st = std::system((kBin + " run " + args + " >" + o + " 2>" + e).c_str());
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("moesim run TRACE alone: the correct default pairing, a summary, nothing written") {
+  REQUIRE_FALSE(kBin.empty());
+  const Result r = run(kDefault);
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "pairing: dispatch mori, consumer aiter-mask, combine rank-sum  (a correct integration)"));
+  CHECK(contains(r.out, "waste factor 1.000"));
+  CHECK(contains(r.out, ": matches"));
+  CHECK_FALSE(contains(r.out, "wrote"));
+}
+
+TEST_CASE("the seed's all-k flow is flagged, over-computes K times and is wrong") {
+  const Result r = run(kSeed + " --dispatch pairs --consumer all-k --combine rank-sum");
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "FLAGGED"));
+  CHECK(contains(r.out, "why: all-k computes every id"));
+  CHECK(contains(r.out, "waste factor 8.000"));
+  CHECK(contains(r.out, "WRONG on 512 of 512 tokens"));
+}
+
+TEST_CASE("-o writes a run file in the golden layout plus every stage") {
+  const std::string out = kTmp + "/sim_cli_run.h5";
+  std::filesystem::remove(out);
+  const Result r = run(kDefault + " --dispatch deepep-ll --numerics exact -o " + out);
+  REQUIRE(r.code == 0);
+  const auto f = moesim::h5::File::open_read(out);
+  CHECK(f.attr_string("/", "format") == "moesim-run");
+  CHECK(f.attr_string("/", "numerics") == "exact");
+  CHECK(f.attr_string("/", "dispatch") == "deepep-ll");
+  CHECK(f.attr_string("/", "pairing") == "correct");
+  CHECK(f.attr_string("/", "trace_hash").size() == 16);
+  const std::string rp = "/layers/1/ranks/2";
+  for (const char* ds : {"/final_out", "/expert_out", "/combine_out", "/expert_rows", "/dispatch/recv_x",
+                         "/dispatch/recv_topk_ids", "/dispatch/src_token_pos", "/dispatch/target_expert"})
+    CHECK_MESSAGE(f.exists(rp + ds), ds);
+  CHECK(f.attr_string(rp + "/dispatch/recv_x", "stage") == "dispatch");
+  CHECK(f.attr_string(rp + "/expert_rows", "stage") == "expert");
+  CHECK(f.attr_string(rp + "/combine_out", "stage") == "combine");
+  CHECK(f.attr_string(rp + "/final_out", "stage") == "final");
+  const auto total = f.attr_int(rp + "/dispatch", "total_recv");
+  CHECK(f.info(rp + "/dispatch/recv_x").dims[0] == static_cast<std::uint64_t>(total));
+  CHECK(f.attr_double("/stats/layers/0", "waste_factor") == 1.0);
+  CHECK(f.info("/stats/layers/0/dispatch_bytes").dims == std::vector<std::uint64_t>{4, 4});
+}
+
+TEST_CASE("bad input: one line, exit code 2, no output file") {
+  const std::string out = kTmp + "/sim_cli_bad.h5";
+  std::filesystem::remove(out);
+  Result r = run(kDefault + " --dispatch nope -o " + out);
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "unknown dispatch model 'nope'"));
+  r = run(kDefault + " --max-total-recv 5 -o " + out);
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "receive buffer overflow"));
+  r = run(kTmp + "/no-such-trace.h5 -o " + out);
+  CHECK(r.code == 2);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_FALSE(std::filesystem::exists(out));
+  // The silent drop of old MORI runs, and says so.
+  r = run(kDefault + " --max-total-recv 50 --overflow drop");
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "OVERFLOW:"));
+}
+
+TEST_CASE("--routing-only prints statistics and pairs per second") {
+  const Result r = run(kSeed + " --routing-only");
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "pairs/s"));
+  CHECK(contains(r.out, "duplication factor 1.000"));
+  CHECK_FALSE(contains(r.out, "final output"));
+}
