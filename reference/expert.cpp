@@ -64,22 +64,18 @@ void input_row(const TokenRows& in, std::int64_t row, int H, const ExpertOptions
   }
 }
 
-template <class T>
-const std::vector<T>& pick(const std::vector<double>& d, const std::vector<float>& f);
-template <>
-const std::vector<double>& pick<double>(const std::vector<double>& d, const std::vector<float>&) {
-  return d;
-}
-template <>
-const std::vector<float>& pick<float>(const std::vector<double>&, const std::vector<float>& f) {
-  return f;
+template <class T, class D, class F>
+auto& pick(D& d, F& f) {
+  if constexpr (sizeof(T) == 8) return d;
+  else return f;
 }
 
 }  // namespace
 
 struct ExpertKernel {
   template <class T>
-  static void run(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, T* out) {
+  static void run(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, T* out,
+                  ExpertWorkspace* workspace) {
     if (o.numerics != e.numerics_)
       throw Error("expert prepared for " + std::string(name(e.numerics_)) + " numerics run with " +
                   std::string(name(o.numerics)));
@@ -93,15 +89,22 @@ struct ExpertKernel {
     const std::vector<T>& w1 = pick<T>(e.w1_f64_, e.w1_f32_);
     const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
     const std::int64_t chunk = std::min<std::int64_t>(kRowChunk, std::max<std::int64_t>(in.rows, 1));
-    std::vector<T> a(static_cast<std::size_t>(chunk * H)), g(static_cast<std::size_t>(chunk * ld1)),
-        h(static_cast<std::size_t>(chunk * I)), y(static_cast<std::size_t>(chunk * ld2));
+    ExpertWorkspace local;
+    std::vector<T>& buf = pick<T>((workspace ? *workspace : local).f64, (workspace ? *workspace : local).f32);
+    const std::size_t na = chunk * H, ng = chunk * ld1, nh = chunk * I, ny = chunk * ld2;
+    if (buf.size() < na + ng + nh + ny + gemm::scratch_size<T>()) buf.resize(na + ng + nh + ny + gemm::scratch_size<T>());
+    T* a = buf.data();
+    T* g = a + na;
+    T* h = g + ng;
+    T* y = h + nh;
+    T* scratch = y + ny;
     for (std::int64_t r0 = 0; r0 < in.rows; r0 += chunk) {
       const std::int64_t n = std::min(chunk, in.rows - r0);
-      for (std::int64_t r = 0; r < n; ++r) input_row<T>(in, r0 + r, H, o, a.data() + r * H);
-      gemm::multiply<T>(a.data(), n, H, w1, rows1, H, g.data(), ld1);
+      for (std::int64_t r = 0; r < n; ++r) input_row<T>(in, r0 + r, H, o, a + r * H);
+      gemm::multiply<T>(a, n, H, w1, rows1, H, g, ld1, scratch);
       for (std::int64_t r = 0; r < n; ++r) {
-        const T* gr = g.data() + r * ld1;
-        T* hr = h.data() + r * I;
+        const T* gr = g + r * ld1;
+        T* hr = h + r * I;
         for (int i = 0; i < I; ++i) {
           const T gate = maybe_bf16(gr[i], rnd);  // GEMM1 output stored as bf16
           T v = activation_impl(e.activation_, gate);
@@ -109,34 +112,40 @@ struct ExpertKernel {
           hr[i] = maybe_bf16(v, rnd);
         }
       }
-      gemm::multiply<T>(h.data(), n, I, w2, H, I, y.data(), ld2);
+      gemm::multiply<T>(h, n, I, w2, H, I, y, ld2, scratch);
       for (std::int64_t r = 0; r < n; ++r)
         for (int c = 0; c < H; ++c) out[(r0 + r) * H + c] = maybe_bf16(y[r * ld2 + c], rnd);
     }
   }
 };
 
-PreparedExpert::PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics)
-    : hidden_(m.hidden), inter_(m.inter), gated_(m.gated), activation_(activation), numerics_(numerics) {
+PreparedExpert::PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics) {
+  assign(m, activation, numerics);
+}
+
+void PreparedExpert::assign(const ExpertMatrices& m, Activation activation, Numerics numerics) {
   if (m.gated != is_gated(activation)) throw Error("expert matrices do not match the activation");
   if (m.w1.size() != static_cast<std::size_t>(m.rows1()) * m.hidden ||
       m.w2.size() != static_cast<std::size_t>(m.hidden) * m.inter)
     throw Error("expert matrices have the wrong size");
+  hidden_ = m.hidden, inter_ = m.inter, gated_ = m.gated, activation_ = activation, numerics_ = numerics;
   const bool rnd = rounds_bf16(numerics);
   if (is_f64(numerics)) {
-    w1_f64_ = gemm::pack<double>(m.w1.data(), m.rows1(), m.hidden, false);
-    w2_f64_ = gemm::pack<double>(m.w2.data(), m.hidden, m.inter, false);
+    gemm::pack<double>(m.w1.data(), m.rows1(), m.hidden, false, w1_f64_);
+    gemm::pack<double>(m.w2.data(), m.hidden, m.inter, false, w2_f64_);
   } else {
-    w1_f32_ = gemm::pack<float>(m.w1.data(), m.rows1(), m.hidden, rnd);
-    w2_f32_ = gemm::pack<float>(m.w2.data(), m.hidden, m.inter, rnd);
+    gemm::pack<float>(m.w1.data(), m.rows1(), m.hidden, rnd, w1_f32_);
+    gemm::pack<float>(m.w2.data(), m.hidden, m.inter, rnd, w2_f32_);
   }
 }
 
-void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, double* out) {
-  ExpertKernel::run<double>(e, in, o, out);
+void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, double* out,
+                ExpertWorkspace* workspace) {
+  ExpertKernel::run<double>(e, in, o, out, workspace);
 }
-void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, float* out) {
-  ExpertKernel::run<float>(e, in, o, out);
+void run_expert(const PreparedExpert& e, const TokenRows& in, const ExpertOptions& o, float* out,
+                ExpertWorkspace* workspace) {
+  ExpertKernel::run<float>(e, in, o, out, workspace);
 }
 
 void expert_input_row(const TokenRows& in, std::int64_t row, int hidden, const ExpertOptions& o, double* out) {

@@ -32,7 +32,10 @@ struct TokenRows {
 // packed once for the GEMM kernel; immutable afterwards, so threads may share it.
 class PreparedExpert {
  public:
+  PreparedExpert() = default;
   PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics);
+  // Re-prepares for another expert, reusing this one's storage (fresh pages are slow to fault in).
+  void assign(const ExpertMatrices& m, Activation activation, Numerics numerics);
   int hidden() const { return hidden_; }
   int inter() const { return inter_; }
   Numerics numerics() const { return numerics_; }
@@ -42,17 +45,26 @@ class PreparedExpert {
   friend struct ExpertKernel;
   int hidden_ = 0, inter_ = 0;
   bool gated_ = true;
-  Activation activation_;
-  Numerics numerics_;
+  Activation activation_ = Activation::silu_gated;
+  Numerics numerics_ = Numerics::exact;
   std::vector<double> w1_f64_, w2_f64_;  // exact mode
   std::vector<float> w1_f32_, w2_f32_;   // every other mode
+};
+
+// Intermediate buffers run_expert reuses between calls; one per thread. Optional: without one,
+// each call allocates its own.
+struct ExpertWorkspace {
+  std::vector<double> f64;
+  std::vector<float> f32;
 };
 
 // The expert's output for every row: [rows, H], row-major. exact writes double; the other modes
 // write float (holding bf16 values in bf16 and fp8 modes). Throws Error when out's type does
 // not match expert.numerics(), or options.numerics differs from it.
-void run_expert(const PreparedExpert& expert, const TokenRows& in, const ExpertOptions& options, double* out);
-void run_expert(const PreparedExpert& expert, const TokenRows& in, const ExpertOptions& options, float* out);
+void run_expert(const PreparedExpert& expert, const TokenRows& in, const ExpertOptions& options, double* out,
+                ExpertWorkspace* workspace = nullptr);
+void run_expert(const PreparedExpert& expert, const TokenRows& in, const ExpertOptions& options, float* out,
+                ExpertWorkspace* workspace = nullptr);
 
 // The row an expert's first GEMM sees, as the mode makes it from a stored token row:
 // dequantized fp8, router weight on input applied, fp8 dispatch quantization (fp8 mode),

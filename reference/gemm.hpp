@@ -9,24 +9,34 @@
 #include <cstdint>
 #include <vector>
 
+#ifndef MOESIM_KVECS
+#define MOESIM_KVECS 3
+#endif
+
 namespace moesim::gemm {
 
 // Outputs packed together; w is stored as panels [ceil(M / P)][K][P], zero-padded.
 template <class T>
 constexpr int panel_width() {
-  return 3 * static_cast<int>(16 / sizeof(T));  // three 16-byte vectors
+  return MOESIM_KVECS * static_cast<int>(16 / sizeof(T));
 }
 
 inline std::int64_t padded(std::int64_t m, int p) { return (m + p - 1) / p * p; }
 
-// w: [m, k] row-major. bf16: round every value to bf16 first.
+// w: [m, k] row-major into out (its storage reused: fresh pages are slow to fault in).
+// bf16: round every value to bf16 first.
 template <class T>
-std::vector<T> pack(const float* w, int m, int k, bool bf16);
+void pack(const float* w, int m, int k, bool bf16, std::vector<T>& out);
+
+// Scratch elements multiply() needs (for its packed rows).
+template <class T>
+std::size_t scratch_size();
 
 // x: [n, k] with row stride ldx; wp: pack()ed [m, k]; out: [n, padded(m)] with row stride ldo,
 // columns past m receive zeros' products (i.e. are written but meaningless).
+// scratch: scratch_size<T>() elements.
 template <class T>
 void multiply(const T* x, std::int64_t n, std::int64_t ldx, const std::vector<T>& wp, int m, int k, T* out,
-              std::int64_t ldo);
+              std::int64_t ldo, T* scratch);
 
 }  // namespace moesim::gemm

@@ -90,41 +90,55 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   const ExpertOptions eo = expert_options(c, options);
   const int nb = c.scales_per_token();
   const bool fp8_tokens = is_fp8(c.token_dtype);
-  parallel_items(items.size(), options.threads, [&](std::size_t i) {
+  struct Scratch {  // per worker, reused across experts: fresh pages are slow to fault in
+    ExpertMatrices m;
+    PreparedExpert prepared;
+    ExpertWorkspace ew;
+    std::vector<RowRef> all;
+    std::vector<float> x, sc, w;
+    std::vector<T> y;
+  };
+  std::vector<Scratch> scratch(workers_for(items.size(), options.threads));
+  parallel_items(items.size(), options.threads, [&](std::size_t i, int worker) {
+    Scratch& z = scratch[worker];
     const int item = items[i];
     const bool shared = item < 0;
     ExpertOptions o = eo;
     // Shared experts run locally on the undispatched tokens: no dispatch quantization.
     if (shared && o.numerics == Numerics::fp8) o.numerics = Numerics::bf16;
-    const ExpertMatrices m = shared ? weights.shared(layer_pos, -1 - item) : weights.routed(layer_pos, item);
-    const PreparedExpert prepared(m, c.activation, o.numerics);
-    std::vector<RowRef> all;
+    if (shared)
+      weights.shared(layer_pos, -1 - item, z.m);
+    else
+      weights.routed(layer_pos, item, z.m);
+    z.prepared.assign(z.m, c.activation, o.numerics);
+    z.all.clear();
     if (shared)
       for (int r = 0; r < R; ++r)
-        for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) all.push_back({r, t, 0});
-    const std::vector<RowRef>& refs = shared ? all : rows[item];
+        for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) z.all.push_back({r, t, 0});
+    const std::vector<RowRef>& refs = shared ? z.all : rows[item];
     const std::size_t n = refs.size();
-    std::vector<float> x(n * Hs), sc(fp8_tokens ? n * nb : 0), w;
     const bool on_input = c.router_weight_on_input && !shared;
-    if (on_input) w.resize(n);
+    z.x.resize(n * Hs);
+    z.sc.resize(fp8_tokens ? n * nb : 0);
+    z.w.resize(on_input ? n : 0);
     for (std::size_t j = 0; j < n; ++j) {
       const RankInput& in = layer.ranks[refs[j].rank];
-      std::copy_n(in.x.data() + refs[j].token * H, H, x.data() + j * Hs);
-      if (fp8_tokens) std::copy_n(in.x_scales.data() + refs[j].token * nb, nb, sc.data() + j * nb);
-      if (on_input) w[j] = in.topk_weights[refs[j].token * K + refs[j].slot];
+      std::copy_n(in.x.data() + refs[j].token * H, H, z.x.data() + j * Hs);
+      if (fp8_tokens) std::copy_n(in.x_scales.data() + refs[j].token * nb, nb, z.sc.data() + j * nb);
+      if (on_input) z.w[j] = in.topk_weights[refs[j].token * K + refs[j].slot];
     }
     TokenRows tr;
-    tr.x = x.data();
-    tr.scales = fp8_tokens ? sc.data() : nullptr;
-    tr.input_weights = on_input ? w.data() : nullptr;
+    tr.x = z.x.data();
+    tr.scales = fp8_tokens ? z.sc.data() : nullptr;
+    tr.input_weights = on_input ? z.w.data() : nullptr;
     tr.rows = static_cast<std::int64_t>(n);
-    std::vector<T> y(n * Hs);
-    run_expert(prepared, tr, o, y.data());
+    z.y.resize(n * Hs);
+    run_expert(z.prepared, tr, o, z.y.data(), &z.ew);
     for (std::size_t j = 0; j < n; ++j) {
       const RowRef& ref = refs[j];
       T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
                       : storage<T>(out.ranks[ref.rank].expert_out).data() + (ref.token * K + ref.slot) * H;
-      std::copy_n(y.data() + j * Hs, H, dst);
+      std::copy_n(z.y.data() + j * Hs, H, dst);
     }
   });
 

@@ -11,24 +11,35 @@ namespace moesim {
 WeightProvider::WeightProvider(const Trace& trace) : trace_(trace) {}
 
 ExpertMatrices WeightProvider::routed(int layer_pos, int logical) const {
-  if (logical < 0 || logical >= trace_.config.placement.num_logical)
-    throw Error(where(trace_.path) + "logical expert " + std::to_string(logical) + " out of range [0, " +
-                std::to_string(trace_.config.placement.num_logical) + ")");
-  return make(layer_pos, logical, false);
+  ExpertMatrices m;
+  routed(layer_pos, logical, m);
+  return m;
 }
 
 ExpertMatrices WeightProvider::shared(int layer_pos, int shared) const {
-  if (shared < 0 || shared >= trace_.config.num_shared_experts)
-    throw Error(where(trace_.path) + "shared expert " + std::to_string(shared) + " out of range");
-  return make(layer_pos, shared, true);
+  ExpertMatrices m;
+  this->shared(layer_pos, shared, m);
+  return m;
 }
 
-ExpertMatrices WeightProvider::make(int layer_pos, int expert, bool shared) const {
+void WeightProvider::routed(int layer_pos, int logical, ExpertMatrices& out) const {
+  if (logical < 0 || logical >= trace_.config.placement.num_logical)
+    throw Error(where(trace_.path) + "logical expert " + std::to_string(logical) + " out of range [0, " +
+                std::to_string(trace_.config.placement.num_logical) + ")");
+  make(layer_pos, logical, false, out);
+}
+
+void WeightProvider::shared(int layer_pos, int shared, ExpertMatrices& out) const {
+  if (shared < 0 || shared >= trace_.config.num_shared_experts)
+    throw Error(where(trace_.path) + "shared expert " + std::to_string(shared) + " out of range");
+  make(layer_pos, shared, true, out);
+}
+
+void WeightProvider::make(int layer_pos, int expert, bool shared, ExpertMatrices& m) const {
   const TraceConfig& c = trace_.config;
   if (layer_pos < 0 || layer_pos >= static_cast<int>(trace_.layers.size()))
     throw Error(where(trace_.path) + "layer " + std::to_string(layer_pos) + " out of range");
   const Layer& layer = trace_.layers[layer_pos];
-  ExpertMatrices m;
   m.hidden = c.hidden;
   m.inter = shared ? c.shared_intermediate : c.intermediate;
   m.gated = is_gated(c.activation);
@@ -43,7 +54,7 @@ ExpertMatrices WeightProvider::make(int layer_pos, int expert, bool shared) cons
                   (shared ? "shared expert " : "expert ") + std::to_string(expert) + " missing from stored weights");
     m.w1.assign(w1.begin() + e * n1, w1.begin() + (e + 1) * n1);
     m.w2.assign(w2.begin() + e * n2, w2.begin() + (e + 1) * n2);
-    return m;
+    return;
   }
   // Generated: the trace schema's streams, one per (tensor, layer, expert).
   const GeneratorSpec& spec = trace_.weight_spec;
@@ -56,7 +67,6 @@ ExpertMatrices WeightProvider::make(int layer_pos, int expert, bool shared) cons
                  c.weight_dtype);
   fill_generated(m.w2.data(), n2, spec, stream_of(spec.seed, {k2, l, e}), spec.scale / std::sqrt(double(I)),
                  c.weight_dtype);
-  return m;
 }
 
 }  // namespace moesim

@@ -31,9 +31,12 @@ class WeightProvider {
   ExpertMatrices routed(int layer_pos, int logical) const;
   // shared in [0, num_shared_experts).
   ExpertMatrices shared(int layer_pos, int shared) const;
+  // The same into `out`, reusing its storage (fresh pages are slow to fault in).
+  void routed(int layer_pos, int logical, ExpertMatrices& out) const;
+  void shared(int layer_pos, int shared, ExpertMatrices& out) const;
 
  private:
-  ExpertMatrices make(int layer_pos, int expert, bool shared) const;
+  void make(int layer_pos, int expert, bool shared, ExpertMatrices& out) const;
   const Trace& trace_;
 };
 
