@@ -34,8 +34,8 @@ Diagnosis expect_first(const Trace& tr, const std::string& key) {
 }
 
 // A capture produced by a catalog hypothesis' own prediction (mutations with no SimOptions form).
-void capture_hypothesis(Trace& tr, const std::string& key) {
-  const auto cat = catalog(tr.config, DispatchModel::mori, diagnose_options().base);
+void capture_hypothesis(Trace& tr, const std::string& key, DispatchModel library = DispatchModel::mori) {
+  const auto cat = catalog(tr.config, library, diagnose_options().base);
   const Hypothesis* h = nullptr;
   for (const auto& c : cat)
     if (c.key == key) h = &c;
@@ -287,6 +287,59 @@ TEST_CASE("partial evidence: receive buffers and counts only") {
     capture_run(tr, options(DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum), false);
     const Diagnosis d = expect_first(tr, "seed-all-k-wrap");
     CHECK(evaluation_of(d, "seed-all-k-mask").unexplained == 0);
+  }
+}
+
+TEST_CASE("rows matched by src_token_pos: shuffled arrival, legacy encoding, bf16 tokens") {
+  TraceShape shape = diagnose_shape();
+  shape.token_dtype = DType::bf16;
+  for (bool twice : {false, true}) {
+    CAPTURE(twice);
+    Trace tr = make_trace(shape);
+    SimOptions o = options(DispatchModel::mori, ConsumerModel::aiter_mask,
+                           twice ? CombineModel::weighted : CombineModel::rank_sum);
+    o.numerics = Numerics::bf16;
+    o.dispatch.shuffle = true;
+    o.dispatch.shuffle_seed = 5;
+    o.dispatch.encoding = SrcPosEncoding::legacy;
+    capture_run(tr, o);
+    // The shuffle moved rows: row 0 of some rank is not its canonical first row.
+    Trace canon = make_trace(shape);
+    capture_run(canon, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+    bool moved = false;
+    for (int r = 0; r < 4; ++r)
+      moved = moved || tr.layers[0].ranks[r].captured.recv_topk_ids != canon.layers[0].ranks[r].captured.recv_topk_ids;
+    REQUIRE(moved);
+    DiagnoseOptions dopt = diagnose_options();
+    dopt.base.numerics = Numerics::bf16;
+    const Diagnosis d = diagnose(tr, dopt);
+    INFO("ranking: " << ranking(d));
+    CHECK(d.tolerance == doctest::Approx(1e-2));
+    CHECK(d.hypothesis(d.ranked.front()).key == (twice ? "weights-twice" : "correct"));
+    CHECK(d.consistent() == !twice);
+  }
+}
+
+TEST_CASE("other libraries: the correct pairing is consistent, weights twice and never are found") {
+  for (DispatchModel lib : {DispatchModel::deepep_ht, DispatchModel::deepep_ll, DispatchModel::pplx}) {
+    CAPTURE(name(lib));
+    DiagnoseOptions dopt = diagnose_options();
+    dopt.base.dispatch.model = lib;
+    dopt.library_set = true;
+    Trace tr = fresh();
+    capture_run(tr, options(lib, default_consumer(lib), default_combine(lib, "IntraNode")));
+    const Diagnosis d = diagnose(tr, dopt);
+    INFO("ranking: " << ranking(d));
+    CHECK(d.consistent());
+    for (const char* key : {"weights-twice", "weights-never"}) {
+      CAPTURE(key);
+      Trace bug = fresh();
+      capture_hypothesis(bug, key, lib);
+      const Diagnosis db = diagnose(bug, dopt);
+      INFO("ranking: " << ranking(db));
+      CHECK(db.hypothesis(db.ranked.front()).key == key);
+      CHECK_FALSE(db.consistent());
+    }
   }
 }
 
