@@ -44,7 +44,9 @@ void print_stats(std::ostream& out, const RoutingStats& s, bool per_rank) {
       << ", max " << *std::max_element(rows.begin(), rows.end()) << "), distinct source tokens "
       << s.total_sources() << ", duplication factor " << fmt("%.3f", s.duplication()) << "\n"
       << "  expert computations " << s.total_performed() << " performed / " << s.total_needed()
-      << " needed: waste factor " << fmt("%.3f", s.waste()) << "\n"
+      << " needed: waste factor " << fmt("%.3f", s.waste()) << " ("
+      << fmt("%.2f", s.total_sources() ? static_cast<double>(s.total_performed()) / static_cast<double>(s.total_sources()) : 0.0)
+      << " per distinct source token, the seed's measure)\n"
       << "  load imbalance (max/mean): rows per rank " << fmt("%.3f", RoutingStats::imbalance(s.rows_per_rank))
       << ", computations per rank " << fmt("%.3f", RoutingStats::imbalance(s.performed_per_rank))
       << ", pairs per expert " << fmt("%.3f", RoutingStats::imbalance(s.needed_per_expert)) << "\n"

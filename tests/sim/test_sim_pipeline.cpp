@@ -6,6 +6,7 @@
 #include <set>
 
 #include "error.hpp"
+#include "generate.hpp"
 #include "report.hpp"
 #include "sim_fixtures.hpp"
 #include "simulate.hpp"
@@ -222,5 +223,55 @@ TEST_CASE("weights applied twice or never are flagged and wrong") {
     const std::string why = v.reasons.empty() ? "" : v.reasons[0];
     CHECK(why.find(p.k == CombineModel::weighted ? "applied twice" : "never applied") != std::string::npos);
     CHECK(compare_final(simulate_layer(tr, 0, wp, map, o), ref, tr.config.hidden, Numerics::exact).bad_tokens > 0);
+  }
+}
+
+TEST_CASE("correct pairings match the reference on generated traces: fp8 tokens, placements, shared experts") {
+  struct Variant {
+    const char* label;
+    DType token;
+    PlacementKind placement;
+    int shared;
+    double scaling;
+    bool on_input;
+    Numerics numerics;
+  };
+  const Variant variants[] = {
+      {"fp8 tokens", DType::e4m3, PlacementKind::contiguous, 0, 1.0, false, Numerics::fp8},
+      {"explicit placement", DType::bf16, PlacementKind::explicit_map, 0, 1.0, false, Numerics::bf16},
+      {"eplb replicas", DType::bf16, PlacementKind::eplb, 0, 1.0, false, Numerics::exact},
+      {"shared expert and scaling", DType::bf16, PlacementKind::contiguous, 1, 2.5, false, Numerics::bf16},
+      {"router weight on input", DType::f32, PlacementKind::contiguous, 0, 1.0, true, Numerics::fp32},
+  };
+  for (const auto& v : variants) {
+    CAPTURE(v.label);
+    GenOptions g;
+    g.seed = 11;
+    g.num_ranks = 4;
+    g.num_experts = 16;
+    g.top_k = 4;
+    g.hidden = 256;
+    g.intermediate = 32;
+    g.tokens_per_rank = 6;
+    g.tokens_max = 14;
+    g.sentinel_rate = 0.1;
+    g.token_dtype = v.token;
+    g.placement = v.placement;
+    g.num_shared_experts = v.shared;
+    g.routed_scaling_factor = v.scaling;
+    Trace tr = generate(g);
+    tr.config.router_weight_on_input = v.on_input;
+    const ExpertMap map = make_expert_map(tr.config);
+    const WeightProvider wp(tr);
+    ReferenceOptions ro;
+    ro.numerics = v.numerics;
+    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+    for (const auto& p : kCorrect) {
+      CAPTURE(label(p));
+      const LayerRun run = simulate_layer(tr, 0, wp, map, options_for(p, v.numerics));
+      const Agreement a = compare_final(run, ref, g.hidden, v.numerics);
+      CHECK(a.bad_tokens == 0);
+      CHECK(a.max_ref > 0);
+    }
   }
 }

@@ -1,6 +1,7 @@
 // moesim run TRACE: replay a trace's routing across its virtual ranks with a library's dispatch
 // model, an expert-side consumer and a combine model; print statistics and how the result
 // compares with the reference; optionally write every stage to a run file.
+#include <cstdio>
 #include <iostream>
 #include <thread>
 
@@ -128,8 +129,10 @@ int run_run(const std::vector<std::string>& args) {
       const RoutingStats s = routing_stats(stats_input(c, map, o), sources);
       std::cout << "layer " << trace.layers[l].index << " (routing only)\n";
       print_stats(std::cout, s, vm["per-rank"].as<bool>());
-      std::cout << "  routed " << s.pairs << " pairs in " << s.seconds << " s: "
-                << static_cast<double>(s.pairs) / std::max(s.seconds, 1e-9) << " pairs/s\n";
+      char rate[96];
+      std::snprintf(rate, sizeof rate, "  routed %lld pairs in %.3f s: %.1f M pairs/s\n", static_cast<long long>(s.pairs),
+                    s.seconds, static_cast<double>(s.pairs) / std::max(s.seconds, 1e-9) / 1e6);
+      std::cout << rate;
     }
     return 0;
   }
