@@ -161,6 +161,52 @@ void tally(Tally& t, double abs, const std::string& ds) {
   }
 }
 
+// The source key of each received row: src_token_pos when both files have it (unique per row,
+// slot included for per-(token, expert) layouts), else src_rank and src_token.
+std::vector<std::int64_t> row_keys(const h5::File& f, const std::string& dir, std::uint64_t rows) {
+  auto fits = [&](const std::string& p) { return f.exists(p) && !f.is_group(p) && f.info(p).dims == std::vector<std::uint64_t>{rows}; };
+  auto ints = [&](const std::string& p) {
+    const auto v = f.read_rows_as_double(p, 0, rows);
+    return std::vector<std::int64_t>(v.begin(), v.end());
+  };
+  if (fits(dir + "/src_token_pos")) return ints(dir + "/src_token_pos");
+  if (fits(dir + "/src_rank") && fits(dir + "/src_token")) {
+    auto key = ints(dir + "/src_rank");
+    const auto tok = ints(dir + "/src_token");
+    for (std::size_t i = 0; i < key.size(); ++i) key[i] = (key[i] << 40) + tok[i];
+    return key;
+  }
+  return {};
+}
+
+// For a row-indexed dataset whose rows both files hold in different orders: the row of the
+// second file with the same source as each row of the first. Empty when the orders agree or
+// the rows cannot be matched one to one (then the key datasets themselves show the difference).
+std::vector<std::uint64_t> row_permutation(const h5::File& a, const h5::File& b, const std::string& ds,
+                                           const std::vector<std::uint64_t>& dims, const std::string& axes) {
+  if (dims.empty() || axes.rfind("row", 0) != 0 || (axes.size() > 3 && axes[3] != ',')) return {};
+  const PathInfo p = parse_path(ds);
+  if (p.rank_group.empty()) return {};
+  const std::string here = ds.substr(0, ds.rfind('/'));
+  for (const std::string& dir : {here, p.rank_group + "/dispatch", p.rank_group + "/captured"}) {
+    const auto ka = row_keys(a, dir, dims[0]), kb = row_keys(b, dir, dims[0]);
+    if (ka.empty() || kb.empty()) continue;
+    if (ka == kb) return {};
+    std::map<std::int64_t, std::uint64_t> where;
+    for (std::uint64_t i = 0; i < kb.size(); ++i)
+      if (!where.emplace(kb[i], i).second) return {};  // duplicate sources: no one-to-one match
+    std::vector<std::uint64_t> perm(ka.size());
+    for (std::uint64_t i = 0; i < ka.size(); ++i) {
+      const auto it = where.find(ka[i]);
+      if (it == where.end()) return {};
+      perm[i] = it->second;
+      where.erase(it);
+    }
+    return perm;
+  }
+  return {};
+}
+
 void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routing, const std::string& ds,
                      const Options& o, Result& r) {
   const PathInfo where = parse_path(ds);
@@ -209,14 +255,11 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
   std::vector<std::uint64_t> row_finite(rows, 0);
 
   BlockReader ra(a, ds, o.raw, o.block_elements), rb(b, ds, o.raw, o.block_elements);
-  std::vector<double> va, vb;
-  std::uint64_t fa = 0, fb = 0;
   bool first_found = false;
-  while (ra.next(va, fa)) {
-    if (!rb.next(vb, fb) || fa != fb || va.size() != vb.size()) b.fail(ds, "blocks out of step");
+  auto process = [&](const std::vector<double>& va, const std::vector<double>& vb, std::uint64_t first) {
     for (size_t i = 0; i < va.size(); ++i) {
       const auto e = cmp.add(va[i], vb[i]);
-      const std::uint64_t flat = fa + i, row = flat / row_elems;
+      const std::uint64_t flat = first + i, row = flat / row_elems;
       if (e.differ) d.row_max_abs[row] = std::max(d.row_max_abs[row], e.abs);
       if (std::isfinite(e.abs)) d.row_mean_abs[row] += e.abs, ++row_finite[row];
       if (e.new_max_abs) d.max_abs_at = at.locate(flat);
@@ -229,6 +272,24 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
       if (l.expert >= 0) tally(r.per_expert[l.expert], e.abs, ds);
       if (l.token >= 0) tally(r.per_token[{l.layer, l.rank, l.token}], e.abs, ds);
       else if (l.src_token >= 0) tally(r.per_token[{l.layer, l.src_rank, l.src_token}], e.abs, ds);
+    }
+  };
+  std::vector<double> va, vb;
+  const auto perm = o.match_rows ? row_permutation(a, b, ds, da, at.axes()) : std::vector<std::uint64_t>{};
+  if (!perm.empty()) {
+    // Received rows arrive in a different order (atomics-based slot reservation): compare
+    // each row of the first file with the row of the second that came from the same source.
+    d.rows_matched = true;
+    for (std::uint64_t i = 0; i < rows; ++i) {
+      ra.read_row(i, va);
+      rb.read_row(perm[i], vb);
+      process(va, vb, i * row_elems);
+    }
+  } else {
+    std::uint64_t fa = 0, fb = 0;
+    while (ra.next(va, fa)) {
+      if (!rb.next(vb, fb) || fa != fb || va.size() != vb.size()) b.fail(ds, "blocks out of step");
+      process(va, vb, fa);
     }
   }
   for (std::uint64_t i = 0; i < rows; ++i)

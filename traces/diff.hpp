@@ -24,6 +24,7 @@ struct Options {
   std::optional<double> delta;     // h5diff -d: differ when |a-b| > delta
   std::optional<double> relative;  // h5diff -p: differ when |a-b|/|a| > relative (a = first file)
   bool raw = false;                // compare stored integers, no bf16/fp8 decoding (as h5diff does)
+  bool match_rows = true;          // align received rows by their source before comparing
   std::vector<std::string> objects;  // restrict to these paths (datasets or groups); empty: all
   std::string routing_trace;         // a trace whose topk_ids attribute golden/run files; "" : none
   int worst_tokens = 10;
@@ -52,6 +53,7 @@ struct DatasetResult {
   Tolerance tolerance;
   std::string criterion;  // "atol+rtol", "delta", "relative", "exact"
   Metrics metrics;
+  bool rows_matched = false;  // rows of the second file reordered to the first's sources
   Location max_abs_at, max_rel_at, first_mismatch_at;
   // Per first-axis row (token or received row): largest |a-b|, mean |a-b|, mismatched count.
   std::vector<double> row_max_abs, row_mean_abs;

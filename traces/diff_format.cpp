@@ -80,7 +80,8 @@ std::string format_text(const Result& r, const Options& o) {
       continue;
     }
     out << (d.failed() ? "FAIL " : "ok   ") << d.path << "  " << dtype(d) << " " << shape(d.dims) << ", stage "
-        << name(d.stage) << (d.axes.empty() ? "" : ", axes " + d.axes) << ", " << criterion(d, o) << "\n";
+        << name(d.stage) << (d.axes.empty() ? "" : ", axes " + d.axes) << ", " << criterion(d, o)
+        << (d.rows_matched ? ", rows matched by source" : "") << "\n";
     if (m.differ == 0 && m.nan_a + m.nan_b + m.inf_a + m.inf_b == 0) continue;
     out << "     mismatched " << m.mismatched << " / " << m.elements << " (" << num(m.mismatch_percent())
         << "%), unequal " << m.differ;
@@ -206,7 +207,7 @@ std::string format_json(const Result& r, const Options& o) {
     j.open('{').field("path", d.path).key("dims").open('[');
     for (auto x : d.dims) j.value(x);
     j.close(']').field("dtype_a", d.dtype_a).field("dtype_b", d.dtype_b).field("stage", std::string(name(d.stage)))
-        .field("layer", d.layer).field("rank", d.rank).field("axes", d.axes).field("criterion", d.criterion)
+        .field("layer", d.layer).field("rank", d.rank).field("axes", d.axes).field("criterion", d.criterion).field("rows_matched", d.rows_matched)
         .field("atol", d.tolerance.atol).field("rtol", d.tolerance.rtol).field("failed", d.failed())
         .field("elements", m.elements).field("mismatched", m.mismatched).field("mismatch_percent", m.mismatch_percent())
         .field("unequal", m.differ).field("not_comparable", m.not_comparable).field("max_abs", m.max_abs)

@@ -100,6 +100,24 @@ bool BlockReader::next(std::vector<double>& out, std::uint64_t& first) {
     count[s] = std::min<std::uint64_t>(per_block_, dims_[s] - start[s]);
     for (auto c : count) elems *= c;
   }
+  read_block(start, count, elems, out, done_);
+  done_ += elems;
+  return true;
+}
+
+void BlockReader::read_row(std::uint64_t row, std::vector<double>& out) {
+  if (dims_.empty() || row >= dims_[0]) file_.fail(ds_, "row " + std::to_string(row) + " past its end");
+  std::vector<hsize_t> start(dims_.size(), 0), count(dims_.begin(), dims_.end());
+  start[0] = row;
+  count[0] = 1;
+  std::uint64_t elems = 1;
+  for (auto c : count) elems *= c;
+  read_block(start, count, elems, out, row * elems);
+}
+
+void BlockReader::read_block(const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
+                             std::uint64_t elems, std::vector<double>& out, std::uint64_t at) {
+  const size_t n = dims_.size();
   out.resize(elems);
   h5::Id fspace(H5Dget_space(dataset_.get()), H5Sclose);
   h5::Id mspace;
@@ -125,9 +143,7 @@ bool BlockReader::next(std::vector<double>& out, std::uint64_t& first) {
   } else {
     rc = elems ? H5Dread(dataset_.get(), H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, out.data()) : 0;
   }
-  if (rc < 0) file_.fail(ds_, "read failed at element " + std::to_string(done_) + " (truncated or damaged file)");
-  done_ += elems;
-  return true;
+  if (rc < 0) file_.fail(ds_, "read failed at element " + std::to_string(at) + " (truncated or damaged file)");
 }
 
 }  // namespace moesim::diff

@@ -29,6 +29,8 @@ class BlockReader {
   std::uint64_t elements() const { return total_; }
   // Reads the next block; `first` is the row-major index of its first element. False at the end.
   bool next(std::vector<double>& out, std::uint64_t& first);
+  // Reads one whole row (first-axis index) into out, resized to the row's elements.
+  void read_row(std::uint64_t row, std::vector<double>& out);
 
  private:
   const h5::File& file_;
@@ -41,6 +43,8 @@ class BlockReader {
   std::uint64_t inner_ = 1;      // elements per index step of the split axis
   std::uint64_t per_block_ = 1;  // split-axis indices per block
   h5::Id dataset_;
+  void read_block(const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, std::uint64_t elems,
+                  std::vector<double>& out, std::uint64_t at);
 };
 
 }  // namespace moesim::diff

@@ -39,6 +39,7 @@ struct RunSpec {
   int ranks = 2, tokens = 4, hidden = 8, top_k = 2, experts = 4;
   std::string format = "moesim-run";
   DType dtype = DType::f32;
+  bool reverse_rows = false;  // store received rows last to first, as another arrival order
   // Change a value before it is written: (dataset leaf, rank, flat index, value) -> value.
   std::function<float(const std::string&, int, std::size_t, float)> edit;
 };
@@ -69,12 +70,22 @@ inline void make_run(const std::string& path, const RunSpec& s) {
     put(f, g + "/expert_out", {T, K, H}, edited("expert_out", expert_out), "expert", "token,slot,hidden", s.dtype);
     if (s.format == "moesim-run") {
       put(f, g + "/combine_out", {T, H}, edited("combine_out", final_out), "combine", "token,hidden", s.dtype);
-      put(f, g + "/dispatch/recv_x", {T, H}, edited("recv_x", recv), "dispatch", "row,hidden", s.dtype);
       std::vector<std::int32_t> src_rank(T, (r + 1) % s.ranks), src_token(T), ids(T * K), target(T, -1);
       for (std::uint64_t t = 0; t < T; ++t) {
         src_token[t] = static_cast<std::int32_t>(t);
-        for (std::uint64_t k = 0; k < K; ++k) ids[t * K + k] = static_cast<std::int32_t>((r * K + k) % s.experts);
+        for (std::uint64_t k = 0; k < K; ++k) ids[t * K + k] = static_cast<std::int32_t>((r * K + k + t) % s.experts);
       }
+      if (s.reverse_rows) {
+        auto reverse = [&](auto& v, std::uint64_t width) {
+          auto copy = v;
+          for (std::uint64_t i = 0; i < T; ++i)
+            std::copy_n(&copy[(T - 1 - i) * width], width, &v[i * width]);
+        };
+        reverse(recv, H);
+        reverse(src_token, 1);
+        reverse(ids, K);
+      }
+      put(f, g + "/dispatch/recv_x", {T, H}, edited("recv_x", recv), "dispatch", "row,hidden", s.dtype);
       put_ints(f, g + "/dispatch/src_rank", {T}, src_rank, "dispatch", "row");
       put_ints(f, g + "/dispatch/src_token", {T}, src_token, "dispatch", "row");
       put_ints(f, g + "/dispatch/recv_topk_ids", {T, K}, ids, "dispatch", "row,slot");

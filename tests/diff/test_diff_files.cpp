@@ -274,3 +274,31 @@ TEST_CASE("the report holds per-token error arrays and tallies") {
   CHECK(f.read<std::int64_t>("/per_token/token") == std::vector<std::int64_t>{1});
   CHECK(f.read<double>("/worst_tokens/max_abs") == std::vector<double>{0.25});
 }
+
+TEST_CASE("received rows in another arrival order are matched by their source") {
+  RunSpec s;
+  make_run(tmp("perm_b.h5"), s);
+  s.reverse_rows = true;
+  s.edit = [](const std::string& leaf, int rank, std::size_t i, float v) {
+    // Stored row 0 of rank 1 now holds source token 3 (rows reversed): corrupt it.
+    return leaf == "recv_x" && rank == 1 && i == 2 ? v + 1 : v;
+  };
+  make_run(tmp("perm_a.h5"), s);
+  const auto r = diff::run(tmp("perm_a.h5"), tmp("perm_b.h5"), {});
+  const auto& recv = dataset(r, "/layers/0/ranks/1/dispatch/recv_x");
+  CHECK(recv.rows_matched);
+  CHECK(recv.metrics.mismatched == 1);
+  CHECK(recv.first_mismatch_at.row == 0);
+  CHECK(recv.first_mismatch_at.src_rank == 0);
+  CHECK(recv.first_mismatch_at.src_token == 3);
+  CHECK(recv.first_mismatch_at.column == 2);
+  CHECK_FALSE(dataset(r, "/layers/0/ranks/1/dispatch/src_token").failed());
+  CHECK_FALSE(dataset(r, "/layers/0/ranks/0/dispatch/recv_topk_ids").failed());
+  CHECK(r.failed_datasets() == 1);
+  diff::Options stored;
+  stored.match_rows = false;
+  const auto u = diff::run(tmp("perm_a.h5"), tmp("perm_b.h5"), stored);
+  CHECK_FALSE(dataset(u, "/layers/0/ranks/1/dispatch/recv_x").rows_matched);
+  CHECK(dataset(u, "/layers/0/ranks/1/dispatch/src_token").failed());
+  CHECK(dataset(u, "/layers/0/ranks/1/dispatch/recv_x").metrics.mismatched > 8);
+}

@@ -26,6 +26,7 @@ int run_diff(const std::vector<std::string>& args) {
       "trace", po::value<std::string>(), "trace whose topk_ids name the experts of golden/run files")(
       "worst", po::value<int>()->default_value(10), "how many worst tokens to list")(
       "raw", "compare bf16/fp8 datasets as their stored integers (as h5diff does)")(
+      "no-match-rows", "compare received rows in stored order, not matched by source")(
       "block", po::value<std::uint64_t>()->default_value(std::uint64_t{1} << 20), "elements read per block");
   po::positional_options_description pos;
   pos.add("a", 1).add("b", 1).add("objects", -1);
@@ -48,6 +49,7 @@ int run_diff(const std::vector<std::string>& args) {
   o.worst_tokens = vm["worst"].as<int>();
   o.raw = vm.count("raw") > 0;
   o.verbose = vm.count("verbose") > 0;
+  o.match_rows = vm.count("no-match-rows") == 0;
   o.block_elements = vm["block"].as<std::uint64_t>();
   if (o.block_elements == 0) throw UsageError("--block must be positive");
 
