@@ -70,7 +70,7 @@ void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred
 
 double value(const Values& v, std::size_t i) { return v[i]; }
 
-void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, Evaluation& e,
+void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol, Evaluation& e,
                 std::vector<double>& worst) {
   const Captured& cap = layer.ranks[r].captured;
   const int K = c.top_k, H = c.hidden;
@@ -176,9 +176,26 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
   if (cap.total_recv >= 0 && cap.expert_rows > cap.total_recv) {
     const std::int64_t n = cap.expert_rows - cap.total_recv;
     const auto& st = p.stale[r];
-    add_numeric(e.obs[obs_stale], &cap.expert_out[cap.total_recv * H], n, H,
-                [&](std::int64_t i, int h) { return static_cast<std::size_t>(i * H + h) < st.size() ? st[i * H + h] : 0.0; },
-                at, worst[obs_stale], [&](std::int64_t i) { return "row " + std::to_string(cap.total_recv + i); });
+    auto pred = [&](std::int64_t i, int h) { return static_cast<std::size_t>(i * H + h) < st.size() ? st[i * H + h] : 0.0; };
+    auto row = [&](std::int64_t i) { return "row " + std::to_string(cap.total_recv + i); };
+    if (p.stale_read) {
+      add_numeric(e.obs[obs_stale], &cap.expert_out[cap.total_recv * H], n, H, pred, at, worst[obs_stale], row);
+    } else {
+      // Rows the consumer does not read stay uninitialized: anything but what reading them computes.
+      Tally probe;
+      double w = -1;
+      add_numeric(probe, &cap.expert_out[cap.total_recv * H], n, H, pred, at, w, row);
+      Tally& t = e.obs[obs_stale];
+      t.present = true;
+      t.total += static_cast<double>(n);
+      t.cc += 1;
+      if (!st.empty() && probe.cc > 0 && probe.error(true) <= tol) {
+        t.dd += 1;
+        if (t.first.empty())
+          t.first = at + ": rows " + std::to_string(cap.total_recv) + " to " + std::to_string(cap.expert_rows - 1) +
+                    " past total_recv hold what computing them gives, though this consumer does not read them";
+      }
+    }
   }
   const std::int64_t T = layer.ranks[r].num_tokens;
   auto token = [](std::int64_t t) { return "token " + std::to_string(t); };
@@ -292,7 +309,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
           break;
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
-        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, e, worst);
+        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, d.tolerance, e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;

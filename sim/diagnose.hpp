@@ -99,11 +99,13 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& options);
 
 // What a hypothesis predicts for one layer: the dispatch as delivered (before any consumer-side
 // mutation) and every rank's outputs, plus the expert outputs of captured rows past total_recv
-// for whole-buffer consumers (empty otherwise). Exposed for tests that build captures.
+// as the consumer would compute them if it read them (AITER leaves them uninitialized when it
+// does not). Exposed for tests that build captures.
 struct Prediction {
   Dispatch dispatch;
   std::vector<RankRun> ranks;
-  std::vector<std::vector<double>> stale;  // [R][(rows - total_recv) * H]
+  std::vector<std::vector<double>> stale;  // [R][(rows - total_recv) * H] what reading the stale rows computes
+  bool stale_read = false;                 // the consumer reads them (whole buffer); else they stay uncomputed
   std::vector<std::vector<float>> x;       // [R][T * H] the source tokens the hypothesis assumes
   bool tested = true;  // false: the hypothesis does not apply to this capture (note says why)
   std::string note;

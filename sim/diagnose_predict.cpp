@@ -325,10 +325,13 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   }
 
   p.stale.resize(R);
-  if (reads_stale_rows(o.consumer, o.dispatch.model))
+  p.stale_read = o.consumer.whole_buffer;
+  SimOptions whole = o;
+  whole.consumer.whole_buffer = true;
+  if (reads_stale_rows(whole.consumer, o.dispatch.model))
     for (int r = 0; r < R; ++r)
-      p.stale[r] = is_f64(o.numerics) ? stale_outputs<double>(trace, lp, weights, map, o, r)
-                                      : stale_outputs<float>(trace, lp, weights, map, o, r);
+      p.stale[r] = is_f64(o.numerics) ? stale_outputs<double>(trace, lp, weights, map, whole, r)
+                                      : stale_outputs<float>(trace, lp, weights, map, whole, r);
   p.x.resize(R);
   for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
   return p;

@@ -149,6 +149,29 @@ TEST_CASE("reading the whole receive buffer: stale rows past total_recv computed
   }
 }
 
+TEST_CASE("rows past total_recv left uninitialized by a correct consumer: consistent") {
+  Trace tr = fresh();
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  const int K = tr.config.top_k, H = tr.config.hidden;
+  for (auto& in : tr.layers[0].ranks) {
+    Captured& cap = in.captured;
+    const std::int64_t N = cap.total_recv;
+    // A stale copy of row 0 whose output slot holds leftovers (encoding rank and row), not its result.
+    cap.recv_x.insert(cap.recv_x.end(), cap.recv_x.begin(), cap.recv_x.begin() + H);
+    cap.recv_topk_ids.insert(cap.recv_topk_ids.end(), cap.recv_topk_ids.begin(), cap.recv_topk_ids.begin() + K);
+    cap.recv_weights.insert(cap.recv_weights.end(), cap.recv_weights.begin(), cap.recv_weights.begin() + K);
+    for (int h = 0; h < H; ++h) cap.expert_out.push_back(static_cast<float>(100 + h));
+    cap.rows = cap.expert_rows = N + 1;
+  }
+  const Diagnosis d = diagnose(tr, diagnose_options());
+  INFO("ranking: " << ranking(d));
+  CHECK(d.consistent());
+  const Evaluation& wb = evaluation_of(d, "whole-buffer");
+  REQUIRE(wb.tested);
+  CHECK_FALSE(wb.explains(obs_stale, d.tolerance));
+  CHECK(d.ranked.front().obs[obs_stale].present);
+}
+
 TEST_CASE("global ids read as local, local ids read as global") {
   Trace a = fresh();
   capture_run(a, options(DispatchModel::mori, ConsumerModel::deepep_local, CombineModel::rank_sum));
