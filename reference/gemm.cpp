@@ -5,29 +5,19 @@
 
 #include "dtype.hpp"
 
-#ifndef MOESIM_KROWS
-#define MOESIM_KROWS 4
-#endif
-
 namespace moesim::gemm {
 namespace {
 
 constexpr int kDepthChunk = 256;  // depth per pass: a panel's chunk (12 KB) stays in L1
 constexpr int kRowBlock = 128;    // rows per pass: their depth chunk stays in L2
-constexpr int kRows = MOESIM_KROWS;          // rows of one micro-kernel call
-constexpr int kVecs = MOESIM_KVECS;
+constexpr int kRows = 4;          // rows of one micro-kernel call
+constexpr int kVecs = kPanelVectors;
 
 template <class T>
 struct Vec {
   typedef T type __attribute__((vector_size(16)));
   static constexpr int lanes = static_cast<int>(16 / sizeof(T));
 };
-
-template <class T>
-inline typename Vec<T>::type splat(T s) {
-  if constexpr (Vec<T>::lanes == 4) return typename Vec<T>::type{s, s, s, s};
-  else return typename Vec<T>::type{s, s};
-}
 
 template <class T>
 inline typename Vec<T>::type load(const T* p) {

@@ -9,16 +9,15 @@
 #include <cstdint>
 #include <vector>
 
-#ifndef MOESIM_KVECS
-#define MOESIM_KVECS 3
-#endif
-
 namespace moesim::gemm {
 
-// Outputs packed together; w is stored as panels [ceil(M / P)][K][P], zero-padded.
+// Outputs computed together: three 16-byte vectors (12 floats, 6 doubles). With 4 rows per
+// micro-kernel that is 12 accumulators, what 16 SSE registers hold. w is stored as panels
+// [ceil(M / P)][K][P], zero-padded.
+inline constexpr int kPanelVectors = 3;
 template <class T>
 constexpr int panel_width() {
-  return MOESIM_KVECS * static_cast<int>(16 / sizeof(T));
+  return kPanelVectors * static_cast<int>(16 / sizeof(T));
 }
 
 inline std::int64_t padded(std::int64_t m, int p) { return (m + p - 1) / p * p; }

@@ -106,3 +106,29 @@ TEST_CASE("layer outputs are the same bits for 1, 2 and 3 threads and across run
     }
   }
 }
+
+TEST_CASE("reused prepared experts and workspaces give the bits of fresh ones") {
+  TraceShape s;
+  s.hidden = 270, s.inter = 30;
+  const Trace t = make_trace(s);
+  const WeightProvider wp(t);
+  const RankInput& in = t.layers[0].ranks[1];
+  const ExpertOptions o = expert_options(t.config, {.numerics = Numerics::bf16});
+  TokenRows all;
+  all.x = in.x.data();
+  all.rows = in.num_tokens;
+  TokenRows two = all;
+  two.rows = 2;
+  std::vector<float> fresh(in.x.size()), reused(in.x.size());
+  run_expert(PreparedExpert(wp.routed(0, 3), s.act, Numerics::bf16), two, o, fresh.data());
+  ExpertMatrices m;
+  PreparedExpert p;
+  ExpertWorkspace ws;
+  wp.routed(0, 5, m);
+  p.assign(m, s.act, Numerics::bf16);
+  run_expert(p, all, o, reused.data(), &ws);  // grows the workspace, fills it with expert 5's rows
+  wp.routed(0, 3, m);
+  p.assign(m, s.act, Numerics::bf16);
+  run_expert(p, two, o, reused.data(), &ws);
+  CHECK(std::memcmp(fresh.data(), reused.data(), 2 * s.hidden * sizeof(float)) == 0);
+}
