@@ -67,8 +67,11 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
   std::vector<float> w(K);
   std::vector<Job> jobs(K);
   std::vector<int> first_dests;
+  // Rows per (source, destination) of the current source rank; bytes follow once per rank.
+  std::vector<std::int64_t> pair_rows(R);
   for (int r = 0; r < R; ++r) {
     const auto& src = sources[r];
+    std::fill(pair_rows.begin(), pair_rows.end(), 0);
     s.tokens += src.num_tokens;
     for (std::int64_t t = 0; t < src.num_tokens; ++t) {
       const std::int32_t* row_ids = &src.ids[t * K];
@@ -99,19 +102,26 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
           first_dests.push_back(d);
           ++s.sources_per_rank[d];
         }
-        s.dispatch_bytes[static_cast<std::size_t>(r) * R + d] += send_row;
-        s.combine_bytes[static_cast<std::size_t>(d) * R + r] += back_row;
+        ++pair_rows[d];
         if (rd.target >= 0) {
           ++s.rows_per_expert[rd.target];
         } else {
           for (int k = 0; k < K; ++k)
             if (row_ids[k] >= 0 && map.rank_of[row_ids[k]] == d) ++s.rows_per_expert[row_ids[k]];
         }
-        deliver_row(o.model, map, K, row_ids, row_w, rd, ids.data(), w.data());
-        const int nj = plan_row(in.consumer, map, d, K, ids.data(), rd.target, rd.slot, first, jobs.data());
+        const std::int32_t* got = row_ids;  // global ids arrive verbatim
+        if (id_space(o.model) != IdSpace::global) {
+          deliver_row(o.model, map, K, row_ids, row_w, rd, ids.data(), w.data());
+          got = ids.data();
+        }
+        const int nj = plan_row(in.consumer, map, d, K, got, rd.target, rd.slot, first, jobs.data());
         s.performed_per_rank[d] += nj;
         for (int j = 0; j < nj; ++j) ++s.performed_per_expert[jobs[j].expert];
       }
+    }
+    for (int d = 0; d < R; ++d) {
+      s.dispatch_bytes[static_cast<std::size_t>(r) * R + d] = pair_rows[d] * send_row;
+      s.combine_bytes[static_cast<std::size_t>(d) * R + r] = pair_rows[d] * back_row;
     }
   }
   if (reads_stale_rows(in.consumer, o.model)) {
