@@ -5,6 +5,7 @@
 
 #include "diagnose/diagnose_fixtures.hpp"
 #include "error.hpp"
+#include "trace_io.hpp"
 
 using namespace moesim;
 using namespace moesim::sim;
@@ -364,6 +365,24 @@ TEST_CASE("other libraries: the correct pairing is consistent, weights twice and
       CHECK_FALSE(db.consistent());
     }
   }
+}
+
+TEST_CASE("the bundled seed-ep8 trace (bf16, shared expert, routed scaling 2.5): the seed's flow found") {
+  Trace tr = read_trace(std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/seed-ep8.h5");
+  SimOptions o = options(DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum);
+  o.numerics = Numerics::bf16;
+  capture_run(tr, o);
+  DiagnoseOptions dopt;
+  dopt.base.numerics = Numerics::bf16;
+  dopt.base.threads = 2;
+  const Diagnosis d = diagnose(tr, dopt);
+  INFO("ranking: " << ranking(d));
+  CHECK(d.hypothesis(d.ranked.front()).key == "seed-all-k-wrap");
+  CHECK(d.ranked.front().unexplained == 0);
+  // 8 ranks x 64 tokens x top-8 as per-(token, expert) rows: the correct mori dispatch sends fewer.
+  const Evaluation& c = evaluation_of(d, "correct");
+  CHECK_FALSE(c.explains(obs_counts, d.tolerance));
+  CHECK_FALSE(c.explains(obs_final, d.tolerance));
 }
 
 TEST_CASE("nothing captured is an error naming the file") {
