@@ -75,8 +75,14 @@ void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, 
         << " observations, score " << g(e.score) << (i > 0 && same_rank(e, d.ranked[0]) ? " (ties the first)" : "")
         << "\n     " << h.title << "\n";
     if (!e.note.empty()) out << "     " << e.note << "\n";
-    if (shown++ >= top) continue;
-    std::string yes, no;
+    if (shown++ >= top) {
+      std::string no;
+      for (int o = 0; o < kNumObs; ++o)
+        if (e.obs[o].present && !e.explains(o, d.tolerance)) no += (no.empty() ? "" : ", ") + std::string(obs_name(o));
+      if (!no.empty()) out << "     does not explain: " << no << "\n";
+      continue;
+    }
+    std::string yes;
     for (int o = 0; o < kNumObs; ++o) {
       if (!e.obs[o].present) continue;
       if (e.explains(o, d.tolerance)) yes += (yes.empty() ? "" : ", ") + std::string(obs_name(o));
