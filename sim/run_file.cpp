@@ -66,14 +66,9 @@ void write_stats(h5::File& f, int layer_index, const RoutingStats& s) {
   f.set_attr(g, "expert_imbalance", RoutingStats::imbalance(s.needed_per_expert));
 }
 
-void write_run(const std::string& out_path, const Trace& trace, const std::vector<LayerRun>& layers,
-               const RunDescription& d) {
-  const TraceConfig& c = trace.config;
+namespace {
+void write_header(h5::File& f, const Trace& trace, const RunDescription& d) {
   const SimOptions& o = d.options;
-  const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
-  const auto S = static_cast<std::uint64_t>(c.scales_per_token());
-  h5::AtomicOutput out(out_path);
-  h5::File& f = out.file();
   write_result_header(f, kRunFormat, o.numerics, trace.path, d.command);
   f.set_attr("/", "dispatch", std::string(name(o.dispatch.model)));
   f.set_attr("/", "consumer", std::string(name(o.consumer.model)));
@@ -83,6 +78,27 @@ void write_run(const std::string& out_path, const Trace& trace, const std::vecto
   for (const auto& r : d.verdict.reasons) reasons += (reasons.empty() ? "" : "\n") + r;
   f.set_attr("/", "pairing_reasons", reasons);
   f.set_attr("/", "correct_pairings", d.verdict.correct_pairings);
+}
+}  // namespace
+
+void write_routing_only(const std::string& out_path, const Trace& trace, const std::vector<RoutingStats>& stats,
+                        const std::vector<int>& layer_indices, const RunDescription& d) {
+  h5::AtomicOutput out(out_path);
+  write_header(out.file(), trace, d);
+  out.file().set_attr("/", "routing_only", 1);
+  for (std::size_t i = 0; i < stats.size(); ++i) write_stats(out.file(), layer_indices[i], stats[i]);
+  out.commit();
+}
+
+void write_run(const std::string& out_path, const Trace& trace, const std::vector<LayerRun>& layers,
+               const RunDescription& d) {
+  const TraceConfig& c = trace.config;
+  const SimOptions& o = d.options;
+  const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
+  const auto S = static_cast<std::uint64_t>(c.scales_per_token());
+  h5::AtomicOutput out(out_path);
+  h5::File& f = out.file();
+  write_header(f, trace, d);
 
   std::vector<LayerOutputs> golden(layers.size());
   for (std::size_t l = 0; l < layers.size(); ++l) {

@@ -22,6 +22,10 @@ struct RunDescription {
 void write_run(const std::string& out_path, const Trace& trace, const std::vector<LayerRun>& layers,
                const RunDescription& description);
 
+// A routing-only run file: the header and /stats, no tensors (root attribute routing_only = 1).
+void write_routing_only(const std::string& out_path, const Trace& trace, const std::vector<RoutingStats>& stats,
+                        const std::vector<int>& layer_indices, const RunDescription& description);
+
 // /stats/layers/<l>/...: per-rank and per-expert counts, [R, R] byte matrices, and the
 // headline numbers as attributes. Shared by full and routing-only runs.
 void write_stats(h5::File& file, int layer_index, const RoutingStats& stats);

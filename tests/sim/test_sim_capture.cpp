@@ -4,10 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 
 #include "capture_check.hpp"
 #include "sim_fixtures.hpp"
 #include "simulate.hpp"
+#include "trace_io.hpp"
 
 using namespace moesim;
 using namespace moesim::sim;
@@ -119,4 +123,20 @@ TEST_CASE("an injected duplicate, a dropped row and a corrupted row are each nam
   CHECK(checks[3].evidence[0].find("row 1: recv_x differs from its decoded source") != std::string::npos);
   CHECK(checks[3].consistent_models().empty());
   CHECK(has(checks[0].consistent_models(), "mori"));  // untouched rank stays consistent
+}
+
+TEST_CASE("moesim run on a trace with captured buffers reports the consistent model") {
+  const std::string path = std::string(MOESIM_TEST_TMP) + "/sim_captured_pairs.h5";
+  const std::string out = std::string(MOESIM_TEST_TMP) + "/sim_captured_pairs.txt";
+  Trace tr = captured_trace(DispatchModel::pairs, SrcPosEncoding::flat);
+  write_trace(tr, path);
+  const std::string bin = MOESIM_BINARY;
+  REQUIRE_FALSE(bin.empty());
+  REQUIRE(std::system((bin + " run " + path + " --numerics exact > " + out).c_str()) == 0);
+  std::ifstream in(out);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find("captured receive buffers, checked against each dispatch model") != std::string::npos);
+  CHECK(text.find("rank 2: ") != std::string::npos);
+  CHECK(text.find("consistent with: pairs") != std::string::npos);
+  CHECK(text.find("not mori: ") != std::string::npos);
 }

@@ -41,7 +41,7 @@ int run_run(const std::vector<std::string>& args) {
   po::options_description desc("options");
   desc.add_options()
       ("trace", po::value<std::string>()->required(), "trace file")
-      ("output,o", po::value<std::string>(), "write the run file (every stage per rank, /stats) here; without it nothing is written")
+      ("output,o", po::value<std::string>(), "write the run file (every stage per rank, /stats; only /stats with --routing-only) here; without -o nothing is written")
       ("dispatch", po::value<std::string>(), "mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
       ("consumer", po::value<std::string>(), "aiter-mask | deepep-local | per-expert | all-k | dedup-filter | target-expert (default: what a correct integration of the dispatch uses)")
       ("combine", po::value<std::string>(), "rank-sum | weighted | internode-v1 | pair-sum (default: as --consumer)")
@@ -68,7 +68,6 @@ int run_run(const std::vector<std::string>& args) {
   if (!parse_options("run", "TRACE [options]", desc, pos, args, vm)) return 0;
 
   const bool routing_only = vm["routing-only"].as<bool>();
-  if (routing_only && vm.count("output")) throw UsageError("--routing-only writes no run file; drop -o");
   ReadOptions ro;
   ro.tensors = !routing_only;
   ro.captured = !routing_only;
@@ -111,7 +110,7 @@ int run_run(const std::vector<std::string>& args) {
     if (l < 0 || l >= static_cast<int>(trace.layers.size()))
       throw Error(where(trace.path, "/layers") + "layer " + std::to_string(l) + " out of range (" +
                   std::to_string(trace.layers.size()) + " layers)");
-    if (vm.count("output")) throw UsageError("-o writes every layer; drop --layer");
+    if (vm.count("output") && !routing_only) throw UsageError("-o writes every layer; drop --layer");
     layers.push_back(l);
   } else {
     for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) layers.push_back(l);
@@ -123,16 +122,28 @@ int run_run(const std::vector<std::string>& args) {
             << ", hidden " << c.hidden << ", " << name(c.token_dtype) << " tokens, numerics " << name(o.numerics) << "\n";
   print_pairing(std::cout, o, verdict);
 
+  RunDescription description;
+  description.options = o;
+  description.verdict = verdict;
+  description.command = joined(args);
   if (routing_only) {
+    std::vector<RoutingStats> all;
+    std::vector<int> indices;
     for (int l : layers) {
       const auto sources = layer_sources(trace, l, map, o);
-      const RoutingStats s = routing_stats(stats_input(c, map, o), sources);
+      all.push_back(routing_stats(stats_input(c, map, o), sources));
+      indices.push_back(trace.layers[l].index);
+      const RoutingStats& s = all.back();
       std::cout << "layer " << trace.layers[l].index << " (routing only)\n";
       print_stats(std::cout, s, vm["per-rank"].as<bool>());
       char rate[96];
       std::snprintf(rate, sizeof rate, "  routed %lld pairs in %.3f s: %.1f M pairs/s\n", static_cast<long long>(s.pairs),
                     s.seconds, static_cast<double>(s.pairs) / std::max(s.seconds, 1e-9) / 1e6);
       std::cout << rate;
+    }
+    if (vm.count("output")) {
+      write_routing_only(vm["output"].as<std::string>(), trace, all, indices, description);
+      std::cout << "wrote " << vm["output"].as<std::string>() << "\n";
     }
     return 0;
   }
@@ -164,11 +175,7 @@ int run_run(const std::vector<std::string>& args) {
     for (const auto& ck : checks) print_capture_check(std::cout, ck);
   }
   if (vm.count("output")) {
-    RunDescription d;
-    d.options = o;
-    d.verdict = verdict;
-    d.command = joined(args);
-    write_run(vm["output"].as<std::string>(), trace, runs, d);
+    write_run(vm["output"].as<std::string>(), trace, runs, description);
     std::cout << "wrote " << vm["output"].as<std::string>() << "\n";
   }
   return 0;
