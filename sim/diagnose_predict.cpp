@@ -147,74 +147,66 @@ void received_ids_routing(const ExpertMap& map, int K, std::vector<SourceRouting
 }
 
 // Expert outputs of captured rows past total_recv, as a whole-buffer consumer computes them
-// from the stale rows' own x, ids and weights.
-template <class T>
-std::vector<double> stale_outputs(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map,
-                                  const SimOptions& o, int r) {
+// from the stale rows' own x, ids and weights: the simulator's expert side run on a buffer of
+// those rows, each posing as an extra token of its rank so the expert side can read its x.
+std::vector<double> stale_outputs(const Trace& tr, int lp, const ExpertMap& map, const SimOptions& o, int r) {
   const TraceConfig& c = tr.config;
-  const int K = c.top_k, H = c.hidden, S = c.scales_per_token();
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden, S = c.scales_per_token();
   const Captured& cap = tr.layers[lp].ranks[r].captured;
   const std::int64_t begin = cap.total_recv, end = std::min(cap.rows, cap.expert_rows);
   if (begin < 0 || end <= begin || cap.recv_x.empty()) return {};
   const std::int64_t n = end - begin;
-  const bool fp8 = is_fp8(c.token_dtype) && !cap.recv_scales.empty();
-  std::vector<std::int32_t> zero_ids(K, 0);
-  std::vector<float> zero_w(K, 0.0f);
-  auto ids_of = [&](std::int64_t i) { return cap.recv_topk_ids.empty() ? zero_ids.data() : &cap.recv_topk_ids[i * K]; };
-  auto w_of = [&](std::int64_t i) { return cap.recv_weights.empty() ? zero_w.data() : &cap.recv_weights[i * K]; };
-  struct J { std::int64_t row; Job job; };
-  std::vector<J> jobs;
-  std::vector<std::int64_t> begin_of(n + 1, 0);
-  std::vector<Job> tmp(K);
+
+  Trace alt;
+  alt.config = c;
+  alt.weight_spec = tr.weight_spec;
+  alt.path = tr.path;
+  alt.layers.push_back(tr.layers[lp]);
+  RankInput& in = alt.layers[0].ranks[r];
+  const std::int64_t T = in.num_tokens;
+  in.x.insert(in.x.end(), cap.recv_x.begin() + begin * H, cap.recv_x.begin() + end * H);
+  if (is_fp8(c.token_dtype)) {
+    if (cap.recv_scales.empty()) in.x_scales.resize((T + n) * S, 1.0f);
+    else in.x_scales.insert(in.x_scales.end(), cap.recv_scales.begin() + begin * S, cap.recv_scales.begin() + end * S);
+  }
+  in.num_tokens = T + n;
+  in.topk_ids.resize((T + n) * K, -1);
+  in.topk_weights.resize((T + n) * K, 0.0f);
+
+  Dispatch d;
+  d.options = o.dispatch;
+  d.top_k = K;
+  d.ranks.resize(R);
+  d.slot_dest.resize(R);
+  d.slot_row.resize(R);
+  d.slot_first.resize(R);
+  for (int s = 0; s < R; ++s) {
+    const std::size_t slots = static_cast<std::size_t>(alt.layers[0].ranks[s].num_tokens) * K;
+    d.slot_dest[s].assign(slots, -1);
+    d.slot_row[s].assign(slots, -1);
+    d.slot_first[s].assign(slots, 0);
+  }
+  RecvBuffer& b = d.ranks[r];
+  b.total_recv = b.buffer_rows = n;
   for (std::int64_t i = 0; i < n; ++i) {
-    const int m = plan_row(o.consumer, map, r, K, ids_of(begin + i), -1, 0, true, tmp.data());
-    for (int q = 0; q < m; ++q) jobs.push_back({begin + i, tmp[q]});
-    begin_of[i + 1] = static_cast<std::int64_t>(jobs.size());
+    b.src_rank.push_back(r);
+    b.src_token.push_back(static_cast<std::int32_t>(T + i));
+    b.slot.push_back(0);
+    b.target.push_back(-1);
+    b.src_pos.push_back(-1);
   }
-  ReferenceOptions ro;
-  ro.numerics = o.numerics;
-  ro.fp8_format = o.fp8_format;
-  const ExpertOptions eo = expert_options(c, ro);
-  std::vector<T> job_out(jobs.size() * H);
-  std::map<int, std::vector<std::size_t>> by_expert;
-  for (std::size_t j = 0; j < jobs.size(); ++j) by_expert[map.logical_of[jobs[j].job.expert]].push_back(j);
-  for (const auto& [l, list] : by_expert) {
-    const PreparedExpert pe(wp.routed(lp, l), c.activation, o.numerics);
-    const std::int64_t m = static_cast<std::int64_t>(list.size());
-    std::vector<float> x(m * H), sc(fp8 ? m * S : 0), iw(c.router_weight_on_input ? m : 0);
-    for (std::int64_t q = 0; q < m; ++q) {
-      const J& j = jobs[list[q]];
-      std::copy_n(&cap.recv_x[j.row * H], H, &x[q * H]);
-      if (fp8) std::copy_n(&cap.recv_scales[j.row * S], S, &sc[q * S]);
-      if (c.router_weight_on_input) iw[q] = w_of(j.row)[j.job.slot];
-    }
-    TokenRows rows;
-    rows.x = x.data();
-    rows.scales = fp8 ? sc.data() : nullptr;
-    rows.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
-    rows.rows = m;
-    std::vector<T> y(m * H);
-    run_expert(pe, rows, eo, y.data());
-    for (std::int64_t q = 0; q < m; ++q) std::copy_n(&y[q * H], H, &job_out[list[q] * H]);
-  }
-  CombineSpec partial = combine_spec(c, o.numerics);
-  partial.routed_scaling_factor = 1.0;
-  std::vector<double> out(n * H, 0.0);
-  std::vector<const T*> slot_out(K);
-  std::vector<T> row(H);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t jb = begin_of[i], je = begin_of[i + 1];
-    if (jb == je) continue;
-    if (je - jb == 1 && !jobs[jb].job.weighted) {
-      std::copy_n(&job_out[jb * H], H, row.data());
-    } else {
-      std::fill(slot_out.begin(), slot_out.end(), nullptr);
-      for (std::int64_t j = jb; j < je; ++j) slot_out[jobs[j].job.slot] = &job_out[j * H];
-      combine_token(partial, H, K, slot_out.data(), w_of(begin + i), nullptr, row.data());
-    }
-    for (int h = 0; h < H; ++h) out[i * H + h] = static_cast<double>(row[h]);
-  }
-  return out;
+  b.ids.assign(n * K, 0);  // a zeroed buffer where nothing was captured
+  b.weights.assign(n * K, 0.0f);
+  if (!cap.recv_topk_ids.empty()) std::copy(cap.recv_topk_ids.begin() + begin * K, cap.recv_topk_ids.begin() + end * K, b.ids.begin());
+  if (!cap.recv_weights.empty()) std::copy(cap.recv_weights.begin() + begin * K, cap.recv_weights.begin() + end * K, b.weights.begin());
+  for (auto& id : b.ids) id = id >= -1 && id < c.num_experts ? id : -1;  // stale garbage names no expert
+
+  const WeightProvider wp(alt);
+  std::vector<RankRun> out(R);
+  run_expert_side(alt, 0, wp, map, d, o, out);
+  std::vector<double> v(n * H);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = out[r].expert_rows[i];
+  return v;
 }
 
 }  // namespace
@@ -330,8 +322,7 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   whole.consumer.whole_buffer = true;
   if (reads_stale_rows(whole.consumer, o.dispatch.model))
     for (int r = 0; r < R; ++r)
-      p.stale[r] = is_f64(o.numerics) ? stale_outputs<double>(trace, lp, weights, map, whole, r)
-                                      : stale_outputs<float>(trace, lp, weights, map, whole, r);
+      p.stale[r] = stale_outputs(trace, lp, map, whole, r);
   p.x.resize(R);
   for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
   return p;
