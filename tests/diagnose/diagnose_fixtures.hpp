@@ -28,14 +28,14 @@ inline std::vector<float> as_float(const Values& v) {
   return out;
 }
 
-// Fills every rank's captured side of layer 0 from a dispatch and its outputs; `x` gives the
+// Fills every rank's captured side of a layer from a dispatch and its outputs; `x` gives the
 // source tokens the run saw (normally the trace's own).
 inline void fill_capture(Trace& tr, const sim::Dispatch& d, const std::vector<sim::RankRun>& ranks,
-                         const std::vector<std::vector<float>>& x, bool outputs = true) {
+                         const std::vector<std::vector<float>>& x, bool outputs = true, int layer = 0) {
   const int K = tr.config.top_k, H = tr.config.hidden;
   for (int r = 0; r < tr.config.num_ranks; ++r) {
     const sim::RecvBuffer& b = d.ranks[r];
-    Captured& cap = tr.layers[0].ranks[r].captured;
+    Captured& cap = tr.layers[layer].ranks[r].captured;
     cap = Captured{};
     cap.total_recv = b.total_recv;
     cap.buffer_rows = std::max(b.buffer_rows, b.total_recv);
@@ -56,18 +56,18 @@ inline void fill_capture(Trace& tr, const sim::Dispatch& d, const std::vector<si
   }
 }
 
-inline std::vector<std::vector<float>> trace_x(const Trace& tr) {
+inline std::vector<std::vector<float>> trace_x(const Trace& tr, int layer = 0) {
   std::vector<std::vector<float>> x;
-  for (const auto& in : tr.layers[0].ranks) x.push_back(in.x);
+  for (const auto& in : tr.layers[layer].ranks) x.push_back(in.x);
   return x;
 }
 
-// A capture of a simulated run with these options.
-inline void capture_run(Trace& tr, const sim::SimOptions& o, bool outputs = true) {
+// A capture of a simulated run of one layer with these options.
+inline void capture_run(Trace& tr, const sim::SimOptions& o, bool outputs = true, int layer = 0) {
   const sim::ExpertMap map = sim::make_expert_map(tr.config);
   const WeightProvider wp(tr);
-  const sim::LayerRun run = sim::simulate_layer(tr, 0, wp, map, o);
-  fill_capture(tr, run.dispatch, run.ranks, trace_x(tr), outputs);
+  const sim::LayerRun run = sim::simulate_layer(tr, layer, wp, map, o);
+  fill_capture(tr, run.dispatch, run.ranks, trace_x(tr, layer), outputs, layer);
 }
 
 inline sim::SimOptions options(sim::DispatchModel d, sim::ConsumerModel c, sim::CombineModel k) {

@@ -385,6 +385,30 @@ TEST_CASE("the bundled seed-ep8 trace (bf16, shared expert, routed scaling 2.5):
   CHECK_FALSE(c.explains(obs_final, d.tolerance));
 }
 
+TEST_CASE("several layers: observations summed over layers, or one layer picked") {
+  Trace tr = fresh();
+  Layer second = tr.layers[0];
+  second.index = 1;  // other generated weights
+  tr.layers.push_back(second);
+  const SimOptions ok = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum);
+  const SimOptions twice = options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::weighted);
+  capture_run(tr, twice, true, 0);
+  capture_run(tr, twice, true, 1);
+  expect_first(tr, "weights-twice");
+
+  capture_run(tr, ok, true, 0);  // layer 0 right, layer 1 wrong
+  const Diagnosis both = diagnose(tr, diagnose_options());
+  CHECK_FALSE(both.consistent());
+  CHECK(evaluation_of(both, "correct").obs[obs_final].first.find("layer 1 ") == 0);
+  DiagnoseOptions o = diagnose_options();
+  o.layer = 0;
+  CHECK(diagnose(tr, o).consistent());
+  o.layer = 1;
+  const Diagnosis d1 = diagnose(tr, o);
+  CHECK(d1.hypothesis(d1.ranked.front()).key == "weights-twice");
+  CHECK(d1.layers == std::vector<int>{1});
+}
+
 TEST_CASE("nothing captured is an error naming the file") {
   Trace tr = fresh();
   CHECK_THROWS_WITH_AS(diagnose(tr, diagnose_options()),
