@@ -10,6 +10,7 @@
 
 #include "diff.hpp"
 #include "diff_fixtures.hpp"
+#include "dtype.hpp"
 
 using namespace moesim;
 using namespace moesim::test;
@@ -127,7 +128,30 @@ TEST_CASE("element counts agree with h5diff for exact, -d and -p comparisons") {
       total_nonzero += theirs > 0;
     }
   }
-  CHECK(total_nonzero > 30);  // the pairs do exercise differences in most modes
+  CHECK(total_nonzero > 30);
+  // bf16 stored as uint16: h5diff compares the patterns, moesim --raw too.
+  {
+    h5::File fa = h5::File::create(tmp("h5d_bf_a.h5")), fb = h5::File::create(tmp("h5d_bf_b.h5"));
+    std::vector<float> va(256), vb(256);
+    Lcg g{9};
+    for (size_t i = 0; i < va.size(); ++i) {
+      va[i] = round_bf16(static_cast<float>(g.next() * 4));
+      vb[i] = i % 3 ? va[i] : round_bf16(va[i] * 1.01f);
+    }
+    write_values(fa, "/bf", {16, 16}, va, DType::bf16);
+    write_values(fb, "/bf", {16, 16}, vb, DType::bf16);
+    fa.close();
+    fb.close();
+    for (const double d : {0.0, 1.0, 2.0, 40.0}) {
+      diff::Options o;
+      o.raw = true;
+      o.delta = d;
+      const auto r = diff::run(tmp("h5d_bf_a.h5"), tmp("h5d_bf_b.h5"), o);
+      INFO("-d " << d);
+      CHECK(r.datasets.at(0).metrics.mismatched ==
+            h5diff_count("-d " + std::to_string(d), tmp("h5d_bf_a.h5"), tmp("h5d_bf_b.h5"), "/bf"));
+    }
+  }  // the pairs do exercise differences in most modes
   // The CLI's closing count equals h5diff's whole-file total.
   const Ran cli = run_moesim("diff -p 0.01 " + a + " " + b);
   const Ran h5 = shell(std::string(kH5diff) + " -r -p 0.01 " + a + " " + b);

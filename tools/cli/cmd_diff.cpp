@@ -19,13 +19,14 @@ int run_diff(const std::vector<std::string>& args) {
       "quiet,q", "print nothing; the exit code says")("verbose,v", "list datasets within tolerance too")(
       "delta,d", po::value<double>(), "h5diff -d: an element differs when |a-b| > D")(
       "relative,p", po::value<double>(), "h5diff -p: an element differs when |a-b|/|a| > R (a = 0 differs unless b = 0)")(
-      "atol", po::value<double>(), "absolute tolerance for every float dataset")(
+      "atol", po::value<double>(), "absolute tolerance for every float dataset; an element passes when "
+                                   "|a-b| <= atol + rtol*|b| (b: the second file); defaults per dtype as torch.testing")(
       "rtol", po::value<double>(), "relative tolerance for every float dataset")(
       "tol", po::value<std::vector<std::string>>(), "PATTERN=ATOL,RTOL for datasets matching the glob (repeatable)")(
       "tol-file", po::value<std::string>(), "file of 'PATTERN ATOL RTOL' lines")(
       "trace", po::value<std::string>(), "trace whose topk_ids name the experts of golden/run files")(
       "worst", po::value<int>()->default_value(10), "how many worst tokens to list")(
-      "raw", "compare bf16/fp8 datasets as their stored integers (as h5diff does)")(
+      "raw", "compare bf16/fp8 datasets as their stored integers (as h5diff does; without it they are decoded)")(
       "no-match-rows", "compare received rows in stored order, not matched by source")(
       "block", po::value<std::uint64_t>()->default_value(std::uint64_t{1} << 20), "elements read per block");
   po::positional_options_description pos;
