@@ -269,3 +269,35 @@ TEST_CASE("EPLB: logical ids pick a replica by policy") {
   resolve_logical_ids(map, ReplicaPolicy::same_rank, 3, 0, 2, same);
   CHECK(same == std::vector<std::int32_t>{14, -1, 14, 7});
 }
+
+TEST_CASE("--whole-buffer: rows past total_recv are read as a zeroed buffer and cost computations") {
+  test::TraceShape shape;
+  shape.minus_one_rate = 0;
+  const Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const auto src = sources_of(tr);
+  StatsInput si;
+  si.map = &map;
+  si.top_k = shape.top_k;
+  si.hidden = shape.hidden;
+  si.token_dtype = DType::f32;
+  const RoutingStats base = routing_stats(si, src);
+  si.consumer.whole_buffer = true;
+  const RoutingStats whole = routing_stats(si, src);
+  for (int r = 0; r < shape.ranks; ++r) {
+    CAPTURE(r);
+    const std::int64_t stale = whole.buffer_rows_per_rank[r] - whole.rows_per_rank[r];
+    CHECK(stale > 0);
+    CHECK(whole.stale_rows_per_rank[r] == stale);
+    // A zeroed row's ids are all expert 0: local to rank 0 only, where aiter-mask computes it K times.
+    CHECK(whole.performed_per_rank[r] == base.performed_per_rank[r] + (r == 0 ? stale * shape.top_k : 0));
+  }
+  CHECK(whole.waste() > 1.0);
+  si.consumer.model = ConsumerModel::all_k;  // wraps every zero id onto a local expert on every rank
+  const RoutingStats allk = routing_stats(si, src);
+  CHECK(allk.total_performed() == (allk.total_rows() + [&] {
+          std::int64_t s = 0;
+          for (auto v : allk.stale_rows_per_rank) s += v;
+          return s;
+        }()) * shape.top_k);
+}

@@ -77,7 +77,8 @@ TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x tim
                         std::pair{DispatchModel::mori, CombineModel::internode_v1},
                         std::pair{DispatchModel::deepep_ht, CombineModel::rank_sum},
                         std::pair{DispatchModel::deepep_ll, CombineModel::weighted},
-                        std::pair{DispatchModel::pplx, CombineModel::weighted}}) {
+                        std::pair{DispatchModel::pplx, CombineModel::weighted},
+                        std::pair{DispatchModel::pairs, CombineModel::pair_sum}}) {
     CAPTURE(name(dm));
     CAPTURE(name(km));
     SimOptions o;
@@ -92,12 +93,17 @@ TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x tim
       for (std::int64_t t = 0; t < in.num_tokens; ++t) {
         std::set<int> ranks;
         double wsum = 0;
+        int slots = 0;
         for (int k = 0; k < K; ++k)
           if (in.topk_ids[t * K + k] >= 0) {
             ranks.insert(map.rank_of[in.topk_ids[t * K + k]]);
             wsum += static_cast<double>(in.topk_weights[t * K + k]);
+            ++slots;
           }
-        const double factor = km == CombineModel::weighted ? wsum : static_cast<double>(ranks.size());
+        // pair-sum adds one row per valid slot (the seed's option B weights them on the expert side).
+        const double factor = km == CombineModel::weighted ? wsum
+                              : km == CombineModel::pair_sum ? slots
+                                                             : static_cast<double>(ranks.size());
         for (int h = 0; h < H; ++h) {
           CAPTURE(r);
           CAPTURE(t);
