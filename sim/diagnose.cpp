@@ -215,6 +215,7 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     BufferFinding f;
     f.layer = layer.index;
     f.rank = r;
+    f.full = cap.total_recv > 0 && cap.total_recv == cap.buffer_rows;
     const CapturedRows cr = decode_captured(layer, r, capture_max_tokens(layer, base), c.top_k);
     const std::int64_t valid = std::min<std::int64_t>(cr.valid, static_cast<std::int64_t>(cap.src_token_pos.size()));
     std::set<std::int64_t> seen;

@@ -72,6 +72,7 @@ struct BufferFinding {
   int layer = 0, rank = 0;
   std::int64_t duplicate_positions = 0;  // valid rows whose src_token_pos repeats an earlier row's
   std::int64_t identical_rows = 0;       // valid rows whose recv_x equals a row of another source
+  bool full = false;                     // total_recv equals the buffer size: rows may have been dropped
 };
 
 struct DiagnoseOptions {

@@ -57,9 +57,12 @@ void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, 
     for (const auto& ck : d.checks[l]) {
       print_capture_check(out, ck);
       for (const auto& b : d.buffers)
-        if (b.layer == trace.layers[d.layers[l]].index && b.rank == ck.rank && (b.duplicate_positions || b.identical_rows))
-          out << "    " << b.duplicate_positions << " rows repeat a src_token_pos, " << b.identical_rows
-              << " rows share their recv_x with a row of another source\n";
+        if (b.layer == trace.layers[d.layers[l]].index && b.rank == ck.rank) {
+          if (b.duplicate_positions || b.identical_rows)
+            out << "    " << b.duplicate_positions << " rows repeat a src_token_pos, " << b.identical_rows
+                << " rows share their recv_x with a row of another source\n";
+          if (b.full) out << "    total_recv fills the whole buffer: rows past it may have been dropped silently\n";
+        }
     }
   }
 
@@ -119,7 +122,8 @@ void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis
           << ", \"rows\": " << ck.rows << ", \"total_recv\": " << ck.total_recv << ", \"buffer_rows\": " << ck.buffer_rows
           << ", \"undecodable\": " << ck.undecodable << ", \"x_mismatches\": " << ck.x_mismatches
           << ", \"duplicate_positions\": " << (bf ? bf->duplicate_positions : 0)
-          << ", \"identical_rows\": " << (bf ? bf->identical_rows : 0) << ", \"id_space\": " << json_str(ck.id_space())
+          << ", \"identical_rows\": " << (bf ? bf->identical_rows : 0)
+          << ", \"full\": " << (bf && bf->full ? "true" : "false") << ", \"id_space\": " << json_str(ck.id_space())
           << ", \"consistent_models\": [";
       const auto ok = ck.consistent_models();
       for (std::size_t i = 0; i < ok.size(); ++i) out << (i ? ", " : "") << json_str(ok[i]);

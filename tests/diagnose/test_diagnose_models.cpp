@@ -65,6 +65,7 @@ TEST_CASE("a capture of the correct integration is consistent") {
     CHECK(e.obs[o].error(obs_numeric(o)) == 0.0);
   }
   CHECK_FALSE(e.obs[obs_stale].present);
+  for (const auto& b : d.buffers) CHECK((b.duplicate_positions == 0 && b.identical_rows == 0 && !b.full));
   // Every other model leaves something unexplained, or does not apply (nothing to fit, no stale
   // rows captured, no overflow at the captured capacity).
   for (const auto& ev : d.ranked) {
@@ -212,6 +213,9 @@ TEST_CASE("silent receive overflow (mori 356)") {
   REQUIRE(full > 0);
   const Diagnosis d = expect_first(tr, "silent-overflow");
   CHECK(d.ranked.front().note.find("dropped") != std::string::npos);
+  std::int64_t flagged = 0;
+  for (const auto& b : d.buffers) flagged += b.full;
+  CHECK(flagged == full);
   // Without a capacity in the trace, the captured buffer size gives it.
   Trace no_setting = tr;
   no_setting.config.mori.max_total_recv_tokens = 0;
