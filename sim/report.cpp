@@ -61,10 +61,16 @@ void print_stats(std::ostream& out, const RoutingStats& s, bool per_rank) {
     out << "  overflow: none\n";
   if (stale > 0) out << "  stale rows read past total_recv: " << stale << "\n";
   if (per_rank) {
-    out << "  rank  rows  sources  needed  performed  overflow\n";
-    for (int r = 0; r < R; ++r)
-      out << "  " << r << "  " << s.rows_per_rank[r] << "  " << s.sources_per_rank[r] << "  " << s.needed_per_rank[r]
-          << "  " << s.performed_per_rank[r] << "  " << s.overflow_per_rank[r] << "\n";
+    out << "   rank       rows    sources     buffer     needed  performed   overflow      stale\n";
+    for (int r = 0; r < R; ++r) {
+      char line[160];
+      std::snprintf(line, sizeof line, "  %5d %10lld %10lld %10lld %10lld %10lld %10lld %10lld\n", r,
+                    static_cast<long long>(s.rows_per_rank[r]), static_cast<long long>(s.sources_per_rank[r]),
+                    static_cast<long long>(s.buffer_rows_per_rank[r]), static_cast<long long>(s.needed_per_rank[r]),
+                    static_cast<long long>(s.performed_per_rank[r]), static_cast<long long>(s.overflow_per_rank[r]),
+                    static_cast<long long>(s.stale_rows_per_rank[r]));
+      out << line;
+    }
   }
 }
 

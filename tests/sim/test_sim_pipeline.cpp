@@ -281,3 +281,33 @@ TEST_CASE("correct pairings match the reference on generated traces: fp8 tokens,
     }
   }
 }
+
+TEST_CASE("internode-v1 rounds each node's partial before the cross-node sum; rank-sum rounds once") {
+  test::TraceShape shape;
+  shape.tokens = {1, 0, 0, 0};
+  shape.hidden = 2;
+  Trace tr = test::make_trace(shape);
+  tr.layers[0].ranks[0].topk_ids = {0, 4, 8, 12};  // one expert on each rank
+  tr.config.mori.gpus_per_node = 2;                // nodes {0, 1} and {2, 3}
+  tr.config.mori.kernel_type = "InterNodeV1";
+  CHECK(default_combine(DispatchModel::mori, tr.config.mori.kernel_type) == CombineModel::internode_v1);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  SimOptions o;
+  o.numerics = Numerics::bf16;
+  const auto sources = layer_sources(tr, 0, map, o);
+  const Dispatch d = dispatch(map, 4, sources, o.dispatch);
+  // Returned rows: 1, 2^-8, 2^-8, 0. bf16 has 2^-7 spacing at 1, so 1 + 2^-8 ties to 1.
+  const float back[4] = {1.0f, 0x1p-8f, 0x1p-8f, 0.0f};
+  std::vector<RankRun> runs(4);
+  for (int r = 0; r < 4; ++r) {
+    runs[r].expert_rows.wide = false;
+    runs[r].expert_rows.f32.assign(2, back[r]);
+  }
+  o.combine = CombineModel::rank_sum;
+  run_combine(tr, 0, wp, map, sources, d, o, runs);
+  CHECK(runs[0].combine_out.f32[0] == 1.0f + 0x1p-7f);  // fp32 sum 1 + 2^-7, rounded once
+  o.combine = CombineModel::internode_v1;
+  run_combine(tr, 0, wp, map, sources, d, o, runs);
+  CHECK(runs[0].combine_out.f32[0] == 1.0f);  // node 0: bf16(1 + 2^-8) = 1; node 1: 2^-8; bf16(1 + 2^-8) = 1
+}
