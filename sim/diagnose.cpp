@@ -283,6 +283,17 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
 
   const DispatchModel lib = o.library_set ? o.base.dispatch.model : library_dispatch(c);
   d.hypotheses = catalog(c, lib, o.base);
+  if (!o.only.empty()) {
+    std::string keys;
+    for (const auto& h : d.hypotheses) keys += (keys.empty() ? "" : ", ") + h.key;
+    for (const auto& k : o.only)
+      if (std::none_of(d.hypotheses.begin(), d.hypotheses.end(), [&](const Hypothesis& h) { return h.key == k; }))
+        throw Error("unknown hypothesis '" + k + "' (expected " + keys + ")");
+    std::vector<Hypothesis> kept;
+    for (auto& h : d.hypotheses)
+      if (h.correct || std::find(o.only.begin(), o.only.end(), h.key) != o.only.end()) kept.push_back(std::move(h));
+    d.hypotheses = std::move(kept);
+  }
   const ExpertMap map = make_expert_map(c);
   const WeightProvider weights(trace);
   for (int l : d.layers) {

@@ -80,6 +80,7 @@ struct DiagnoseOptions {
   bool library_set = false; // base.dispatch.model names the library; else the trace's library
   std::optional<int> layer; // position in trace.layers; all layers otherwise
   double tolerance = -1;    // relative L2 under which a numeric observation is explained; <0: by numerics
+  std::vector<std::string> only;  // evaluate just these catalog keys (and the correct integration)
 };
 
 struct Diagnosis {

@@ -88,6 +88,17 @@ TEST_CASE("weights applied twice: exit 1, the model first with its evidence, --j
   CHECK(j.out.find("\"best\": \"weights-twice\"") != std::string::npos);
   CHECK(j.out.find("{\"position\": 1, \"key\": \"weights-twice\"") != std::string::npos);
   CHECK(j.out.find("\"calc_diff\": ") != std::string::npos);
+
+  // --only: the correct integration and the named models, nothing else.
+  const Run o = moesim_cli("diagnose '" + path + "' --only weights-never,weights-twice");
+  INFO(o.out);
+  CHECK(o.code == 1);
+  CHECK(o.out.find("  1. weights-twice:") != std::string::npos);
+  CHECK(o.out.find("  3. weights-never:") != std::string::npos);
+  CHECK(o.out.find("all-k") == std::string::npos);
+  const Run bad = moesim_cli("diagnose '" + path + "' --only weights-thrice");
+  CHECK(bad.code == 2);
+  CHECK(bad.out.find("unknown hypothesis 'weights-thrice' (expected correct, weights-twice") != std::string::npos);
 }
 
 TEST_CASE("buffers only: structural hypotheses ranked, the rest listed as untested") {
@@ -117,6 +128,8 @@ TEST_CASE("errors: exit 2 with one line") {
                                                                                   CombineModel::rank_sum)) + "' --layer 3");
   CHECK(layer.code == 2);
   CHECK(layer.out.find("layer 3 out of range") != std::string::npos);
+  const Run only = moesim_cli("diagnose '" + bare + "' --only nonsense");
+  CHECK(only.code == 2);
   const Run help = moesim_cli("diagnose --help");
   CHECK(help.code == 0);
   CHECK(help.out.find("minus-one-to-rank0") != std::string::npos);

@@ -2,6 +2,7 @@
 // capture is consistent with the correct integration, 1 when it is not (a bug model explains it
 // better), 2 on error.
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "command.hpp"
@@ -43,6 +44,9 @@ int run_diagnose(const std::vector<std::string>& args) {
       ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
       ("max-tokens", po::value<std::int64_t>(), "per-rank token capacity positions were encoded with (default: the trace's, else the largest rank)")
       ("tolerance", po::value<double>(), "relative L2 under which a numeric observation counts as explained (default: 1e-9 exact, 1e-5 fp32, 1e-2 bf16/fp8)")
+      ("ids", po::value<std::string>()->default_value("physical"), "trace ids are physical, or logical (eplb: a replica is picked)")
+      ("replica", po::value<std::string>()->default_value("round-robin"), "logical ids: first | round-robin | same-rank")
+      ("only", po::value<std::string>(), "evaluate only these hypotheses (comma-separated keys) besides the correct integration")
       ("layer", po::value<int>(), "only this layer (position in the trace; default: all)")
       ("top", po::value<int>()->default_value(3), "print the evidence of this many best hypotheses")
       ("json", po::bool_switch(), "print the result as JSON instead of text")
@@ -69,6 +73,15 @@ int run_diagnose(const std::vector<std::string>& args) {
     if (!(o.tolerance >= 0)) throw UsageError("--tolerance must be a non-negative number");
   }
   if (vm.count("layer")) o.layer = vm["layer"].as<int>();
+  const std::string ids = vm["ids"].as<std::string>();
+  if (ids != "physical" && ids != "logical") throw UsageError("--ids is physical or logical");
+  o.base.logical_ids = ids == "logical";
+  o.base.replica = parse_replica_policy(vm["replica"].as<std::string>());
+  if (vm.count("only")) {
+    std::stringstream list(vm["only"].as<std::string>());
+    for (std::string k; std::getline(list, k, ',');)
+      if (!k.empty()) o.only.push_back(k);
+  }
   o.base.threads = std::max(1, vm["threads"].as<int>());
 
   const Diagnosis d = diagnose(trace, o);
