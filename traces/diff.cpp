@@ -211,15 +211,11 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
                      const Options& o, Result& r) {
   const PathInfo where = parse_path(ds);
   const Stage stage = stage_of(a.has_attr(ds, "stage") ? a : b, ds);
-  ElementType ta, tb;
-  try {
-    ta = element_type(a, ds, o.raw);
-    tb = element_type(b, ds, o.raw);
-  } catch (const Error& e) {
-    // Strings and compounds carry no numbers to compare; damaged files still fail later reads.
-    r.incomparable.push_back({ds, std::string("not numeric: ") + e.what(), stage, where.layer});
+  if (!is_numeric(a, ds) || !is_numeric(b, ds)) {
+    r.incomparable.push_back({ds, "not a numeric dataset in both files", stage, where.layer});
     return;
   }
+  const ElementType ta = element_type(a, ds, o.raw), tb = element_type(b, ds, o.raw);
   const auto da = a.info(ds).dims, db = b.info(ds).dims;
   if (da != db) {
     r.incomparable.push_back(

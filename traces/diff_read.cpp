@@ -20,12 +20,25 @@ int precision(DType t) {
 }
 }  // namespace
 
+bool is_numeric(const h5::File& f, const std::string& ds) {
+  h5::Id d(H5Dopen2(f.id(), ds.c_str(), H5P_DEFAULT), H5Dclose);
+  if (d.get() < 0) f.fail(ds, "not a dataset");
+  h5::Id t(H5Dget_type(d.get()), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(t.get());
+  return cls == H5T_INTEGER || cls == H5T_FLOAT;
+}
+
 ElementType element_type(const h5::File& f, const std::string& ds, bool raw) {
   const h5::DatasetInfo in = f.info(ds);
   ElementType e;
   // info() calls every unsigned 16-bit type bf16; only the "dtype" attribute makes it one.
   if (!raw && (in.stored == DType::bf16 || in.stored == DType::u8) && !in.declared.empty()) {
-    const DType d = parse_dtype(in.declared);
+    DType d;
+    try {
+      d = parse_dtype(in.declared);
+    } catch (const Error&) {
+      f.fail(ds, "unknown dtype attribute '" + in.declared + "'");
+    }
     const bool fits = in.stored == DType::bf16 ? (d == DType::bf16 || d == DType::f16) : is_fp8(d);
     if (!fits) f.fail(ds, "dtype attribute '" + in.declared + "' does not match its stored integers");
     e.type = d;

@@ -16,6 +16,8 @@ struct ElementType {
   std::string label;  // "bfloat16", "float32", "int32", "uint16" ...
 };
 
+// True for integer and float datasets (strings, compounds and the like are not compared).
+bool is_numeric(const h5::File& f, const std::string& ds);
 // The element type a dataset holds; raw = take integer patterns as integers.
 ElementType element_type(const h5::File& f, const std::string& ds, bool raw);
 // The coarser of two types (the one a comparison can be exact to).

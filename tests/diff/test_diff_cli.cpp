@@ -80,3 +80,31 @@ TEST_CASE("--report writes the file only when diff succeeds") {
   for (const auto& e : std::filesystem::directory_iterator(MOESIM_TEST_TMP))
     CHECK(e.path().filename().string().find("clirep_report.h5.tmp") == std::string::npos);
 }
+
+TEST_CASE("bad input: one line naming the file and dataset, exit 2") {
+  RunSpec s;
+  make_run(tmp("clibad_b.h5"), s);
+  {
+    h5::File f = h5::File::create(tmp("clibad_a.h5"));
+    std::vector<std::uint16_t> bits(4 * 8, 0x3f80);
+    f.write(rank_path(0, 0) + "/final_out", {4, 8}, bits.data(), "bfloat17");
+    f.close();
+  }
+  const Ran r = run_moesim("diff " + tmp("clibad_a.h5") + " " + tmp("clibad_b.h5"));
+  CHECK(r.code == 2);
+  CHECK(r.err == "moesim diff: " + tmp("clibad_a.h5") + ": /layers/0/ranks/0/final_out: unknown dtype attribute 'bfloat17'\n");
+  {
+    h5::File f = h5::File::create(tmp("clibad_c.h5"));
+    std::vector<std::uint8_t> codes(4 * 8, 0x38);
+    f.write(rank_path(0, 0) + "/final_out", {4, 8}, codes.data(), "bfloat16");
+    f.close();
+  }
+  const Ran c = run_moesim("diff " + tmp("clibad_c.h5") + " " + tmp("clibad_b.h5"));
+  CHECK(c.code == 2);
+  CHECK(c.err == "moesim diff: " + tmp("clibad_c.h5") +
+                     ": /layers/0/ranks/0/final_out: dtype attribute 'bfloat16' does not match its stored integers\n");
+  std::ofstream(tmp("clibad_text.h5")) << "not hdf5\n";
+  const Ran t = run_moesim("diff " + tmp("clibad_text.h5") + " " + tmp("clibad_b.h5"));
+  CHECK(t.code == 2);
+  CHECK(t.err == "moesim diff: " + tmp("clibad_text.h5") + ": cannot open: not an HDF5 file\n");
+}
