@@ -25,6 +25,15 @@ std::vector<SourceRouting> layer_sources(const Trace& trace, int layer_pos, cons
   return out;
 }
 
+Trace with_physical_ids(const Trace& trace, const ExpertMap& map, const SimOptions& o) {
+  Trace out = trace;
+  for (std::size_t l = 0; l < out.layers.size(); ++l) {
+    const auto sources = layer_sources(trace, static_cast<int>(l), map, o);
+    for (int r = 0; r < trace.config.num_ranks; ++r) out.layers[l].ranks[r].topk_ids = sources[r].ids;
+  }
+  return out;
+}
+
 StatsInput stats_input(const TraceConfig& c, const ExpertMap& map, const SimOptions& o) {
   StatsInput s;
   s.map = &map;

@@ -41,6 +41,10 @@ struct LayerRun {
 // The routing of every rank of one layer as dispatch sees it (physical ids).
 std::vector<SourceRouting> layer_sources(const Trace& trace, int layer_pos, const ExpertMap& map,
                                          const SimOptions& options);
+// The trace with every layer's ids as dispatch sees them (logical ids resolved to replicas), so
+// the reference, which reads ids as physical, computes the same experts. Replicas share weights,
+// so the replica choice never changes the math.
+Trace with_physical_ids(const Trace& trace, const ExpertMap& map, const SimOptions& options);
 StatsInput stats_input(const TraceConfig& config, const ExpertMap& map, const SimOptions& options);
 
 // Needs every rank's x loaded. Throws Error for bad options (receive overflow, missing x).

@@ -311,3 +311,45 @@ TEST_CASE("internode-v1 rounds each node's partial before the cross-node sum; ra
   run_combine(tr, 0, wp, map, sources, d, o, runs);
   CHECK(runs[0].combine_out.f32[0] == 1.0f);  // node 0: bf16(1 + 2^-8) = 1; node 1: 2^-8; bf16(1 + 2^-8) = 1
 }
+
+TEST_CASE("EPLB with logical ids: every replica policy matches the reference, same-rank keeps traffic local") {
+  test::TraceShape shape;
+  shape.hidden = 16;
+  shape.tokens = {20, 20, 20, 20};
+  shape.minus_one_rate = 0;
+  Trace tr = test::make_trace(shape);
+  // 16 physical slots over 4 ranks hold 4 logical experts, each replicated once on every rank.
+  TraceConfig& c = tr.config;
+  c.placement.kind = PlacementKind::eplb;
+  c.placement.num_logical = 4;
+  for (int e = 0; e < 16; ++e) c.placement.physical_to_logical[e] = e % 4;
+  for (auto& rank : tr.layers[0].ranks)
+    for (auto& id : rank.topk_ids) id %= 4;  // logical ids, duplicates allowed within a token
+  const ExpertMap map = make_expert_map(c);
+  const WeightProvider wp(tr);
+  std::int64_t off_rank[3] = {0, 0, 0};
+  double imbalance[3] = {0, 0, 0};
+  int i = 0;
+  for (auto policy : {ReplicaPolicy::first, ReplicaPolicy::round_robin, ReplicaPolicy::same_rank}) {
+    CAPTURE(name(policy));
+    SimOptions o;
+    o.numerics = Numerics::exact;
+    o.logical_ids = true;
+    o.replica = policy;
+    const Trace physical = with_physical_ids(tr, map, o);
+    const WeightProvider pwp(physical);
+    ReferenceOptions ro;
+    const LayerOutputs ref = run_layer(physical, 0, pwp, ro);
+    const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+    CHECK(compare_final(run, ref, shape.hidden, Numerics::exact).bad_tokens == 0);
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b)
+        if (a != b) off_rank[i] += run.stats.dispatch_bytes[a * 4 + b];
+    imbalance[i] = RoutingStats::imbalance(run.stats.rows_per_rank);
+    ++i;
+  }
+  CHECK(off_rank[2] == 0);           // a replica on every rank: nothing leaves it
+  CHECK(off_rank[0] > 0);
+  CHECK(imbalance[0] == 4.0);  // first piles every row onto rank 0's copies
+  CHECK(imbalance[1] < 1.5);   // round-robin spreads them
+}

@@ -149,6 +149,10 @@ int run_run(const std::vector<std::string>& args) {
   }
 
   const WeightProvider weights(trace);
+  // The reference reads ids as physical: hand it the replicas this run picked.
+  const Trace physical = o.logical_ids ? with_physical_ids(trace, map, o) : Trace{};
+  const Trace& ref_trace = o.logical_ids ? physical : trace;
+  const WeightProvider ref_weights(ref_trace);
   std::vector<LayerRun> runs;
   bool all_agree = true;
   for (int l : layers) {
@@ -161,7 +165,7 @@ int run_run(const std::vector<std::string>& args) {
       rop.numerics = o.numerics;
       rop.fp8_format = o.fp8_format;
       rop.threads = o.threads;
-      const LayerOutputs ref = run_layer(trace, l, weights, rop);
+      const LayerOutputs ref = run_layer(ref_trace, l, ref_weights, rop);
       const Agreement a = compare_final(run, ref, c.hidden, o.numerics);
       const bool ok = a.bad_tokens == 0;
       all_agree = all_agree && ok;
