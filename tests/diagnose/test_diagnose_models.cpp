@@ -225,6 +225,37 @@ TEST_CASE("silent receive overflow (mori 356)") {
 TEST_CASE("combine given the received ids (mori 475)") {
   Trace tr = fresh();
   capture_hypothesis(tr, "combine-recv-ids");
+  // By hand: token t of rank s sums, once per rank in slot order, its own returned row on each
+  // rank that row t of its rank's receive buffer names (nothing for ranks it was not sent to).
+  const LayerRun run = [&] {
+    const ExpertMap map = make_expert_map(tr.config);
+    const WeightProvider wp(tr);
+    return simulate_layer(tr, 0, wp, map, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  }();
+  const int K = tr.config.top_k, H = tr.config.hidden, E_local = tr.config.experts_per_rank();
+  std::int64_t differs = 0;
+  for (int s = 0; s < tr.config.num_ranks; ++s) {
+    const Captured& cap = tr.layers[0].ranks[s].captured;
+    for (std::int64_t t = 0; t < tr.layers[0].ranks[s].num_tokens; ++t) {
+      std::vector<float> want(H, 0.0f);
+      std::vector<int> seen;
+      for (int k = 0; k < K && t < cap.total_recv; ++k) {
+        const int id = cap.recv_topk_ids[t * K + k];
+        if (id < 0 || std::find(seen.begin(), seen.end(), id / E_local) != seen.end()) continue;
+        seen.push_back(id / E_local);
+        for (int q = 0; q < K; ++q)
+          if (run.dispatch.slot_dest[s][t * K + q] == id / E_local) {
+            const std::int64_t row = run.dispatch.slot_row[s][t * K + q];
+            for (int h = 0; h < H; ++h) want[h] = want[h] + run.ranks[id / E_local].expert_rows.f32[row * H + h];
+            break;
+          }
+      }
+      for (int h = 0; h < H; ++h) CHECK(cap.combine_out[t * H + h] == want[h]);
+      differs += want != std::vector<float>(run.ranks[s].combine_out.f32.begin() + t * H,
+                                            run.ranks[s].combine_out.f32.begin() + (t + 1) * H);
+    }
+  }
+  CHECK(differs > 0);
   const Diagnosis d = expect_first(tr, "combine-recv-ids");
   const Evaluation& c = evaluation_of(d, "correct");
   CHECK(c.explains(obs_expert, d.tolerance));  // the expert side was right
