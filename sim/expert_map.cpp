@@ -57,8 +57,8 @@ void resolve_logical_ids(const ExpertMap& map, ReplicaPolicy policy, int rank, s
       std::int32_t& id = ids[t * top_k + k];
       if (id < 0) continue;
       if (id >= map.num_logical)
-        throw Error("rank " + std::to_string(rank) + " token " + std::to_string(t) + " slot " + std::to_string(k) +
-                    ": logical id " + std::to_string(id) + " out of range");
+        throw Error("index [" + std::to_string(t) + ", " + std::to_string(k) + "]: logical id " + std::to_string(id) +
+                    " out of range (" + std::to_string(map.num_logical) + " logical experts)");
       const auto& reps = map.replicas_of_logical[id];
       if (reps.empty())
         throw Error("logical expert " + std::to_string(id) + " has no physical replica in the placement");

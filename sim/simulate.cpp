@@ -19,7 +19,13 @@ std::vector<SourceRouting> layer_sources(const Trace& trace, int layer_pos, cons
     out[r].num_tokens = in.num_tokens;
     out[r].ids = in.topk_ids;
     out[r].weights = in.topk_weights;
-    if (o.logical_ids) resolve_logical_ids(map, o.replica, r, base, c.top_k, out[r].ids);
+    if (o.logical_ids) {
+      try {
+        resolve_logical_ids(map, o.replica, r, base, c.top_k, out[r].ids);
+      } catch (const Error& e) {
+        throw Error(where(trace.path, rank_path(layer.index, r) + "/topk_ids") + e.what() + " (--ids logical)");
+      }
+    }
     base += in.num_tokens;
   }
   return out;

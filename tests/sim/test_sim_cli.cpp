@@ -97,6 +97,13 @@ TEST_CASE("bad input: one line, exit code 2, no output file") {
   CHECK(r.code == 2);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK_FALSE(std::filesystem::exists(out));
+  // Physical ids past the logical range, read as logical: file, dataset and index named.
+  const std::string eplb = kTmp + "/sim_cli_eplb.h5";
+  REQUIRE(std::system((kBin + " gen -o " + eplb + " --placement eplb --experts 16 --logical 8 --seed 4 >/dev/null").c_str()) == 0);
+  r = run(eplb + " --ids logical -o " + out);
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, eplb + ": /layers/0/ranks/0/topk_ids: index [0, 1]: logical id 10 out of range"));
+  CHECK_FALSE(std::filesystem::exists(out));
   // The silent drop of old MORI runs, and says so.
   r = run(kDefault + " --max-total-recv 50 --overflow drop");
   CHECK(r.code == 0);
