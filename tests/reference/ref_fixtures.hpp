@@ -1,11 +1,13 @@
 #pragma once
 // Small traces built in memory for the reference tests, and an independent naive-loop model of
 // the documented numerics (reference/NUMERICS.md) to hold the reference to.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "../../reference/reference.hpp"
+#include "expert_weights.hpp"
 #include "random.hpp"
 
 namespace moesim::testing {
@@ -90,6 +92,29 @@ T naive_act(Activation a, T x) {
   }
 }
 
+// An expert's matrices straight from the trace (stored slice, or traces/expert_weights.hpp generator),
+// not through the reference's WeightProvider.
+inline ExpertMatrices naive_matrices(const Trace& t, int expert, bool shared) {
+  const TraceConfig& c = t.config;
+  ExpertMatrices m;
+  m.hidden = c.hidden;
+  m.inter = shared ? c.shared_intermediate : c.intermediate;
+  m.gated = is_gated(c.activation);
+  const std::size_t n1 = std::size_t(m.rows1()) * m.hidden, n2 = std::size_t(m.hidden) * m.inter;
+  m.w1.resize(n1);
+  m.w2.resize(n2);
+  const Layer& l = t.layers[0];
+  if (l.weights) {
+    const auto& w1 = shared ? l.weights->shared_w1 : l.weights->w1;
+    const auto& w2 = shared ? l.weights->shared_w2 : l.weights->w2;
+    std::copy_n(w1.begin() + expert * n1, n1, m.w1.begin());
+    std::copy_n(w2.begin() + expert * n2, n2, m.w2.begin());
+  } else {
+    generate_expert(c, t.weight_spec, l.index, expert, shared, m.w1.data(), m.w2.data());
+  }
+  return m;
+}
+
 // T = double for exact, float for fp32 (rnd false) and bf16 (rnd true). a: the expert's input.
 template <class T>
 std::vector<T> naive_ffn(const ExpertMatrices& m, Activation act, const std::vector<T>& a, bool rnd) {
@@ -116,7 +141,6 @@ template <class T>
 std::vector<T> naive_final(const Trace& t, int r, bool rnd, std::vector<T>* expert_out = nullptr) {
   const TraceConfig& c = t.config;
   const RankInput& in = t.layers[0].ranks[r];
-  const WeightProvider wp(t);
   auto rb = [&](T v) { return rnd ? T(round_bf16(float(v))) : v; };
   const int H = c.hidden, K = c.top_k;
   std::vector<T> out(std::size_t(in.num_tokens) * H);
@@ -131,13 +155,13 @@ std::vector<T> naive_final(const Trace& t, int r, bool rnd, std::vector<T>* expe
       std::vector<T> a = x;
       if (c.router_weight_on_input)
         for (int h = 0; h < H; ++h) a[h] = rb(w * T(in.x[tok * H + h]));
-      const auto y = naive_ffn<T>(wp.routed(0, c.logical_of(id)), c.activation, a, rnd);
+      const auto y = naive_ffn<T>(naive_matrices(t, c.logical_of(id), false), c.activation, a, rnd);
       for (int h = 0; h < H; ++h) acc[h] = c.router_weight_on_input ? acc[h] + y[h] : acc[h] + w * y[h];
       if (expert_out) std::copy(y.begin(), y.end(), expert_out->begin() + (tok * K + k) * H);
     }
     std::vector<T> sh(H, T(0));
     for (int s = 0; s < c.num_shared_experts; ++s) {
-      const auto y = naive_ffn<T>(wp.shared(0, s), c.activation, x, rnd);
+      const auto y = naive_ffn<T>(naive_matrices(t, s, true), c.activation, x, rnd);
       for (int h = 0; h < H; ++h) sh[h] = sh[h] + y[h];
     }
     for (int h = 0; h < H; ++h) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "error.hpp"
 #include "ref_fixtures.hpp"
 
 using namespace moesim;
@@ -96,4 +97,23 @@ TEST_CASE("fp32 and bf16 equal the naive loops of NUMERICS.md bit for bit") {
       }
     }
   }
+}
+
+TEST_CASE("generated weights are the ones moesim gen stores, expert by expert") {
+  TraceShape s;
+  s.stored_weights = false, s.shared = 2;
+  Trace t = make_trace(s);
+  t.layers[0].index = 3;  // streams are keyed by the layer's index, not its position
+  t.config.weight_dtype = DType::bf16;
+  const WeightProvider wp(t);
+  for (int e : {0, 5, 7}) {
+    const ExpertMatrices got = wp.routed(0, e), want = naive_matrices(t, e, false);
+    CHECK(got.w1 == want.w1);
+    CHECK(got.w2 == want.w2);
+    CHECK(got.w1 != naive_matrices(t, e == 0 ? 1 : 0, false).w1);
+    for (float v : got.w1) REQUIRE(v == round_bf16(v));
+  }
+  CHECK(wp.shared(0, 1).w2 == naive_matrices(t, 1, true).w2);
+  CHECK(wp.shared(0, 1).w2 != wp.shared(0, 0).w2);
+  CHECK_THROWS_AS(wp.routed(0, 8), Error);
 }
