@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <set>
 
@@ -294,6 +297,34 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
   r.datasets.push_back(std::move(d));
 }
 
+// FNV-1a 64 of a file's bytes, as golden and run files record their trace's (trace_hash).
+std::string file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 0x100000001b3ULL;
+    if (!in) break;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+// The trace a golden or run file names (trace_path), when it is still there with the same
+// bytes (trace_hash): its topk_ids give token slots their experts without --trace.
+std::string recorded_trace(const h5::File& f) {
+  if (!f.has_attr("/", "trace_path") || !f.has_attr("/", "trace_hash")) return "";
+  const std::string p = f.attr_string("/", "trace_path");
+  const std::filesystem::path beside = std::filesystem::path(f.path()).parent_path() / p;
+  for (const std::string& c : {p, beside.string()}) {
+    std::error_code ec;
+    if (c.empty() || !std::filesystem::is_regular_file(c, ec)) continue;
+    if (file_hash(c) == f.attr_string("/", "trace_hash")) return c;
+  }
+  return "";
+}
+
 std::string root_format(const h5::File& f) { return f.has_attr("/", "format") ? f.attr_string("/", "format") : ""; }
 
 }  // namespace
@@ -302,7 +333,10 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
   if (o.delta && o.relative) throw Error("-d and -p are mutually exclusive (as in h5diff)");
   const h5::File a = h5::File::open_read(file_a), b = h5::File::open_read(file_b);
   std::optional<h5::File> routing;
-  if (!o.routing_trace.empty()) routing = h5::File::open_read(o.routing_trace);
+  std::string routing_path = o.routing_trace;
+  if (routing_path.empty()) routing_path = recorded_trace(a);
+  if (routing_path.empty()) routing_path = recorded_trace(b);
+  if (!routing_path.empty()) routing = h5::File::open_read(routing_path);
   for (const auto& obj : o.objects)
     if (!a.exists(obj) && !b.exists(obj)) throw Error(obj + ": in neither " + file_a + " nor " + file_b);
 

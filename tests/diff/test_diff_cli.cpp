@@ -108,3 +108,16 @@ TEST_CASE("bad input: one line naming the file and dataset, exit 2") {
   CHECK(t.code == 2);
   CHECK(t.err == "moesim diff: " + tmp("clibad_text.h5") + ": cannot open: not an HDF5 file\n");
 }
+
+TEST_CASE("golden and run files name their trace: slots get experts without --trace, unless the trace changed") {
+  const std::string t = tmp("auto_trace.h5"), g = tmp("auto_golden.h5"), r = tmp("auto_run.h5");
+  REQUIRE(run_moesim("gen -o " + t + " --seed 3 --tokens 8 --ranks 2 --experts 4 --top-k 2 --hidden 128").code == 0);
+  REQUIRE(run_moesim("golden " + t + " -o " + g + " --numerics bf16").code == 0);
+  REQUIRE(run_moesim("run " + t + " -o " + r + " --numerics bf16").code == 0);
+  const Ran text = run_moesim("diff " + r + " " + g);
+  CHECK(text.out.find("experts from " + t + "\n") != std::string::npos);
+  // A regenerated trace with other routing no longer matches the recorded hash: not used.
+  REQUIRE(run_moesim("gen -o " + t + " --seed 4 --tokens 8 --ranks 2 --experts 4 --top-k 2 --hidden 128").code == 0);
+  const Ran stale = run_moesim("diff " + r + " " + g);
+  CHECK(stale.out.find("experts from") == std::string::npos);
+}
