@@ -151,6 +151,7 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
       f.negative = kVariants[v].negative;
       const RecvBuffer& b = expected[v].d.ranks[r];
       f.expected_rows = b.total_recv;
+      f.expected_buffer_rows = b.buffer_rows;
       if (ck.valid_rows != b.total_recv)
         note(f.evidence, "row count " + std::to_string(ck.valid_rows) + ", the model sends " +
                              std::to_string(b.total_recv));
@@ -218,7 +219,10 @@ void print_capture_check(std::ostream& out, const CaptureCheck& ck) {
   for (const auto& m : ck.models) {
     if (m.consistent()) continue;
     out << "    not " << m.model << ": " << m.duplicate_rows << " extra, " << m.missing_rows << " missing, "
-        << m.id_mismatches << " id/weight mismatches (expected " << m.expected_rows << " rows)";
+        << m.id_mismatches << " id/weight mismatches (expected " << m.expected_rows << " rows";
+    if (ck.buffer_rows >= 0 && ck.buffer_rows != m.expected_buffer_rows)
+      out << " in a buffer of " << m.expected_buffer_rows;
+    out << ")";
     if (!m.evidence.empty()) out << "; " << m.evidence.front();
     out << "\n";
   }

@@ -20,6 +20,8 @@ struct ModelFinding {
   DispatchModel dispatch = DispatchModel::mori;
   NegativeIds negative = NegativeIds::skip;
   std::int64_t expected_rows = 0;
+  std::int64_t expected_buffer_rows = 0;  // the model's full buffer at these capacities (informative:
+                                          // it depends on settings the capture may not record)
   std::int64_t duplicate_rows = 0;   // captured rows beyond what the model sends for their source
   std::int64_t missing_rows = 0;     // rows the model sends that the capture lacks
   std::int64_t id_mismatches = 0;    // rows whose ids or weights differ from what the model delivers
