@@ -92,3 +92,20 @@ TEST_CASE("moesim golden writes a file, and nothing on bad input") {
   CHECK(WEXITSTATUS(rc2) == 2);
   CHECK_FALSE(std::filesystem::exists(bad));
 }
+
+TEST_CASE("moesim golden writes the same bits with 1 and 2 threads") {
+  const std::string bin = MOESIM_BINARY;
+  if (bin.empty() || !std::filesystem::exists(bin)) return;  // the CLI is not built
+  const std::string trace_path = written_trace(), one = tmp("t1.h5"), two = tmp("t2.h5");
+  for (const auto& [out, threads] : {std::pair{one, 1}, std::pair{two, 2}})
+    REQUIRE(std::system((bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads " +
+                         std::to_string(threads) + " >/dev/null")
+                            .c_str()) == 0);
+  const h5::File a = h5::File::open_read(one), b = h5::File::open_read(two);
+  for (int r = 0; r < 2; ++r)
+    for (const char* ds : {"/final_out", "/expert_out"}) {
+      const std::string p = rank_path(0, r) + ds;
+      CAPTURE(p);
+      CHECK(a.read<std::uint16_t>(p) == b.read<std::uint16_t>(p));
+    }
+}
