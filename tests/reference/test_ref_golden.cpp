@@ -109,3 +109,19 @@ TEST_CASE("moesim golden writes the same bits with 1 and 2 threads") {
       CHECK(a.read<std::uint16_t>(p) == b.read<std::uint16_t>(p));
     }
 }
+
+TEST_CASE("a rank without tokens gets empty datasets") {
+  TraceShape s;
+  Trace t = make_trace(s);
+  RankInput& in = t.layers[0].ranks[1];
+  in.num_tokens = 0;
+  in.x.clear(), in.topk_ids.clear(), in.topk_weights.clear();
+  const auto outs = run_reference(t, {});
+  CHECK(outs[0].ranks[1].final_out.size() == 0);
+  const std::string trace_path = written_trace(), out = tmp("empty_rank.h5");
+  t.path = trace_path;  // hashed; its contents do not matter here
+  write_golden(out, t, outs, Numerics::exact, "test");
+  const h5::File f = h5::File::open_read(out);
+  CHECK(f.info(rank_path(0, 1) + "/final_out").dims == std::vector<std::uint64_t>{0, 40});
+  CHECK(f.info(rank_path(0, 0) + "/final_out").dims == std::vector<std::uint64_t>{7, 40});
+}
