@@ -108,7 +108,7 @@ TEST_CASE("fp8 mode quantizes dispatch rows per 1x128 block, OCP e4m3 and FNUZ a
   CHECK(row[129] == 144.0f * (0.5f / 240.0f));
 }
 
-TEST_CASE("fp8 tokens keep their stored scales; other modes dequantize them") {
+TEST_CASE("fp8 tokens keep their stored scales in fp8 mode, other modes dequantize them") {
   std::vector<float> src(128), q(128), s(1);
   for (int i = 0; i < 128; ++i) src[i] = 0.01f * (i - 60);
   quantize_blocks(src.data(), 1, 128, 128, DType::e4m3, q.data(), s.data());
