@@ -10,6 +10,8 @@
 namespace moesim {
 namespace {
 
+constexpr std::size_t kGatherRows = 1024;  // rows gathered per pass of one expert
+
 struct RowRef {  // one (rank, token, slot) routed to an expert
   int rank;
   std::int64_t token;
@@ -116,29 +118,34 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
       for (int r = 0; r < R; ++r)
         for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) z.all.push_back({r, t, 0});
     const std::vector<RowRef>& refs = shared ? z.all : rows[item];
-    const std::size_t n = refs.size();
     const bool on_input = c.router_weight_on_input && !shared;
-    z.x.resize(n * Hs);
-    z.sc.resize(fp8_tokens ? n * nb : 0);
-    z.w.resize(on_input ? n : 0);
-    for (std::size_t j = 0; j < n; ++j) {
-      const RankInput& in = layer.ranks[refs[j].rank];
-      std::copy_n(in.x.data() + refs[j].token * H, H, z.x.data() + j * Hs);
-      if (fp8_tokens) std::copy_n(in.x_scales.data() + refs[j].token * nb, nb, z.sc.data() + j * nb);
-      if (on_input) z.w[j] = in.topk_weights[refs[j].token * K + refs[j].slot];
-    }
-    TokenRows tr;
-    tr.x = z.x.data();
-    tr.scales = fp8_tokens ? z.sc.data() : nullptr;
-    tr.input_weights = on_input ? z.w.data() : nullptr;
-    tr.rows = static_cast<std::int64_t>(n);
-    z.y.resize(n * Hs);
-    run_expert(z.prepared, tr, o, z.y.data(), &z.ew);
-    for (std::size_t j = 0; j < n; ++j) {
-      const RowRef& ref = refs[j];
-      T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
-                      : storage<T>(out.ranks[ref.rank].expert_out).data() + (ref.token * K + ref.slot) * H;
-      std::copy_n(z.y.data() + j * Hs, H, dst);
+    // Rows go through in chunks, bounding the gather buffers of hot or shared experts; a row's
+    // result does not depend on its chunk.
+    for (std::size_t j0 = 0; j0 < refs.size(); j0 += kGatherRows) {
+      const std::size_t n = std::min(kGatherRows, refs.size() - j0);
+      z.x.resize(n * Hs);
+      z.sc.resize(fp8_tokens ? n * nb : 0);
+      z.w.resize(on_input ? n : 0);
+      for (std::size_t j = 0; j < n; ++j) {
+        const RowRef& ref = refs[j0 + j];
+        const RankInput& in = layer.ranks[ref.rank];
+        std::copy_n(in.x.data() + ref.token * H, H, z.x.data() + j * Hs);
+        if (fp8_tokens) std::copy_n(in.x_scales.data() + ref.token * nb, nb, z.sc.data() + j * nb);
+        if (on_input) z.w[j] = in.topk_weights[ref.token * K + ref.slot];
+      }
+      TokenRows tr;
+      tr.x = z.x.data();
+      tr.scales = fp8_tokens ? z.sc.data() : nullptr;
+      tr.input_weights = on_input ? z.w.data() : nullptr;
+      tr.rows = static_cast<std::int64_t>(n);
+      z.y.resize(n * Hs);
+      run_expert(z.prepared, tr, o, z.y.data(), &z.ew);
+      for (std::size_t j = 0; j < n; ++j) {
+        const RowRef& ref = refs[j0 + j];
+        T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
+                        : storage<T>(out.ranks[ref.rank].expert_out).data() + (ref.token * K + ref.slot) * H;
+        std::copy_n(z.y.data() + j * Hs, H, dst);
+      }
     }
   });
 

@@ -132,3 +132,19 @@ TEST_CASE("reused prepared experts and workspaces give the bits of fresh ones") 
   run_expert(p, two, o, reused.data(), &ws);
   CHECK(std::memcmp(fresh.data(), reused.data(), 2 * s.hidden * sizeof(float)) == 0);
 }
+
+TEST_CASE("an expert with more rows than one gather pass still matches the naive loops") {
+  TraceShape s;
+  s.hidden = 8, s.inter = 4, s.tokens = 700, s.top_k = 2, s.shared = 1;
+  Trace t = make_trace(s);
+  for (auto& r : t.layers[0].ranks)
+    for (std::size_t i = 0; i < r.topk_ids.size(); i += 2) r.topk_ids[i] = 3;  // 1401 rows for expert 3
+  ReferenceOptions o;
+  o.numerics = Numerics::fp32;
+  o.threads = 2;
+  const auto out = run_reference(t, o);
+  for (int r = 0; r < s.ranks; ++r) {
+    const auto want = naive_final<float>(t, r, false);
+    CHECK(std::memcmp(out[0].ranks[r].final_out.f32.data(), want.data(), want.size() * sizeof(float)) == 0);
+  }
+}
