@@ -55,7 +55,7 @@ struct Scratch {
   }
 };
 
-Divergence locate(const diff::Result& r, const std::vector<std::vector<std::int64_t>>& origin, int layer_index) {
+Divergence locate(const diff::Result& r, const RankOrigin& origin, int layer_index) {
   Divergence d;
   for (const auto& v : r.divergences()) {
     if (v.layer < 0) continue;  // /stats and root objects are not pipeline stages
@@ -75,8 +75,8 @@ Divergence locate(const diff::Result& r, const std::vector<std::vector<std::int6
     d.max_abs = ds.metrics.max_abs;
     if (rank >= 0 && rank < static_cast<int>(origin.size()) && tok >= 0 &&
         tok < static_cast<std::int64_t>(origin[rank].size())) {
-      d.rank = rank;
-      d.token = origin[rank][static_cast<std::size_t>(tok)];
+      d.rank = origin[rank][static_cast<std::size_t>(tok)].first;
+      d.token = origin[rank][static_cast<std::size_t>(tok)].second;
     }
   }
   return d;
@@ -141,31 +141,37 @@ std::vector<T> ddmin(std::vector<T> items, const std::function<bool(const std::v
   return items;
 }
 
-using Token = std::pair<int, std::int64_t>;             // (rank, original token)
+using Token = TokenId;                                 // (rank, original token)
 using Slot = std::tuple<int, std::int64_t, int>;        // (rank, original token, slot)
 
 // The trace cut to layers [0, pos]: earlier layers with no tokens, layer `pos` with `keep`
-// tokens and the `masked` slots set to -1 with weight 0. x is stored, captures dropped.
-Trace cut(const Trace& t, std::size_t pos, const std::vector<Token>& keep, const std::set<Slot>& masked,
+// tokens and the `masked` slots set to -1 with weight 0. With fewer `ranks` than the trace's,
+// placement becomes contiguous over them and token (r, t) moves to rank r % ranks. x is
+// stored, captures dropped.
+Trace cut(const Trace& t, std::size_t pos, const std::vector<Token>& keep, const std::set<Slot>& masked, int ranks,
           Origin& origin) {
   Trace out;
   out.config = t.config;
   out.weight_spec = t.weight_spec;
   out.path = t.path;
+  if (ranks != t.config.num_ranks) {
+    out.config.num_ranks = ranks;
+    out.config.placement = contiguous_placement(t.config.num_experts, ranks);
+  }
   const auto H = static_cast<std::size_t>(t.config.hidden), K = static_cast<std::size_t>(t.config.top_k);
   const auto S = static_cast<std::size_t>(t.config.scales_per_token());
-  const int R = t.config.num_ranks;
-  origin.assign(pos + 1, std::vector<std::vector<std::int64_t>>(static_cast<std::size_t>(R)));
+  const auto R = static_cast<std::size_t>(ranks);
+  origin.assign(pos + 1, RankOrigin(R));
   for (std::size_t l = 0; l <= pos; ++l) {
     Layer layer;
     layer.index = t.layers[l].index;
     layer.step = t.layers[l].step;
     layer.weights = t.layers[l].weights;
-    layer.ranks.resize(static_cast<std::size_t>(R));
+    layer.ranks.resize(R);
     if (l == pos)
       for (const auto& [r, tok] : keep) {
         const RankInput& src = t.layers[l].ranks[static_cast<std::size_t>(r)];
-        RankInput& dst = layer.ranks[static_cast<std::size_t>(r)];
+        RankInput& dst = layer.ranks[static_cast<std::size_t>(r) % R];
         const auto i = static_cast<std::size_t>(tok);
         ++dst.num_tokens;
         dst.x.insert(dst.x.end(), src.x.begin() + i * H, src.x.begin() + (i + 1) * H);
@@ -176,7 +182,7 @@ Trace cut(const Trace& t, std::size_t pos, const std::vector<Token>& keep, const
           dst.topk_ids.push_back(off ? -1 : src.topk_ids[i * K + k]);
           dst.topk_weights.push_back(off ? 0.0f : src.topk_weights[i * K + k]);
         }
-        origin[l][static_cast<std::size_t>(r)].push_back(tok);
+        origin[l][static_cast<std::size_t>(r) % R].push_back({r, tok});
       }
     out.layers.push_back(std::move(layer));
   }
@@ -187,8 +193,9 @@ Origin identity(const Trace& t) {
   Origin o(t.layers.size());
   for (std::size_t l = 0; l < t.layers.size(); ++l)
     for (const auto& r : t.layers[l].ranks) {
-      o[l].emplace_back(static_cast<std::size_t>(r.num_tokens));
-      for (std::int64_t i = 0; i < r.num_tokens; ++i) o[l].back()[static_cast<std::size_t>(i)] = i;
+      const int rank = static_cast<int>(o[l].size());
+      o[l].emplace_back();
+      for (std::int64_t i = 0; i < r.num_tokens; ++i) o[l].back().push_back({rank, i});
     }
   return o;
 }
@@ -226,11 +233,12 @@ BisectResult bisect(const Trace& trace, const BisectOptions& o) {
   res.tokens_before = static_cast<std::int64_t>(all.size());
   const diff::Stage stage = res.first.stage;
   std::set<Slot> masked;
-  auto still = [&](const std::vector<Token>& keep, const std::set<Slot>& mask) {
+  const int R = trace.config.num_ranks;
+  auto still = [&](const std::vector<Token>& keep, const std::set<Slot>& mask, int ranks) {
     if (keep.empty()) return false;
     --budget;
     Origin origin;
-    const Trace sub = cut(trace, pos, keep, mask, origin);
+    const Trace sub = cut(trace, pos, keep, mask, ranks, origin);
     try {
       const Divergence d = find_divergence(sub, origin, o, res.tests);
       return d.found && d.stage == stage;
@@ -239,7 +247,7 @@ BisectResult bisect(const Trace& trace, const BisectOptions& o) {
     }
   };
   const std::vector<Token> tokens =
-      ddmin<Token>(all, [&](const std::vector<Token>& keep) { return still(keep, masked); }, budget);
+      ddmin<Token>(all, [&](const std::vector<Token>& keep) { return still(keep, masked, R); }, budget);
 
   // Then the top-k slots of the kept tokens: dropping a slot drops the expert it names.
   std::vector<Slot> slots;
@@ -255,24 +263,39 @@ BisectResult bisect(const Trace& trace, const BisectOptions& o) {
   };
   std::vector<Slot> kept_slots = slots;
   // ddmin needs at least one slot; a divergence that needs none is checked first.
-  if (!slots.empty() && still(tokens, with_only({}))) kept_slots.clear();
+  if (!slots.empty() && still(tokens, with_only({}), R)) kept_slots.clear();
   else if (!slots.empty())
-    kept_slots = ddmin<Slot>(slots, [&](const std::vector<Slot>& keep) { return still(tokens, with_only(keep)); }, budget);
+    kept_slots = ddmin<Slot>(slots, [&](const std::vector<Slot>& keep) { return still(tokens, with_only(keep), R); }, budget);
   masked = with_only(kept_slots);
   res.slots_after = static_cast<std::int64_t>(kept_slots.size());
 
+  // Then the rank count: the fewest ranks (a divisor of E, contiguous placement) that still diverge.
+  res.ranks_before = res.ranks_after = R;
+  if (trace.config.placement.kind == PlacementKind::contiguous)
+    for (int ranks = 1; ranks < R && budget > 0; ++ranks)
+      if (trace.config.num_experts % ranks == 0 && still(tokens, masked, ranks)) {
+        res.ranks_after = ranks;
+        break;
+      }
+
   Origin origin;
-  res.minimal = cut(trace, pos, tokens, masked, origin);
+  res.minimal = cut(trace, pos, tokens, masked, res.ranks_after, origin);
   res.kept_tokens = tokens;
-  if (o.fault && o.fault->layer == layer.index) {
-    const auto& on_rank = origin[pos][static_cast<std::size_t>(std::min(o.fault->rank, trace.config.num_ranks - 1))];
-    const auto it = std::find(on_rank.begin(), on_rank.end(), o.fault->token);
-    if (o.fault->rank < trace.config.num_ranks && it != on_rank.end()) {
-      res.minimal_fault = *o.fault;
-      res.minimal_fault->token = it - on_rank.begin();
-    }
-  }
-  res.minimal_divergence = find_divergence(res.minimal, origin, o, res.tests);
+  if (o.fault && o.fault->layer == layer.index)
+    for (std::size_t r = 0; r < origin[pos].size(); ++r)
+      for (std::size_t t = 0; t < origin[pos][r].size(); ++t)
+        if (origin[pos][r][t] == TokenId{o.fault->rank, o.fault->token}) {
+          res.minimal_fault = *o.fault;
+          res.minimal_fault->rank = static_cast<int>(r);
+          res.minimal_fault->token = static_cast<std::int64_t>(t);
+        }
+  // The minimal trace's own numbering: its fault (above) and its divergence name local tokens.
+  for (std::size_t r = 0; r < origin[pos].size(); ++r)
+    for (std::size_t t = 0; t < origin[pos][r].size(); ++t)
+      origin[pos][r][t] = {static_cast<int>(r), static_cast<std::int64_t>(t)};
+  BisectOptions local = o;
+  local.fault = res.minimal_fault;
+  res.minimal_divergence = find_divergence(res.minimal, origin, local, res.tests);
   return res;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // moesim bisect: finds where a candidate pipeline first diverges from the correct one (layer,
 // then stage: dispatch, expert, combine, final; then the worst token), and shrinks the trace by
-// delta debugging (tokens, then top-k slots, which drops the experts they name) to a minimal
-// trace that still diverges at the same stage.
+// delta debugging (tokens, then top-k slots, which drops the experts they name, then the rank
+// count: the fewest ranks, with contiguous placement, that still diverge) to a minimal trace
+// that still diverges at the same stage.
 //
 // The candidate is a simulator configuration, optionally with an injected fault; the reference
 // is the simulator's correct pairing for the same dispatch model (its final output is checked
@@ -57,11 +58,12 @@ struct Divergence {
 
 struct BisectResult {
   Divergence first;              // on the whole trace
-  Divergence minimal_divergence; // on the minimal trace (its layer index is the original's)
+  Divergence minimal_divergence; // on the minimal trace, in its own rank and token numbering
   Trace minimal;                 // layers before the diverging one kept with no tokens
   std::vector<std::pair<int, std::int64_t>> kept_tokens;  // (rank, original token)
   std::optional<Fault> minimal_fault;  // the injected fault renumbered to the minimal trace's tokens
   std::int64_t tokens_before = 0, slots_before = 0, slots_after = 0;
+  int ranks_before = 0, ranks_after = 0;  // num_ranks of the trace and of the minimal trace
   int tests = 0;
   bool reference_agrees = true;  // the correct pairing matched the CPU reference model
   std::string reference_note;
@@ -82,14 +84,16 @@ struct RecordedDivergence {
 RecordedDivergence locate_recorded(const Trace& trace, const std::string& candidate, Numerics numerics,
                                    const diff::ToleranceRules& tolerances, const std::string& work_dir);
 
-// origin[layer][rank][t]: the original index of local token t (identity for a whole trace).
-using Origin = std::vector<std::vector<std::vector<std::int64_t>>>;
+// origin[layer][rank][t]: the original (rank, token) of local token t (identity for a whole
+// trace); a shrunk trace may hold fewer ranks, so both are recorded.
+using TokenId = std::pair<int, std::int64_t>;
+using RankOrigin = std::vector<std::vector<TokenId>>;
+using Origin = std::vector<RankOrigin>;
 
 // Runs candidate and reference layer by layer and names the first divergence; tests counts runs.
 Divergence find_divergence(const Trace& trace, const Origin& origin, const BisectOptions& options, int& tests);
 
 // Adds the fault to a simulated layer whose tokens have the given origin.
-void apply_fault(LayerRun& run, const Fault& fault, const std::vector<std::vector<std::int64_t>>& origin, int hidden,
-                 int top_k);
+void apply_fault(LayerRun& run, const Fault& fault, const RankOrigin& origin, int hidden, int top_k);
 
 }  // namespace moesim::sim

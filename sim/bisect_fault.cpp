@@ -53,13 +53,13 @@ std::string fault_text(const Fault& f) {
   return s.str();
 }
 
-// origin[r][t]: the original token index of local token t on rank r.
-void apply_fault(LayerRun& run, const Fault& f, const std::vector<std::vector<std::int64_t>>& origin, int hidden,
-                 int top_k) {
-  if (f.rank >= static_cast<int>(origin.size())) return;
+// origin[r][t]: the original (rank, token) of local token t on rank r.
+void apply_fault(LayerRun& run, const Fault& f, const RankOrigin& origin, int hidden, int top_k) {
+  int rank = -1;
   std::int64_t local = -1;
-  for (std::size_t t = 0; t < origin[f.rank].size(); ++t)
-    if (origin[f.rank][t] == f.token) local = static_cast<std::int64_t>(t);
+  for (std::size_t r = 0; r < origin.size(); ++r)
+    for (std::size_t t = 0; t < origin[r].size(); ++t)
+      if (origin[r][t] == TokenId{f.rank, f.token}) rank = static_cast<int>(r), local = static_cast<std::int64_t>(t);
   if (local < 0) return;
   const auto H = static_cast<std::size_t>(hidden), K = static_cast<std::size_t>(top_k);
   const auto t = static_cast<std::size_t>(local);
@@ -68,13 +68,13 @@ void apply_fault(LayerRun& run, const Fault& f, const std::vector<std::vector<st
     for (std::size_t d = 0; d < run.dispatch.ranks.size(); ++d) {
       RecvBuffer& b = run.dispatch.ranks[d];
       for (std::size_t i = 0; i < b.src_rank.size(); ++i) {
-        if (b.src_rank[i] != f.rank || b.src_token[i] != local) continue;
+        if (b.src_rank[i] != rank || b.src_token[i] != local) continue;
         for (std::size_t k = 0; k < K; ++k) b.weights[i * K + k] += static_cast<float>(f.delta);
         add(run.ranks[d].expert_rows, i * H, H, f.delta);
       }
     }
   }
-  RankRun& r = run.ranks[f.rank];
+  RankRun& r = run.ranks[static_cast<std::size_t>(rank)];
   if (stage <= static_cast<int>(diff::Stage::expert)) add(r.expert_out, t * K * H, K * H, f.delta);
   if (stage <= static_cast<int>(diff::Stage::combine)) add(r.combine_out, t * H, H, f.delta);
   add(r.final_out, t * H, H, f.delta);

@@ -73,7 +73,10 @@ TEST_CASE("an injected fault is named by layer, stage and token, and shrinks to 
     CHECK(r.minimal.layers.size() == 2);  // layer 0 kept empty, so layer 1's weights stay its own
     CHECK(r.minimal_divergence.found);
     CHECK(r.minimal_divergence.stage == stage);
+    CHECK(r.ranks_after == 1);  // a fault on one token needs no other rank
+    CHECK(r.minimal.config.num_ranks == 1);
     REQUIRE(r.minimal_fault);
+    CHECK(r.minimal_fault->rank == 0);
     CHECK(r.minimal_fault->token == 0);
   }
 }
@@ -110,6 +113,7 @@ TEST_CASE("a bug model diverges at the expert stage and shrinks to a few tokens"
   CHECK(r.minimal_divergence.found);
   CHECK(r.minimal_divergence.stage == diff::Stage::expert);
   CHECK(r.slots_after <= r.slots_before);
+  CHECK(r.ranks_after > 1);  // on one rank every id is local: all-k is right there
 }
 
 TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when nothing diverges") {
@@ -124,6 +128,7 @@ TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when no
   CHECK(r.out.find("first divergence: layer 1, stage combine (/layers/1/ranks/3/combine_out") != std::string::npos);
   CHECK(r.out.find("worst token: rank 3 token 4") != std::string::npos);
   CHECK(r.out.find("minimal trace: 1 of 48 tokens (rank 3 token 4)") != std::string::npos);
+  CHECK(r.out.find("1 of 4 ranks") != std::string::npos);
   const auto at = r.out.find("reproduce: moesim ");
   REQUIRE(at != std::string::npos);
   const std::string cmd = r.out.substr(at + std::string("reproduce: moesim ").size());

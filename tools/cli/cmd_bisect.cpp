@@ -135,9 +135,10 @@ int run_bisect(const std::vector<std::string>& args) {
   std::cout << "minimal trace: " << r.kept_tokens.size() << " of " << r.tokens_before << " tokens (";
   for (std::size_t i = 0; i < r.kept_tokens.size(); ++i)
     std::cout << (i ? ", " : "") << "rank " << r.kept_tokens[i].first << " token " << r.kept_tokens[i].second;
-  std::cout << "), " << r.slots_after << " of " << r.slots_before << " top-k slots, layer "
-            << r.first.layer << " (earlier layers kept empty); " << r.tests << " runs\n";
-  if (r.minimal_divergence.found) std::cout << "  diverges there at " << where_text(r.minimal_divergence) << "\n";
+  std::cout << "), " << r.slots_after << " of " << r.slots_before << " top-k slots, " << r.ranks_after << " of "
+            << r.ranks_before << " ranks, layer " << r.first.layer << " (earlier layers kept empty); " << r.tests
+            << " runs\n";
+  if (r.minimal_divergence.found) std::cout << "  where it diverges at " << where_text(r.minimal_divergence) << "\n";
   std::cout << "wrote " << out << "\nreproduce: " << minimal.command << "\n";
   return 1;
 }
