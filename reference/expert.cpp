@@ -90,9 +90,11 @@ struct ExpertKernel {
     const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
     const std::int64_t chunk = std::min<std::int64_t>(kRowChunk, std::max<std::int64_t>(in.rows, 1));
     ExpertWorkspace local;
-    std::vector<T>& buf = pick<T>((workspace ? *workspace : local).f64, (workspace ? *workspace : local).f32);
+    ExpertWorkspace& ws = workspace ? *workspace : local;
+    std::vector<T>& buf = pick<T>(ws.f64, ws.f32);
     const std::size_t na = chunk * H, ng = chunk * ld1, nh = chunk * I, ny = chunk * ld2;
-    if (buf.size() < na + ng + nh + ny + gemm::scratch_size<T>()) buf.resize(na + ng + nh + ny + gemm::scratch_size<T>());
+    const std::size_t total = na + ng + nh + ny + gemm::scratch_size<T>();
+    if (buf.size() < total) buf.resize(total);
     T* a = buf.data();
     T* g = a + na;
     T* h = g + ng;

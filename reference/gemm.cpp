@@ -121,9 +121,10 @@ void multiply(const T* x, std::int64_t n, std::int64_t ldx, const std::vector<T>
       pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, kc, xp);
       for (std::int64_t p = 0; p < panels; ++p) {
         const T* w = wp.data() + p * k * P + static_cast<std::int64_t>(k0) * P;
-        for (std::int64_t r = r0; r < r1; r += kRows)
-          micro_any<T>(static_cast<int>(std::min<std::int64_t>(kRows, r1 - r)), xp + (r - r0) * kc * Vec<T>::lanes, w, kc,
-                       out + r * ldo + p * P, ldo, k0 == 0);
+        for (std::int64_t r = r0; r < r1; r += kRows) {
+          const int rows = static_cast<int>(std::min<std::int64_t>(kRows, r1 - r));
+          micro_any<T>(rows, xp + (r - r0) * kc * Vec<T>::lanes, w, kc, out + r * ldo + p * P, ldo, k0 == 0);
+        }
       }
     }
   }

@@ -17,6 +17,9 @@ namespace {
 
 std::string tmp(const std::string& name) { return std::string(MOESIM_TEST_TMP) + "/ref_golden_" + name; }
 
+// Exit status of a shell command.
+int shell(const std::string& cmd) { return WEXITSTATUS(std::system(cmd.c_str())); }
+
 std::string written_trace() {
   TraceShape s;
   s.shared = 1, s.token_dtype = DType::bf16;
@@ -59,7 +62,8 @@ TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with 
       if (n == Numerics::bf16) {
         CHECK(f.info(base + "/final_out").declared == "bfloat16");
         const auto bits = f.read<std::uint16_t>(base + "/final_out");
-        for (std::size_t i = 0; i < bits.size(); ++i) REQUIRE(bf16_bits_to_float(bits[i]) == outs[0].ranks[r].final_out.f32[i]);
+        for (std::size_t i = 0; i < bits.size(); ++i)
+          REQUIRE(bf16_bits_to_float(bits[i]) == outs[0].ranks[r].final_out.f32[i]);
       } else {
         CHECK(f.info(base + "/final_out").stored == (n == Numerics::exact ? DType::f64 : DType::f32));
         for (std::size_t i = 0; i < back.size(); ++i) REQUIRE(back[i] == outs[0].ranks[r].final_out[i]);
@@ -83,13 +87,11 @@ TEST_CASE("moesim golden writes a file, and nothing on bad input") {
   const std::string trace_path = written_trace(), out = tmp("cli.h5"), bad = tmp("cli_bad.h5");
   std::filesystem::remove(out);
   std::filesystem::remove(bad);
-  CHECK(std::system((bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads 2 >/dev/null").c_str()) == 0);
+  CHECK(shell(bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads 2 >/dev/null") == 0);
   CHECK(h5::File::open_read(out).attr_string("/", "numerics") == "bf16");
-  const int rc = std::system((bin + " golden '" + tmp("none.h5") + "' -o '" + bad + "' 2>/dev/null").c_str());
-  CHECK(WEXITSTATUS(rc) == 2);
+  CHECK(shell(bin + " golden '" + tmp("none.h5") + "' -o '" + bad + "' 2>/dev/null") == 2);
   CHECK_FALSE(std::filesystem::exists(bad));
-  const int rc2 = std::system((bin + " golden '" + trace_path + "' -o '" + bad + "' --numerics fp16 2>/dev/null").c_str());
-  CHECK(WEXITSTATUS(rc2) == 2);
+  CHECK(shell(bin + " golden '" + trace_path + "' -o '" + bad + "' --numerics fp16 2>/dev/null") == 2);
   CHECK_FALSE(std::filesystem::exists(bad));
 }
 
@@ -98,9 +100,8 @@ TEST_CASE("moesim golden writes the same bits with 1 and 2 threads") {
   if (bin.empty() || !std::filesystem::exists(bin)) return;  // the CLI is not built
   const std::string trace_path = written_trace(), one = tmp("t1.h5"), two = tmp("t2.h5");
   for (const auto& [out, threads] : {std::pair{one, 1}, std::pair{two, 2}})
-    REQUIRE(std::system((bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads " +
-                         std::to_string(threads) + " >/dev/null")
-                            .c_str()) == 0);
+    REQUIRE(shell(bin + " golden '" + trace_path + "' -o '" + out + "' --numerics bf16 --threads " +
+                  std::to_string(threads) + " >/dev/null") == 0);
   const h5::File a = h5::File::open_read(one), b = h5::File::open_read(two);
   for (int r = 0; r < 2; ++r)
     for (const char* ds : {"/final_out", "/expert_out"}) {
