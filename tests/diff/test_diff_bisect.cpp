@@ -134,6 +134,7 @@ TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when no
   const std::string cmd = r.out.substr(at + std::string("reproduce: moesim ").size());
   const h5::File f = h5::File::open_read(out);
   CHECK(f.attr_string("/", "command") + "\n" == "moesim " + cmd);
+  CHECK(run_moesim("validate " + out).code == 0);
   const Ran again = run_moesim(cmd.substr(0, cmd.size() - 1));
   CHECK(again.code == 1);
   CHECK(again.out.find("first divergence: layer 1, stage combine") != std::string::npos);

@@ -1,6 +1,12 @@
 // moesim diff A.h5 B.h5 [OBJECT...]: compares two moesim HDF5 files; exit 0 same, 1 different,
-// 2 error, as h5diff. B is the reference: relative errors and the tolerance divide by |b|,
-// except -p, which follows h5diff and divides by |a|.
+// 2 error, as h5diff. B is the reference: relative errors and the tolerance divide by |b|
+// (torch.testing's "expected"), except -p, which follows h5diff 1.10.8 and divides by |a|:
+// |a-b|/|a| > R differs, |x| < DBL_EPSILON counts as zero, a zero a against a non-zero b is
+// "not comparable" and differs, and -p below DBL_EPSILON compares exactly. -d and -p on
+// float32 subtract in float32, as h5diff does, so counts agree element for element; bf16/fp8
+// datasets are decoded unless --raw (h5diff compares their stored integers).
+// --report OUT.h5 holds /datasets/<path>/row_max_abs, row_mean_abs, row_mismatched (one value
+// per token or received row) and /per_rank, /per_expert, /per_token, /worst_tokens tables.
 #include <iostream>
 
 #include "command.hpp"
