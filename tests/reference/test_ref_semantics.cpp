@@ -180,3 +180,24 @@ TEST_CASE("ids past the expert count are reported with file, dataset and index")
   CHECK_THROWS_WITH_AS(run_reference(t, {}),
                        "mem.h5: /layers/0/ranks/1/topk_ids: id 8 at token 1 slot 2 out of range [-1, 8)", Error);
 }
+
+TEST_CASE("a failure inside the pool is reported the same way for any thread count") {
+  TraceShape s;
+  Trace t = make_trace(s);
+  auto& w = *t.layers[0].weights;
+  w.w2.resize(w.w2.size() / 8 * 5);  // experts 5, 6 and 7 lose their w2
+  std::string first;
+  for (int threads : {1, 2, 3}) {
+    ReferenceOptions o;
+    o.threads = threads;
+    try {
+      run_reference(t, o);
+      FAIL("no error");
+    } catch (const Error& e) {
+      if (first.empty()) first = e.what();
+      CHECK(std::string(e.what()) == first);
+    }
+  }
+  CHECK(first.find("mem.h5: /layers/0/weights: expert ") == 0);
+  CHECK(first.find(" missing from stored weights") != std::string::npos);
+}
