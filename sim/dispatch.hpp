@@ -1,7 +1,7 @@
 #pragma once
 // Dispatch models: what each virtual rank receives from every rank's routing, laid out the way
 // a real library lays it out (../shared/notes/ep-semantics.md). Each model's routing rule lives
-// in route.cpp and its buffer layout in dispatch.cpp; both say which library they reproduce.
+// in route.hpp and its buffer layout in dispatch.cpp; both say which library they reproduce.
 #include <cstdint>
 #include <string_view>
 #include <vector>
