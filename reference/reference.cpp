@@ -38,6 +38,18 @@ void check_rank(const Trace& trace, int layer_pos, int r) {
   }
 }
 
+void check_placement(const Trace& trace) {
+  const Placement& p = trace.config.placement;
+  const std::string ds = "/config/placement/physical_to_logical";
+  if (p.physical_to_logical.size() != static_cast<std::size_t>(trace.config.num_experts))
+    throw Error(where(trace.path, ds) + "has " + std::to_string(p.physical_to_logical.size()) + " entries, expected " +
+                std::to_string(trace.config.num_experts));
+  for (std::size_t e = 0; e < p.physical_to_logical.size(); ++e)
+    if (p.physical_to_logical[e] < 0 || p.physical_to_logical[e] >= p.num_logical)
+      throw Error(where(trace.path, ds) + "entry " + std::to_string(e) + " names logical expert " +
+                  std::to_string(p.physical_to_logical[e]) + ", outside [0, " + std::to_string(p.num_logical) + ")");
+}
+
 template <class T>
 std::vector<T>& storage(Values& v);
 template <>
@@ -56,6 +68,7 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   const Layer& layer = trace.layers[layer_pos];
   const int R = static_cast<int>(layer.ranks.size()), K = c.top_k, H = c.hidden, S = c.num_shared_experts;
   const std::size_t Hs = static_cast<std::size_t>(H);
+  check_placement(trace);
   for (int r = 0; r < R; ++r) check_rank(trace, layer_pos, r);
 
   // Rows of each logical expert in (rank, token, slot) order.

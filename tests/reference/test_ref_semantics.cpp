@@ -201,3 +201,12 @@ TEST_CASE("a failure inside the pool is reported the same way for any thread cou
   CHECK(first.find("mem.h5: /layers/0/weights: expert ") == 0);
   CHECK(first.find(" missing from stored weights") != std::string::npos);
 }
+
+TEST_CASE("a placement naming a logical expert that does not exist is reported") {
+  TraceShape s;
+  Trace t = make_trace(s);
+  t.config.placement.physical_to_logical[6] = 8;
+  CHECK_THROWS_WITH_AS(run_reference(t, {}),
+                       "mem.h5: /config/placement/physical_to_logical: entry 6 names logical expert 8, outside [0, 8)",
+                       Error);
+}
