@@ -2,6 +2,7 @@
 // Crafted moesim files for the diff tests: run/golden-shaped files whose payloads encode their
 // origin (rank, token, column), so a wrongly attributed element shows in the expected values.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -122,13 +123,17 @@ struct Ran {
   std::string out, err;
 };
 inline Ran shell(const std::string& cmd) {
+  // Per process and call, so test executables running side by side never share a file.
   static int n = 0;
-  const std::string o = tmp("out" + std::to_string(n)), e = tmp("err" + std::to_string(n++));
+  const std::string id = std::to_string(::getpid()) + "_" + std::to_string(n++);
+  const std::string o = tmp("out" + id), e = tmp("err" + id);
   const int st = std::system((cmd + " >" + o + " 2>" + e).c_str());
   Ran r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   r.out = slurp(o);
   r.err = slurp(e);
+  std::remove(o.c_str());
+  std::remove(e.c_str());
   return r;
 }
 inline Ran run_moesim(const std::string& args) { return shell(std::string(MOESIM_BINARY) + " " + args); }
