@@ -129,6 +129,11 @@ std::int64_t buffer_rows(const DispatchOptions& o, int R, int max_local, int K, 
   return -1;
 }
 
+// Receive buffers: MORI's flat [MaxNumTokensToRecv, H] with rows [0, total_recv) valid
+// (python/mori/ops/dispatch_combine.py); DeepEP HT's exactly sized recv_x ordered by source rank
+// (csrc/deep_ep.cpp, intranode dispatch); DeepEP LL's and pplx's expert-major
+// [E_local, max_tokens * R, H] with a count per local expert (csrc/kernels/internode_ll.cu,
+// pplx-kernels all_to_all); the seed's flat per-(token, expert) list.
 Dispatch dispatch(const ExpertMap& map, int K, const std::vector<SourceRouting>& sources, const DispatchOptions& o) {
   const int R = map.num_ranks;
   if (static_cast<int>(sources.size()) != R) throw Error("dispatch: expected " + std::to_string(R) + " source ranks");

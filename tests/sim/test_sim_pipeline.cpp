@@ -353,3 +353,22 @@ TEST_CASE("EPLB with logical ids: every replica policy matches the reference, sa
   CHECK(imbalance[0] == 4.0);  // first piles every row onto rank 0's copies
   CHECK(imbalance[1] < 1.5);   // round-robin spreads them
 }
+
+TEST_CASE("the seed's 64x: all-k on 8 rows per token computes K x 8 per distinct source token") {
+  GenOptions g;  // every token's 8 experts on rank 0: rank 0 gets 8 rows per token, as the seed's log shows
+  g.num_ranks = 8;
+  g.num_experts = 256;
+  g.top_k = 8;
+  g.hidden = 128;
+  g.intermediate = 16;
+  g.tokens_per_rank = 16;
+  g.routing = Routing::all_to_one;
+  const Trace tr = generate(g);
+  SimOptions o = options_for({DispatchModel::pairs, ConsumerModel::all_k, CombineModel::rank_sum}, Numerics::exact);
+  const ExpertMap map = make_expert_map(tr.config);
+  const RoutingStats s = routing_stats(stats_input(tr.config, map, o), layer_sources(tr, 0, map, o));
+  CHECK(s.rows_per_rank[0] == 8 * 16 * 8);
+  CHECK(s.duplication() == 8.0);
+  CHECK(s.total_performed() / s.total_sources() == 64);  // the seed's 524288 / 8192
+  CHECK(s.waste() == 8.0);                                // against the pairs actually needed
+}
