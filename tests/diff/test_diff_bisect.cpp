@@ -189,3 +189,19 @@ TEST_CASE("a recorded run file that matches the reference does not diverge") {
   CHECK(wrong.code == 1);
   CHECK(wrong.out.find("first divergence: layer 0, stage ") != std::string::npos);
 }
+
+TEST_CASE("old MORI's -1 to rank 0 shrinks to one token with a -1 slot, named at dispatch") {
+  const Trace t = read_trace(trace_path());
+  BisectOptions o = options(t.config);
+  o.candidate.dispatch.negative = NegativeIds::rank0;
+  const BisectResult r = bisect(t, o);
+  REQUIRE(r.first.found);
+  CHECK(r.first.stage == diff::Stage::dispatch);
+  REQUIRE(r.kept_tokens.size() == 1);
+  const auto [rank, token] = r.kept_tokens[0];
+  const auto& ids = t.layers[static_cast<std::size_t>(r.first.layer)].ranks[static_cast<std::size_t>(rank)].topk_ids;
+  const bool has_sentinel = ids[static_cast<std::size_t>(token) * 2] < 0 || ids[static_cast<std::size_t>(token) * 2 + 1] < 0;
+  CHECK(has_sentinel);
+  CHECK(r.slots_after == 0);  // the -1 slot alone reproduces it
+  CHECK(r.minimal_divergence.stage == diff::Stage::dispatch);
+}
