@@ -1,6 +1,7 @@
 // Readable text and JSON renderings of a diff Result.
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "diff.hpp"
@@ -70,6 +71,19 @@ std::string format_text(const Result& r, const Options& o) {
       << r.incomparable.size() << " not comparable; only in first: " << r.only_a.size()
       << ", only in second: " << r.only_b.size()
       << (r.structure_counts ? "" : " (not counted: the files are of different formats)") << "\n";
+  {  // One word per pipeline stage present, in pipeline order.
+    std::map<Stage, std::pair<int, int>> per_stage;  // stage -> (failing, compared)
+    for (const auto& d : r.datasets) {
+      auto& c = per_stage[d.stage];
+      c.first += d.failed();
+      ++c.second;
+    }
+    out << "stages:";
+    for (const auto& [stage, c] : per_stage)
+      out << " " << name(stage) << (c.first ? " " + std::to_string(c.first) + "/" + std::to_string(c.second) + " differ" : " ok")
+          << (stage == per_stage.rbegin()->first ? "" : ",");
+    out << "\n";
+  }
   if (!r.routing_note.empty()) out << "experts from " << r.routing_note << "\n";
   out << "\n";
   std::size_t quiet = 0;

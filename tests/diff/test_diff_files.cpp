@@ -136,6 +136,7 @@ TEST_CASE("the earliest layer comes first, then the earliest stage") {
   const std::string text = diff::format_text(r, {});
   CHECK(text.find("first divergence: layer 0, stage combine: /layers/0/ranks/0/combine_out: 1 of 32 elements "
                   "mismatched") != std::string::npos);
+  CHECK(text.find("\nstages: dispatch ok, expert ok, combine 2/2 differ, final 2/2 differ\n") != std::string::npos);
 }
 
 TEST_CASE("objects in one file only are listed; they count only between files of one format") {
