@@ -1,10 +1,9 @@
 #include "weights.hpp"
 
-#include <cmath>
 #include <string>
 
 #include "error.hpp"
-#include "random.hpp"
+#include "expert_weights.hpp"
 
 namespace moesim {
 
@@ -56,17 +55,10 @@ void WeightProvider::make(int layer_pos, int expert, bool shared, ExpertMatrices
     m.w2.assign(w2.begin() + e * n2, w2.begin() + (e + 1) * n2);
     return;
   }
-  // Generated: the trace schema's streams, one per (tensor, layer, expert).
-  const GeneratorSpec& spec = trace_.weight_spec;
-  const auto k1 = static_cast<std::uint64_t>(shared ? TensorKind::shared_w1 : TensorKind::w1);
-  const auto k2 = static_cast<std::uint64_t>(shared ? TensorKind::shared_w2 : TensorKind::w2);
-  const auto l = static_cast<std::uint64_t>(layer.index);
+  // Generated: the same streams `moesim gen` stores weights from (traces/expert_weights.hpp).
   m.w1.resize(n1);
   m.w2.resize(n2);
-  fill_generated(m.w1.data(), n1, spec, stream_of(spec.seed, {k1, l, e}), spec.scale / std::sqrt(double(H)),
-                 c.weight_dtype);
-  fill_generated(m.w2.data(), n2, spec, stream_of(spec.seed, {k2, l, e}), spec.scale / std::sqrt(double(I)),
-                 c.weight_dtype);
+  generate_expert(c, trace_.weight_spec, layer.index, expert, shared, m.w1.data(), m.w2.data());
 }
 
 }  // namespace moesim
