@@ -61,10 +61,10 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   std::vector<PlannedJob> jobs;
   std::vector<std::vector<std::int64_t>> job_begin(R), dup_of(R);
   std::vector<Job> tmp(K);
+  std::vector<std::vector<std::int64_t>> first_row(R);  // reset after each rank, entry by entry
+  for (int s = 0; s < R; ++s) first_row[s].assign(layer.ranks[s].num_tokens, -1);
   for (int r = 0; r < R; ++r) {
     const RecvBuffer& b = d.ranks[r];
-    std::vector<std::vector<std::int64_t>> first_row(R);
-    for (int s = 0; s < R; ++s) first_row[s].assign(layer.ranks[s].num_tokens, -1);
     job_begin[r].assign(b.total_recv + 1, static_cast<std::int64_t>(jobs.size()));
     dup_of[r].assign(b.total_recv, -1);
     for (std::int64_t i = 0; i < b.total_recv; ++i) {
@@ -76,6 +76,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
       for (int j = 0; j < n; ++j) jobs.push_back({r, i, tmp[j]});
       job_begin[r][i + 1] = static_cast<std::int64_t>(jobs.size());
     }
+    for (std::int64_t i = 0; i < b.total_recv; ++i) first_row[b.src_rank[i]][b.src_token[i]] = -1;
   }
 
   // 2. Group by logical expert, in ascending expert order.
