@@ -346,7 +346,17 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
   r.format_a = root_format(a);
   r.format_b = root_format(b);
   r.structure_counts = r.format_a == r.format_b;
-  const auto oa = objects(a, o.objects), ob = objects(b, o.objects);
+  auto oa = objects(a, o.objects), ob = objects(b, o.objects);
+  // --exclude: drop matching objects and everything under them, as h5diff --exclude-path.
+  for (auto* m : {&oa, &ob})
+    for (auto it = m->begin(); it != m->end();) {
+      const bool drop = std::any_of(o.exclude.begin(), o.exclude.end(), [&](const std::string& p) {
+        for (std::string q = it->first; !q.empty(); q = q.substr(0, q.rfind('/')))
+          if (glob_match(p, q)) return true;
+        return false;
+      });
+      it = drop ? m->erase(it) : std::next(it);
+    }
   // Only the topmost object missing from the other file is listed, not each of its children.
   auto listed_parent = [](const std::vector<std::string>& listed, const std::string& p) {
     return !listed.empty() && p.rfind(listed.back() + "/", 0) == 0;

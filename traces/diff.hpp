@@ -26,6 +26,7 @@ struct Options {
   bool raw = false;                // compare stored integers, no bf16/fp8 decoding (as h5diff does)
   bool match_rows = true;          // align received rows by their source before comparing
   std::vector<std::string> objects;  // restrict to these paths (datasets or groups); empty: all
+  std::vector<std::string> exclude;  // skip objects (and what lies under them) matching these globs
   std::string routing_trace;         // a trace whose topk_ids attribute golden/run files; "" : none
   int worst_tokens = 10;
   bool verbose = false;  // text lists datasets within tolerance too

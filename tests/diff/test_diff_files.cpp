@@ -162,6 +162,19 @@ TEST_CASE("objects in one file only are listed; they count only between files of
   CHECK(r3.different());
 }
 
+TEST_CASE("--exclude skips matching objects and what lies under them") {
+  RunSpec s;
+  make_run(tmp("excl_b.h5"), s);
+  s.edit = [](const std::string& leaf, int, std::size_t, float v) { return leaf == "recv_x" ? v + 1 : v; };
+  make_run(tmp("excl_a.h5"), s);
+  diff::Options o;
+  CHECK(diff::run(tmp("excl_a.h5"), tmp("excl_b.h5"), o).different());
+  o.exclude = {"*/dispatch"};
+  const auto r = diff::run(tmp("excl_a.h5"), tmp("excl_b.h5"), o);
+  CHECK_FALSE(r.different());
+  CHECK(r.datasets.size() == 2 * 3);  // final, expert, combine per rank
+}
+
 TEST_CASE("incomparable shapes are reported, and refused when named") {
   RunSpec s;
   make_run(tmp("shape_a.h5"), s);

@@ -21,6 +21,7 @@ int run_diff(const std::vector<std::string>& args) {
   desc.add_options()("a", po::value<std::string>()->required(), "first file (the candidate)")(
       "b", po::value<std::string>()->required(), "second file (the reference)")(
       "objects", po::value<std::vector<std::string>>(), "compare only these datasets or groups")(
+      "exclude", po::value<std::vector<std::string>>(), "skip objects matching this glob, and what lies under them (repeatable)")(
       "json", "print JSON instead of text")("report", po::value<std::string>(), "write per-token error arrays to this HDF5 file")(
       "quiet,q", "print nothing; the exit code says")("verbose,v", "list datasets within tolerance too")(
       "delta,d", po::value<double>(), "h5diff -d: an element differs when |a-b| > D")(
@@ -52,6 +53,7 @@ int run_diff(const std::vector<std::string>& args) {
   if (vm.count("tol"))
     for (const auto& s : vm["tol"].as<std::vector<std::string>>()) o.tolerances.rules.push_back(diff::parse_rule(s));
   if (vm.count("objects")) o.objects = vm["objects"].as<std::vector<std::string>>();
+  if (vm.count("exclude")) o.exclude = vm["exclude"].as<std::vector<std::string>>();
   if (vm.count("trace")) o.routing_trace = vm["trace"].as<std::string>();
   o.worst_tokens = vm["worst"].as<int>();
   o.raw = vm.count("raw") > 0;
