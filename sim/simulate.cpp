@@ -63,8 +63,8 @@ LayerRun simulate_layer(const Trace& trace, int layer_pos, const WeightProvider&
   LayerRun run;
   run.layer_index = layer.index;
   const auto sources = layer_sources(trace, layer_pos, map, o);
-  run.stats = routing_stats(stats_input(c, map, o), sources);
   run.dispatch = dispatch(map, c.top_k, sources, o.dispatch);
+  run.stats = routing_stats(stats_input(c, map, o), sources, &run.dispatch);
   run.ranks.resize(c.num_ranks);
   run_expert_side(trace, layer_pos, weights, map, run.dispatch, o, run.ranks);
   run_combine(trace, layer_pos, weights, map, sources, run.dispatch, o, run.ranks);

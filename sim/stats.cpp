@@ -33,7 +33,7 @@ double RoutingStats::imbalance(const std::vector<std::int64_t>& v) {
   return mean > 0 ? static_cast<double>(*std::max_element(v.begin(), v.end())) / mean : 1.0;
 }
 
-RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources) {
+RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources, const Dispatch* dispatched) {
   const auto start = std::chrono::steady_clock::now();
   const ExpertMap& map = *in.map;
   const int R = map.num_ranks, E = map.num_experts, K = in.top_k;
@@ -88,7 +88,12 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
         const RowDest& rd = rows[i];
         const int d = rd.dest;
         std::int64_t& a = em ? arrived[static_cast<std::size_t>(d) * map.max_local + map.local_of[rd.target]] : arrived[d];
-        if (a >= cap[d]) {
+        if (dispatched) {
+          if (dispatched->slot_row[r][t * K + rd.slot] < 0) {
+            ++s.overflow_per_rank[d];
+            continue;
+          }
+        } else if (a >= cap[d]) {
           if (o.overflow == Overflow::error)
             throw Error("rank " + std::to_string(d) + " receive buffer overflow: more than " + std::to_string(cap[d]) +
                         " rows (raise max tokens per rank, or --overflow drop to model the silent drop)");

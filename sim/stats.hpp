@@ -2,7 +2,7 @@
 // Routing statistics of a dispatch x consumer pairing, computed in one streaming pass over the
 // routing (no tensors), so --routing-only handles R=1024 x 4096 tokens x top-8 in seconds and a
 // full run reports exactly the same numbers. Rows arrive in canonical order (source rank, token,
-// slot); with a shuffle seed the same counts hold, only which rows overflow differs.
+// slot) unless the dispatch that was run says which rows it kept.
 #include <cstdint>
 #include <vector>
 
@@ -52,6 +52,9 @@ struct StatsInput {
   std::int64_t max_tokens = 0;  // 0: the largest source token count
 };
 
-RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources);
+// With `dispatched`, which rows survived a receive overflow is read from it (its arrival order,
+// shuffled or not); without it, rows arrive in canonical order against the capacities.
+RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources,
+                           const Dispatch* dispatched = nullptr);
 
 }  // namespace moesim::sim

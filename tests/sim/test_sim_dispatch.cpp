@@ -301,3 +301,37 @@ TEST_CASE("--whole-buffer: rows past total_recv are read as a zeroed buffer and 
           return s;
         }()) * shape.top_k);
 }
+
+TEST_CASE("with a shuffled silent drop, the statistics count the rows the dispatch kept") {
+  test::TraceShape shape;
+  shape.tokens = {12, 12, 12, 12};
+  shape.minus_one_rate = 0;
+  const Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const auto src = sources_of(tr);
+  DispatchOptions o;
+  o.max_total_recv = 10;
+  o.overflow = Overflow::drop;
+  o.shuffle = true;
+  o.shuffle_seed = 3;
+  const Dispatch d = dispatch(map, shape.top_k, src, o);
+  StatsInput si;
+  si.map = &map;
+  si.top_k = shape.top_k;
+  si.hidden = shape.hidden;
+  si.token_dtype = DType::f32;
+  si.dispatch = o;
+  const RoutingStats s = routing_stats(si, src, &d);
+  std::vector<std::int64_t> per_expert(shape.experts, 0);
+  for (int r = 0; r < shape.ranks; ++r) {
+    CHECK(s.rows_per_rank[r] == d.ranks[r].total_recv);
+    CHECK(s.overflow_per_rank[r] == d.ranks[r].overflow);
+    for (std::int64_t i = 0; i < d.ranks[r].total_recv; ++i)
+      for (int k = 0; k < shape.top_k; ++k) {
+        const int id = src[d.ranks[r].src_rank[i]].ids[d.ranks[r].src_token[i] * shape.top_k + k];
+        if (id >= 0 && map.rank_of[id] == r) ++per_expert[id];
+      }
+  }
+  CHECK(s.rows_per_expert == per_expert);
+  CHECK(s.performed_per_expert == per_expert);  // aiter-mask computes exactly the kept rows' local slots
+}
