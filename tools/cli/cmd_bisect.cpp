@@ -17,9 +17,9 @@ namespace {
 
 using namespace moesim::sim;
 
-std::string where_text(const Divergence& d) {
+std::string where_text(const Divergence& d, int step = 0) {
   std::ostringstream s;
-  s << "layer " << d.layer << ", stage " << diff::name(d.stage) << " (" << d.dataset << ": " << d.what << ")";
+  s << "layer " << d.layer << (step ? " (step " + std::to_string(step) + ")" : "") << ", stage " << diff::name(d.stage) << " (" << d.dataset << ": " << d.what << ")";
   if (d.token >= 0) s << "; worst token: rank " << d.rank << " token " << d.token << ", max abs " << d.max_abs;
   return s.str();
 }
@@ -96,7 +96,8 @@ int run_bisect(const std::vector<std::string>& args) {
       std::cout << "no divergence beyond tolerance\n";
       return 0;
     }
-    std::cout << "first divergence: " << where_text(rec.first) << "\nworst tokens of layer " << rec.first.layer << ":";
+    std::cout << "first divergence: " << where_text(rec.first, trace.layers[static_cast<std::size_t>(rec.first.layer)].step)
+              << "\nworst tokens of layer " << rec.first.layer << ":";
     for (const auto& [rank, token, worst] : rec.worst) std::cout << " rank " << rank << " token " << token << " (" << worst << ")";
     std::cout << "\na recorded candidate cannot be re-run on a smaller trace: nothing written; a simulator"
                  " configuration (--consumer, --combine ...) can be bisected and shrunk\n";
@@ -115,7 +116,8 @@ int run_bisect(const std::vector<std::string>& args) {
     std::cout << "no divergence beyond tolerance; nothing written\n";
     return 0;
   }
-  std::cout << "first divergence: " << where_text(r.first) << "\n";
+  std::cout << "first divergence: " << where_text(r.first, trace.layers[static_cast<std::size_t>(r.first.layer)].step)
+            << "\n";
   if (!r.reference_agrees) std::cout << "warning: " << r.reference_note << "\n";
 
   // The command that reproduces the divergence on the minimal trace.
