@@ -280,6 +280,20 @@ BisectResult bisect(const Trace& trace, const BisectOptions& o) {
 
   Origin origin;
   res.minimal = cut(trace, pos, tokens, masked, res.ranks_after, origin);
+  res.experts_before = res.experts_after = trace.config.num_experts;
+  if (budget > 0)
+    if (auto fewer = compact_experts(trace, pos, res.minimal)) {
+      --budget;
+      try {
+        const Divergence d = find_divergence(*fewer, origin, o, res.tests);
+        if (d.found && d.stage == stage) {
+          res.minimal = std::move(*fewer);
+          res.experts_after = res.minimal.config.num_experts;
+        }
+      } catch (const Error&) {
+        // the simulator rejects it: keep every expert
+      }
+    }
   res.kept_tokens = tokens;
   if (o.fault && o.fault->layer == layer.index)
     for (std::size_t r = 0; r < origin[pos].size(); ++r)

@@ -2,8 +2,9 @@
 // moesim bisect: finds where a candidate pipeline first diverges from the correct one (layer,
 // then stage: dispatch, expert, combine, final; then the worst token), and shrinks the trace by
 // delta debugging (tokens, then top-k slots, which drops the experts they name, then the rank
-// count: the fewest ranks, with contiguous placement, that still diverge) to a minimal trace
-// that still diverges at the same stage.
+// count: the fewest ranks, with contiguous placement, that still diverge; then the expert
+// count, keeping only the experts still routed to) to a minimal trace that still diverges at
+// the same stage.
 //
 // The candidate is a simulator configuration, optionally with an injected fault; the reference
 // is the simulator's correct pairing for the same dispatch model (its final output is checked
@@ -64,6 +65,7 @@ struct BisectResult {
   std::optional<Fault> minimal_fault;  // the injected fault renumbered to the minimal trace's tokens
   std::int64_t tokens_before = 0, slots_before = 0, slots_after = 0;
   int ranks_before = 0, ranks_after = 0;  // num_ranks of the trace and of the minimal trace
+  int experts_before = 0, experts_after = 0;
   int tests = 0;
   bool reference_agrees = true;  // the correct pairing matched the CPU reference model
   std::string reference_note;
@@ -92,6 +94,11 @@ using Origin = std::vector<RankOrigin>;
 
 // Runs candidate and reference layer by layer and names the first divergence; tests counts runs.
 Divergence find_divergence(const Trace& trace, const Origin& origin, const BisectOptions& options, int& tests);
+
+// `minimal` (a cut of `original` whose diverging layer sits at `pos`) with the experts it still
+// routes to renumbered compactly per rank and their weights stored; nullopt when that would not
+// reduce the expert count or the placement is not contiguous.
+std::optional<Trace> compact_experts(const Trace& original, std::size_t pos, const Trace& minimal);
 
 // Adds the fault to a simulated layer whose tokens have the given origin.
 void apply_fault(LayerRun& run, const Fault& fault, const RankOrigin& origin, int hidden, int top_k);

@@ -75,6 +75,8 @@ TEST_CASE("an injected fault is named by layer, stage and token, and shrinks to 
     CHECK(r.minimal_divergence.stage == stage);
     CHECK(r.ranks_after == 1);  // a fault on one token needs no other rank
     CHECK(r.minimal.config.num_ranks == 1);
+    CHECK(r.experts_after == 2);  // top-2 needs two experts
+    CHECK(r.minimal.config.num_experts == 2);
     REQUIRE(r.minimal_fault);
     CHECK(r.minimal_fault->rank == 0);
     CHECK(r.minimal_fault->token == 0);
@@ -114,6 +116,14 @@ TEST_CASE("a bug model diverges at the expert stage and shrinks to a few tokens"
   CHECK(r.minimal_divergence.stage == diff::Stage::expert);
   CHECK(r.slots_after <= r.slots_before);
   CHECK(r.ranks_after > 1);  // on one rank every id is local: all-k is right there
+  CHECK(r.experts_after < r.experts_before);
+  // Renumbered experts keep their weights (stored): the minimal trace diverges by the same amount.
+  const std::string path = tmp("bisect_allk_min.h5");
+  write_trace(r.minimal, path);
+  const BisectResult again = bisect(read_trace(path), o);
+  REQUIRE(again.first.found);
+  CHECK(again.first.stage == diff::Stage::expert);
+  CHECK(again.first.max_abs == r.minimal_divergence.max_abs);
 }
 
 TEST_CASE("moesim bisect: exit 1 with a minimal trace and its command, 0 when nothing diverges") {

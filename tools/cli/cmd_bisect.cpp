@@ -138,7 +138,7 @@ int run_bisect(const std::vector<std::string>& args) {
   for (std::size_t i = 0; i < r.kept_tokens.size(); ++i)
     std::cout << (i ? ", " : "") << "rank " << r.kept_tokens[i].first << " token " << r.kept_tokens[i].second;
   std::cout << "), " << r.slots_after << " of " << r.slots_before << " top-k slots, " << r.ranks_after << " of "
-            << r.ranks_before << " ranks, layer " << r.first.layer << " (earlier layers kept empty); " << r.tests
+            << r.ranks_before << " ranks, " << r.experts_after << " of " << r.experts_before << " experts, layer " << r.first.layer << " (earlier layers kept empty); " << r.tests
             << " runs\n";
   if (r.minimal_divergence.found) std::cout << "  where it diverges at " << where_text(r.minimal_divergence) << "\n";
   std::cout << "wrote " << out << "\nreproduce: " << minimal.command << "\n";
