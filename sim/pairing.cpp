@@ -71,9 +71,11 @@ PairingVerdict judge_pairing(DispatchModel d, const ConsumerOptions& co, Combine
       v.correct_pairings = "pairs + target-expert + pair-sum, or pairs + dedup-filter + rank-sum";
       break;
   }
-  if (co.whole_buffer && reads_stale_rows(co, d))
+  if (co.whole_buffer && reads_stale_rows(co, d)) {
+    v.correct = false;
     v.reasons.push_back("--whole-buffer reads rows past total_recv (AITER num_local_tokens not passed): stale rows "
-                        "cost computations");
+                        "cost computations, and whatever they hold is computed");
+  }
   if (v.correct) return v;
   if (c == ConsumerModel::all_k)
     v.reasons.push_back(std::string("all-k computes every id of each row's top-k (K per row) although a row stands "

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "dispatch.hpp"
+#include "pairing.hpp"
 #include "error.hpp"
 #include "sim_fixtures.hpp"
 #include "simulate.hpp"
@@ -293,6 +294,9 @@ TEST_CASE("--whole-buffer: rows past total_recv are read as a zeroed buffer and 
     CHECK(whole.performed_per_rank[r] == base.performed_per_rank[r] + (r == 0 ? stale * shape.top_k : 0));
   }
   CHECK(whole.waste() > 1.0);
+  const PairingVerdict v = judge_pairing(DispatchModel::mori, si.consumer, CombineModel::rank_sum);
+  CHECK_FALSE(v.correct);
+  CHECK(v.reasons.at(0).find("reads rows past total_recv") != std::string::npos);
   si.consumer.model = ConsumerModel::all_k;  // wraps every zero id onto a local expert on every rank
   const RoutingStats allk = routing_stats(si, src);
   CHECK(allk.total_performed() == (allk.total_rows() + [&] {
