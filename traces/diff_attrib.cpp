@@ -69,6 +69,25 @@ const h5::File* find(const std::vector<const h5::File*>& files, const std::strin
 }
 
 std::string parent(const std::string& ds) { return ds.substr(0, ds.rfind('/')); }
+
+// Received ids may be local (DeepEP normal mode) or implied by the layout (DeepEP low latency,
+// pplx): the dispatch group's id_space attribute says. Local ids become global with a
+// contiguous placement from any file's /config; false when they cannot, so no expert is named
+// rather than a wrong one.
+bool global_ids(const std::vector<const h5::File*>& files, const h5::File& f, const std::string& dir, int rank,
+                std::vector<std::int64_t>& ids) {
+  if (!f.has_attr(dir, "id_space") || f.attr_string(dir, "id_space") == "global") return true;
+  for (const auto* c : files) {
+    if (!c || !c->has_attr("/config", "num_ranks") || !c->has_attr("/config", "num_experts")) continue;
+    if (c->has_attr("/config/placement", "kind") && c->attr_string("/config/placement", "kind") != "contiguous")
+      return false;
+    const std::int64_t per_rank = c->attr_int("/config", "num_experts") / c->attr_int("/config", "num_ranks");
+    for (auto& id : ids)
+      if (id >= 0) id += rank * per_rank;
+    return true;
+  }
+  return false;
+}
 }  // namespace
 
 Attributor::Attributor(const std::vector<const h5::File*>& files, const std::string& ds,
@@ -135,6 +154,7 @@ Attributor::Attributor(const std::vector<const h5::File*>& files, const std::str
         ids_ = read_ints(*f, c);
         ids_k_ = static_cast<std::int64_t>(dims[1]);
         if (token_axis_ == 0) routing_from_ = f->path();  // token routings: worth naming
+        if (!global_ids(files, *f, parent(c), path_.rank, ids_)) ids_.clear();
         break;
       }
   } else if (row_axis_ == 0) {

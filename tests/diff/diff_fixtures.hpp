@@ -41,6 +41,7 @@ struct RunSpec {
   std::string format = "moesim-run";
   DType dtype = DType::f32;
   bool reverse_rows = false;  // store received rows last to first, as another arrival order
+  std::string id_space;       // the dispatch group's id_space attribute when not empty
   // Change a value before it is written: (dataset leaf, rank, flat index, value) -> value.
   std::function<float(const std::string&, int, std::size_t, float)> edit;
 };
@@ -76,6 +77,8 @@ inline void make_run(const std::string& path, const RunSpec& s) {
         src_token[t] = static_cast<std::int32_t>(t);
         for (std::uint64_t k = 0; k < K; ++k) ids[t * K + k] = static_cast<std::int32_t>((r * K + k + t) % s.experts);
       }
+      std::vector<float> recv_w(T * K);
+      for (std::uint64_t i = 0; i < T * K; ++i) recv_w[i] = 0.5f + static_cast<float>(i) / 64;
       if (s.reverse_rows) {
         auto reverse = [&](auto& v, std::uint64_t width) {
           auto copy = v;
@@ -85,13 +88,16 @@ inline void make_run(const std::string& path, const RunSpec& s) {
         reverse(recv, H);
         reverse(src_token, 1);
         reverse(ids, K);
+        reverse(recv_w, K);
       }
       put(f, g + "/dispatch/recv_x", {T, H}, edited("recv_x", recv), "dispatch", "row,hidden", s.dtype);
+      put(f, g + "/dispatch/recv_weights", {T, K}, edited("recv_weights", recv_w), "dispatch", "row,slot");
       put_ints(f, g + "/dispatch/src_rank", {T}, src_rank, "dispatch", "row");
       put_ints(f, g + "/dispatch/src_token", {T}, src_token, "dispatch", "row");
       put_ints(f, g + "/dispatch/recv_topk_ids", {T, K}, ids, "dispatch", "row,slot");
       put_ints(f, g + "/dispatch/target_expert", {T}, target, "dispatch", "row");
       f.set_attr(g + "/dispatch", "total_recv", static_cast<std::int64_t>(T));
+      if (!s.id_space.empty()) f.set_attr(g + "/dispatch", "id_space", s.id_space);
     }
   }
   f.close();
@@ -100,6 +106,8 @@ inline void make_run(const std::string& path, const RunSpec& s) {
 // Routing for make_run's files: token t of rank r uses experts (r + t + k) % E for slot k.
 inline void make_routing(const std::string& path, const RunSpec& s) {
   h5::File f = h5::File::create(path);
+  f.set_attr("/config", "num_ranks", s.ranks);
+  f.set_attr("/config", "num_experts", s.experts);
   const auto T = static_cast<std::uint64_t>(s.tokens), K = static_cast<std::uint64_t>(s.top_k);
   for (int r = 0; r < s.ranks; ++r) {
     std::vector<std::int32_t> ids(T * K);

@@ -28,7 +28,7 @@ TEST_CASE("identical files: no divergence, every dataset compared") {
   const auto r = diff::run(tmp("same_a.h5"), tmp("same_b.h5"), {});
   CHECK_FALSE(r.different());
   CHECK(r.divergences().empty());
-  CHECK(r.datasets.size() == 2 * 8);  // final, expert, combine, recv_x, src_rank, src_token, recv ids, target
+  CHECK(r.datasets.size() == 2 * 9);  // final, expert, combine, recv_x, recv_weights, src_rank, src_token, ids, target
   CHECK(r.per_token.empty());
   CHECK(dataset(r, "/layers/0/ranks/1/final_out").metrics.elements == 32);
 }
@@ -120,6 +120,29 @@ TEST_CASE("received-row slots take their expert from recv_topk_ids") {
   CHECK(r.per_expert.empty());
 }
 
+TEST_CASE("received local ids name global experts through the routing trace's config, or none") {
+  RunSpec s;
+  s.id_space = "local";  // DeepEP normal mode: id - rank * E_local
+  make_run(tmp("local_b.h5"), s);
+  s.edit = [](const std::string& leaf, int rank, std::size_t i, float v) {
+    return leaf == "recv_weights" && rank == 1 && i == 2 * 2 + 1 ? v + 1 : v;  // row 2, slot 1
+  };
+  make_run(tmp("local_a.h5"), s);
+  // Without a config the local id cannot be made global: no expert rather than a wrong one.
+  const auto bare = diff::run(tmp("local_a.h5"), tmp("local_b.h5"), {});
+  CHECK(dataset(bare, "/layers/0/ranks/1/dispatch/recv_weights").first_mismatch_at.expert == -1);
+  CHECK(bare.per_expert.empty());
+  make_routing(tmp("local_routing.h5"), s);
+  diff::Options o;
+  o.routing_trace = tmp("local_routing.h5");
+  const auto r = diff::run(tmp("local_a.h5"), tmp("local_b.h5"), o);
+  const auto& d = dataset(r, "/layers/0/ranks/1/dispatch/recv_weights");
+  // local id (rank*K + slot + row) % E = (2 + 1 + 2) % 4 = 1 on rank 1 with E_local 2: global 3.
+  CHECK(d.first_mismatch_at.slot == 1);
+  CHECK(d.first_mismatch_at.expert == 3);
+  CHECK(r.per_expert.count(3) == 1);
+}
+
 TEST_CASE("the earliest layer comes first, then the earliest stage") {
   RunSpec s;
   make_run(tmp("order_b.h5"), s);
@@ -182,7 +205,7 @@ TEST_CASE("incomparable shapes are reported, and refused when named") {
   make_run(tmp("shape_b.h5"), s);
   const auto r = diff::run(tmp("shape_a.h5"), tmp("shape_b.h5"), {});
   CHECK(r.different());
-  CHECK(r.incomparable.size() == 16);
+  CHECK(r.incomparable.size() == 18);  // 9 datasets per rank
   CHECK(r.incomparable[0].why.find("shape [4,8,2]") == std::string::npos);
   bool found = false;
   for (const auto& i : r.incomparable)
