@@ -250,6 +250,16 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
     pos = 0;
   }
 
+  // Only MORI's InterNode kernels read combine's indices (they key the node predicate by the
+  // rank's own token id); the intranode kernels ignore them, so there the wrong tensor is
+  // harmless (mori issue 475, fixed by mori pull request 546).
+  if (h.mutation == Mutation::combine_recv_ids &&
+      (o.dispatch.model != DispatchModel::mori || c.mori.kernel_type.rfind("InterNode", 0) != 0)) {
+    p.tested = false;
+    p.note = "only MORI's InterNode kernels read combine's indices (kernel " + c.mori.kernel_type + ")";
+    return p;
+  }
+
   if (h.mutation == Mutation::capacity && o.dispatch.max_total_recv <= 0) {
     std::int64_t cap = -1;
     for (const RankInput& in : layer.ranks)

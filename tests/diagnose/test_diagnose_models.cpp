@@ -222,8 +222,20 @@ TEST_CASE("silent receive overflow (mori 356)") {
   expect_first(no_setting, "silent-overflow");
 }
 
+TEST_CASE("combine given the received ids (mori 475): harmless for intranode kernels") {
+  Trace tr = fresh();
+  REQUIRE(tr.config.mori.kernel_type == "IntraNode");
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum), true);
+  const Diagnosis d = diagnose(tr, diagnose_options());
+  CHECK(d.consistent());
+  CHECK_FALSE(evaluation_of(d, "combine-recv-ids").tested);
+  CHECK(evaluation_of(d, "combine-recv-ids").note.find("InterNode") != std::string::npos);
+}
+
 TEST_CASE("combine given the received ids (mori 475)") {
   Trace tr = fresh();
+  tr.config.mori.kernel_type = "InterNodeV1";
+  tr.config.mori.gpus_per_node = tr.config.num_ranks;  // one node: the two-level sum is rank-sum's
   capture_hypothesis(tr, "combine-recv-ids");
   // By hand: token t of rank s sums, once per rank in slot order, its own returned row on each
   // rank that row t of its rank's receive buffer names (nothing for ranks it was not sent to).
