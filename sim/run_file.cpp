@@ -10,17 +10,6 @@ namespace moesim::sim {
 
 namespace {
 
-void write_stage_values(h5::File& f, const std::string& ds, const std::vector<std::uint64_t>& dims, const Values& v,
-                  Numerics numerics, const char* stage, const char* axes) {
-  switch (output_dtype(numerics)) {
-    case DType::f64: f.write(ds, dims, v.f64.data()); break;
-    case DType::f32: f.write(ds, dims, v.f32.data()); break;
-    default: write_values(f, ds, dims, v.f32, DType::bf16); break;
-  }
-  f.set_attr(ds, "stage", stage);
-  f.set_attr(ds, "axes", axes);
-}
-
 template <class T>
 void write_plain(h5::File& f, const std::string& ds, const std::vector<std::uint64_t>& dims, const std::vector<T>& v,
                  const char* stage, const char* axes) {
@@ -149,9 +138,9 @@ void write_run(const std::string& out_path, const Trace& trace, const std::vecto
         f.set_attr(dp + "/expert_begin", "stage", "dispatch");
         f.set_attr(dp + "/expert_begin", "axes", "local_expert");
       }
-      write_stage_values(f, rp + "/expert_rows", {N, H}, run.ranks[r].expert_rows, o.numerics, "expert", "row,hidden");
+      write_output(f, rp + "/expert_rows", {N, H}, run.ranks[r].expert_rows, o.numerics, "expert", "row,hidden");
       const auto T = static_cast<std::uint64_t>(layer.ranks[r].num_tokens);
-      write_stage_values(f, rp + "/combine_out", {T, H}, run.ranks[r].combine_out, o.numerics, "combine", "token,hidden");
+      write_output(f, rp + "/combine_out", {T, H}, run.ranks[r].combine_out, o.numerics, "combine", "token,hidden");
     }
     write_stats(f, run.layer_index, run.stats);
   }
