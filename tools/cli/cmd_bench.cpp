@@ -1,6 +1,7 @@
 // moesim bench CASE: speed figures measured side by side in one run (never timed tests).
 //   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one Eigen GEMM of
 //   the same total FLOPs, at several tokens per expert.
+//   routing: routing-only statistics at scale (bench_routing.cpp).
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <time.h>
 
+#include "bench.hpp"
 #include "command.hpp"
 #include "expert.hpp"
 #include "options.hpp"
@@ -129,15 +131,19 @@ int bench_reference(const po::variables_map& vm) {
 int run_bench(const std::vector<std::string>& args) {
   const std::map<std::string, std::function<int(const po::variables_map&)>> cases = {
       {"reference", bench_reference},
+      {"routing", bench_routing},
   };
   po::options_description desc("options");
-  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference")(
+  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference or routing")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
       "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
       "numerics", po::value<std::string>()->default_value("fp32"), "fp32, bf16 or fp8")(
       "threads", po::value<int>()->default_value(1), "reference threads (the Eigen GEMM uses one)")(
-      "reps", po::value<int>()->default_value(3), "repetitions; the best is kept");
+      "reps", po::value<int>()->default_value(3), "repetitions; the best is kept")(
+      "ranks", po::value<int>()->default_value(1024), "routing: ranks R (E = 8 R experts)")(
+      "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
+      "top-k", po::value<int>()->default_value(8), "routing: top-k");
   po::positional_options_description pos;
   pos.add("case", 1);
   po::variables_map vm;
