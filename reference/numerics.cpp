@@ -32,4 +32,10 @@ DType output_dtype(Numerics n) {
   return DType::f64;
 }
 
+Numerics default_numerics(DType token_dtype) {
+  if (token_dtype == DType::f32) return Numerics::fp32;
+  if (is_fp8(token_dtype)) return Numerics::fp8;
+  return Numerics::bf16;
+}
+
 }  // namespace moesim

@@ -13,6 +13,9 @@ enum class Numerics { exact, fp32, bf16, fp8 };
 std::string_view name(Numerics n);
 Numerics parse_numerics(std::string_view s);  // throws Error on an unknown name
 
+// The mode a kernel on these tokens runs: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16.
+Numerics default_numerics(DType token_dtype);
+
 // The element type golden/run files store outputs in: f64, f32, bf16, bf16.
 DType output_dtype(Numerics n);
 

@@ -12,6 +12,7 @@
 
 #include "diagnose_rows.hpp"
 #include "error.hpp"
+#include "pairing.hpp"
 #include "trace_io.hpp"
 
 namespace moesim::sim {
@@ -20,13 +21,6 @@ namespace {
 
 constexpr const char* kObsNames[kNumObs] = {"row counts", "row sources", "ids and weights", "recv_x",
                                             "expert rows", "stale rows", "combine_out", "final_out"};
-
-DispatchModel library_dispatch(const TraceConfig& c) {
-  if (c.library == "pplx") return DispatchModel::pplx;
-  if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
-  if (c.library == "deepep-ll") return DispatchModel::deepep_ll;
-  return DispatchModel::mori;
-}
 
 double tolerance_for(Numerics n) {
   switch (n) {
@@ -281,7 +275,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     throw Error(where(trace.path, "/layers") + "nothing captured: diagnose needs captured receive rows or outputs");
   d.tolerance = o.tolerance >= 0 ? o.tolerance : tolerance_for(o.base.numerics);
 
-  const DispatchModel lib = o.library_set ? o.base.dispatch.model : library_dispatch(c);
+  const DispatchModel lib = o.library_set ? o.base.dispatch.model : default_dispatch(c);
   d.hypotheses = catalog(c, lib, o.base);
   if (!o.only.empty()) {
     std::string keys;

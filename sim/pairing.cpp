@@ -20,6 +20,13 @@ CombineModel parse_combine(std::string_view s) {
   throw Error("unknown combine model '" + std::string(s) + "' (expected rank-sum, weighted, internode-v1, pair-sum)");
 }
 
+DispatchModel default_dispatch(const TraceConfig& c) {
+  if (c.library == "pplx") return DispatchModel::pplx;
+  if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
+  if (c.library == "deepep-ll") return DispatchModel::deepep_ll;
+  return DispatchModel::mori;
+}
+
 ConsumerModel default_consumer(DispatchModel m) {
   switch (m) {
     case DispatchModel::mori: return ConsumerModel::aiter_mask;

@@ -8,6 +8,7 @@
 
 #include "consumer.hpp"
 #include "dispatch.hpp"
+#include "trace.hpp"
 
 namespace moesim::sim {
 
@@ -23,6 +24,8 @@ std::string_view name(CombineModel m);
 CombineModel parse_combine(std::string_view s);
 
 // What a correct integration of `m` runs; kernel_type picks MORI's combine (InterNodeV1 or not).
+// The dispatch model of the library a capture came from (TraceConfig::library); mori when unset.
+DispatchModel default_dispatch(const TraceConfig& config);
 ConsumerModel default_consumer(DispatchModel m);
 CombineModel default_combine(DispatchModel m, const std::string& mori_kernel_type);
 

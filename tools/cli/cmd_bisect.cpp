@@ -51,18 +51,10 @@ int run_bisect(const std::vector<std::string>& args) {
   const TraceConfig& c = trace.config;
   BisectOptions o;
   SimOptions& s = o.candidate;
-  const std::string lib = c.library;
-  s.dispatch.model = vm.count("dispatch") ? parse_dispatch(vm["dispatch"].as<std::string>())
-                     : lib == "pplx"                              ? DispatchModel::pplx
-                     : (lib == "deepep" || lib == "deepep-ht")    ? DispatchModel::deepep_ht
-                     : lib == "deepep-ll"                         ? DispatchModel::deepep_ll
-                                                                  : DispatchModel::mori;
+  s.dispatch.model = vm.count("dispatch") ? parse_dispatch(vm["dispatch"].as<std::string>()) : default_dispatch(c);
   s.consumer.model = vm.count("consumer") ? parse_consumer(vm["consumer"].as<std::string>()) : default_consumer(s.dispatch.model);
   s.combine = vm.count("combine") ? parse_combine(vm["combine"].as<std::string>()) : default_combine(s.dispatch.model, c.mori.kernel_type);
-  s.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>())
-               : c.token_dtype == DType::f32 ? Numerics::fp32
-               : is_fp8(c.token_dtype)       ? Numerics::fp8
-                                             : Numerics::bf16;
+  s.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
   const std::string neg = vm["negative-ids"].as<std::string>();
   if (neg != "skip" && neg != "rank0") throw UsageError("--negative-ids is skip or rank0");
   s.dispatch.negative = neg == "rank0" ? NegativeIds::rank0 : NegativeIds::skip;

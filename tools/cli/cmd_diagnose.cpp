@@ -16,12 +16,6 @@ namespace {
 
 using namespace moesim::sim;
 
-Numerics numerics_for(DType token) {
-  if (token == DType::f32) return Numerics::fp32;
-  if (is_fp8(token)) return Numerics::fp8;
-  return Numerics::bf16;
-}
-
 int run_diagnose(const std::vector<std::string>& args) {
   po::options_description desc(
       "Structural checks of the captured receive buffers (row count against total_recv and the buffer\n"
@@ -63,7 +57,7 @@ int run_diagnose(const std::vector<std::string>& args) {
     o.base.dispatch.model = parse_dispatch(vm["dispatch"].as<std::string>());
     o.library_set = true;
   }
-  o.base.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : numerics_for(c.token_dtype);
+  o.base.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
   o.base.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
   if (!is_fp8(o.base.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
   o.base.dispatch.max_tokens_per_rank = vm.count("max-tokens") ? vm["max-tokens"].as<std::int64_t>() : c.mori.max_num_inp_token_per_rank;

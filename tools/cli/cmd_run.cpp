@@ -18,18 +18,6 @@ namespace {
 
 using namespace moesim::sim;
 
-DispatchModel default_dispatch(const TraceConfig& c) {
-  if (c.library == "pplx") return DispatchModel::pplx;
-  if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
-  if (c.library == "deepep-ll") return DispatchModel::deepep_ll;
-  return DispatchModel::mori;
-}
-
-Numerics default_numerics(DType token) {
-  if (token == DType::f32) return Numerics::fp32;
-  if (is_fp8(token)) return Numerics::fp8;
-  return Numerics::bf16;
-}
 
 std::string joined(const std::vector<std::string>& args) {
   std::string s = "moesim run";
