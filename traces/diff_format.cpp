@@ -66,6 +66,11 @@ std::string format_text(const Result& r, const Options& o) {
     const auto& f = div.front();
     out << "first divergence:" << (f.layer >= 0 ? " layer " + std::to_string(f.layer) + "," : "") << " stage "
         << name(f.stage) << ": " << f.path << ": " << f.what << "\n";
+    // A golden file holds only expert_out and final_out; the run's own intermediate stages
+    // (expert_rows, combine_out) have nothing to be compared with there.
+    if ((r.format_a == "moesim-golden") != (r.format_b == "moesim-golden") && f.stage == Stage::final_)
+      out << "note: a golden file has no per-row expert or combine stages; diff this run against a run of the "
+             "correct pairing to see which of those diverges first\n";
   }
   out << "datasets: " << r.datasets.size() << " compared, " << r.failed_datasets() << " differ, "
       << r.incomparable.size() << " not comparable; only in first: " << r.only_a.size()

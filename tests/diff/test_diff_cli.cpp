@@ -121,3 +121,22 @@ TEST_CASE("golden and run files name their trace: slots get experts without --tr
   const Ran stale = run_moesim("diff " + r + " " + g);
   CHECK(stale.out.find("experts from") == std::string::npos);
 }
+
+TEST_CASE("golden against a run diverging only in final: the note points to a run-against-run diff") {
+  const std::string t = tmp("note_trace.h5"), g = tmp("note_golden.h5"), bad = tmp("note_bad.h5"),
+                    ok = tmp("note_ok.h5");
+  REQUIRE(run_moesim("gen -o " + t + " --seed 5 --tokens 8 --ranks 4 --experts 16 --top-k 4 --hidden 128").code == 0);
+  REQUIRE(run_moesim("golden " + t + " -o " + g + " --numerics bf16").code == 0);
+  REQUIRE(run_moesim("run " + t + " -o " + bad + " --consumer all-k").code == 0);
+  REQUIRE(run_moesim("run " + t + " -o " + ok).code == 0);
+  const std::string note = "note: a golden file has no per-row expert or combine stages";
+  const Ran golden_vs_bad = run_moesim("diff " + g + " " + bad);
+  CHECK(golden_vs_bad.code == 1);
+  CHECK(golden_vs_bad.out.find("stage final") != std::string::npos);
+  CHECK(golden_vs_bad.out.find(note) != std::string::npos);
+  // Two runs have every stage: the first diverging one is named and no note is needed.
+  const Ran ok_vs_bad = run_moesim("diff " + ok + " " + bad);
+  CHECK(ok_vs_bad.code == 1);
+  CHECK(ok_vs_bad.out.find("first divergence: layer 0, stage expert") != std::string::npos);
+  CHECK(ok_vs_bad.out.find(note) == std::string::npos);
+}
