@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <exception>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "error.hpp"
@@ -109,12 +111,19 @@ struct Router {
     }
   }
 
-  // The K best candidates by score, descending, ties to the lower id.
+  // The K best candidates by score, descending, ties to the earlier candidate: what a stable
+  // sort would put first, selected in O(n log k) since n is all experts and k is top-k.
   static std::vector<int> top(const std::vector<int>& cand, const std::vector<double>& score, int k) {
-    std::vector<int> order = cand;
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[a] > score[b]; });
-    if (order.size() > static_cast<std::size_t>(k)) order.erase(order.begin() + k, order.end());
-    return order;
+    std::vector<int> pos(cand.size());
+    std::iota(pos.begin(), pos.end(), 0);
+    const auto n = std::min(cand.size(), static_cast<std::size_t>(k));
+    std::partial_sort(pos.begin(), pos.begin() + n, pos.end(), [&](int a, int b) {
+      const double sa = score[cand[a]], sb = score[cand[b]];
+      return sa > sb || (sa == sb && a < b);
+    });
+    std::vector<int> out(n);
+    for (std::size_t i = 0; i < n; ++i) out[i] = cand[pos[i]];
+    return out;
   }
 
   // Router weights of the chosen entries of `z` (indexed like cand).
@@ -355,7 +364,9 @@ Trace generate(const GenOptions& o) {
     layer.index = l;
     if (o.store_weights) layer.weights = generate_weights(c, t.weight_spec, l);
     layer.ranks.resize(o.num_ranks);
-    for (int r = 0; r < o.num_ranks; ++r) {
+    // Every token draws from its own stream, so ranks are independent work items: the bytes do
+    // not depend on the thread count. Worker w takes ranks w, w + n, w + 2n, ...
+    auto make_rank = [&](int r) {
       RankInput& in = layer.ranks[r];
       in.num_tokens = tokens[r];
       const auto T = static_cast<std::size_t>(in.num_tokens);
@@ -364,7 +375,21 @@ Trace generate(const GenOptions& o) {
       for (std::size_t i = 0; i < T; ++i)
         router.route(l, r, static_cast<int>(i), in.topk_ids.data() + i * K, in.topk_weights.data() + i * K);
       if (o.store_x) generate_inputs(c, xs, l, r, in);
-    }
+    };
+    const int n = std::max(1, std::min(o.num_ranks, static_cast<int>(std::thread::hardware_concurrency())));
+    std::vector<std::exception_ptr> errors(n);
+    std::vector<std::thread> workers;
+    for (int w = 0; w < n; ++w)
+      workers.emplace_back([&, w] {
+        try {
+          for (int r = w; r < o.num_ranks; r += n) make_rank(r);
+        } catch (...) {
+          errors[w] = std::current_exception();
+        }
+      });
+    for (auto& t : workers) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
   }
   return t;
 }
