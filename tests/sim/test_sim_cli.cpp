@@ -1,6 +1,7 @@
 // `moesim run` end to end: the README's main job, the run file's layout, and bad input giving
 // one line, exit code 2 and no output file.
 #include <doctest/doctest.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -31,9 +32,15 @@ std::string slurp(const std::string& p) {
 }
 
 Result run(const std::string& args) {
-  const std::string o = kTmp + "/sim_cli.out", e = kTmp + "/sim_cli.err";
+  // Per process and call: ctest runs test cases side by side as separate processes.
+  static int calls = 0;
+  const std::string id = std::to_string(::getpid()) + "_" + std::to_string(calls++);
+  const std::string o = kTmp + "/sim_cli" + id + ".out", e = kTmp + "/sim_cli" + id + ".err";
   const int st = std::system((kBin + " run " + args + " >" + o + " 2>" + e).c_str());
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
+  Result r{WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
+  std::remove(o.c_str());
+  std::remove(e.c_str());
+  return r;
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
