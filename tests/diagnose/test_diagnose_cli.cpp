@@ -7,6 +7,7 @@
 
 #include "diagnose/diagnose_fixtures.hpp"
 #include "traces/cli_run.hpp"
+#include "test_files.hpp"
 #include "trace_io.hpp"
 
 using namespace moesim;
@@ -15,23 +16,12 @@ using namespace moesim::test;
 
 namespace {
 
-std::string tmp(const std::string& name) {
-  std::filesystem::create_directories(MOESIM_TEST_TMP);
-  return std::string(MOESIM_TEST_TMP) + "/diagnose_" + name;
-}
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 std::string write_capture(const std::string& name, const SimOptions& o, bool outputs = true) {
   Trace tr = make_trace(diagnose_shape());
   tr.config.library = "mori";
   capture_run(tr, o, outputs);
-  const std::string path = tmp(name + ".h5");
+  const std::string path = tmp("diagnose_" + name + ".h5");
   write_trace(tr, path);
   return path;
 }
@@ -98,13 +88,13 @@ TEST_CASE("buffers only: structural hypotheses ranked, the rest listed as untest
 
 TEST_CASE("errors: exit 2 with one line") {
   Trace tr = make_trace(diagnose_shape());
-  const std::string bare = tmp("bare.h5");
+  const std::string bare = tmp("diagnose_bare.h5");
   write_trace(tr, bare);
   const CliRun none = run_moesim("diagnose '" + bare + "'");
   CHECK(none.code == 2);
   CHECK(none.output.find("nothing captured") != std::string::npos);
   CHECK(none.output.find(bare) != std::string::npos);
-  const CliRun missing = run_moesim("diagnose '" + tmp("absent.h5") + "'");
+  const CliRun missing = run_moesim("diagnose '" + tmp("diagnose_absent.h5") + "'");
   CHECK(missing.code == 2);
   const CliRun layer = run_moesim("diagnose '" + write_capture("layer", options(DispatchModel::mori, ConsumerModel::aiter_mask,
                                                                                   CombineModel::rank_sum)) + "' --layer 3");

@@ -6,19 +6,16 @@
 #include <fstream>
 #include <iterator>
 
+#include "test_files.hpp"
 #include "trace_io.hpp"
 #include "traces/cli_run.hpp"
 
 using namespace moesim;
+using moesim::test::bytes_of;
 
 namespace {
 using test::CliRun;
 CliRun run(const std::string& dir, const std::string& args) { return test::run_moesim(args, dir); }
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 const std::string kTmp = std::string(MOESIM_TEST_TMP) + "/gen_cli";
 }  // namespace

@@ -11,22 +11,15 @@
 
 #include "error.hpp"
 #include "generate.hpp"
+#include "test_files.hpp"
 #include "trace_io.hpp"
 #include "expert_weights.hpp"
 
 using namespace moesim;
+using moesim::test::tmp;
+using moesim::test::bytes_of;
 
 namespace {
-std::string tmp(const std::string& name) {
-  std::filesystem::create_directories(MOESIM_TEST_TMP);
-  return std::string(MOESIM_TEST_TMP) + "/" + name;
-}
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 GenOptions big(Routing routing) {
   GenOptions o;
   o.num_ranks = 8;

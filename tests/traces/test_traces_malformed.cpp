@@ -12,22 +12,15 @@
 
 #include "error.hpp"
 #include "generate.hpp"
+#include "test_files.hpp"
 #include "trace_io.hpp"
 #include "traces/cli_run.hpp"
 
 using namespace moesim;
+using moesim::test::tmp;
+using moesim::test::bytes_of;
 
 namespace {
-std::string tmp(const std::string& name) {
-  std::filesystem::create_directories(MOESIM_TEST_TMP);
-  return std::string(MOESIM_TEST_TMP) + "/" + name;
-}
-
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // A small valid trace: 2 ranks, 8 experts, top-2, H 16, 4 tokens per rank, all stored.
 std::string valid(const std::string& name, bool stored_weights = true) {
   GenOptions o;

@@ -8,16 +8,13 @@
 #include "dtype.hpp"
 #include "error.hpp"
 #include "quantize.hpp"
+#include "test_files.hpp"
 #include "trace_io.hpp"
 
 using namespace moesim;
+using moesim::test::tmp;
 
 namespace {
-std::string tmp(const std::string& name) {
-  std::filesystem::create_directories(MOESIM_TEST_TMP);
-  return std::string(MOESIM_TEST_TMP) + "/" + name;
-}
-
 // A value representable in `t` that names (a, b, c): small integers and halves are exact in
 // every dtype here up to 448 / 240; the fp8 grid is applied after.
 float origin_value(int a, int b, int c, DType t) {
