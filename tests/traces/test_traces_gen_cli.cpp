@@ -100,3 +100,21 @@ TEST_CASE("moesim info reports token counts, -1 slots and the recorded command")
   CHECK(i.output.find(", rank 4.00\n") != std::string::npos);
   CHECK(i.output.find("  made by: moesim gen -o i.h5 --sentinel-rate 0.3") != std::string::npos);
 }
+
+TEST_CASE("moesim info shows the range of experts per rank under an uneven explicit map") {
+  const std::string dir = kTmp + "/uneven";
+  REQUIRE(run(dir, "gen -o even.h5 --ranks 4 --experts 16 --placement explicit").code == 0);
+  CHECK(run(dir, "info even.h5").output.find("(4 per rank, placement explicit)") != std::string::npos);
+  // Move expert 0 to the rank of expert 1 unless it is already there: one rank holds 3, another 5.
+  Trace t = read_trace(dir + "/even.h5");
+  auto& to_rank = t.config.placement.expert_to_rank;
+  const int from = to_rank[0];
+  int e = 1;
+  while (to_rank[e] == from) ++e;
+  to_rank[0] = to_rank[e];
+  write_trace(t, dir + "/uneven.h5");
+  const CliRun i = run(dir, "info uneven.h5");
+  CHECK(i.code == 0);
+  CAPTURE(i.output);
+  CHECK(i.output.find("(3 to 5 per rank, placement explicit)") != std::string::npos);
+}

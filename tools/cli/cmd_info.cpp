@@ -29,8 +29,14 @@ int run_info(const std::vector<std::string>& args) {
   ReadReport report;
   const Trace t = read_trace(vm["trace"].as<std::string>(), ro, &report);
   const TraceConfig& c = t.config;
+  // An explicit map may place unequal numbers of experts on the ranks: show the range.
+  std::vector<int> per_rank(c.num_ranks, 0);
+  for (int e = 0; e < c.num_experts; ++e) ++per_rank[c.rank_of(e)];
+  const auto [fewest, most] = std::minmax_element(per_rank.begin(), per_rank.end());
+  const std::string per_rank_text =
+      *fewest == *most ? std::to_string(*most) : std::to_string(*fewest) + " to " + std::to_string(*most);
   std::cout << t.path << ": moesim trace, schema v" << kSchemaVersion << "\n"
-            << "  ranks " << c.num_ranks << ", experts " << c.num_experts << " (" << c.experts_per_rank()
+            << "  ranks " << c.num_ranks << ", experts " << c.num_experts << " (" << per_rank_text
             << " per rank, placement " << name(c.placement.kind) << "), top-" << c.top_k << "\n"
             << "  hidden " << c.hidden << ", intermediate " << c.intermediate << ", activation " << name(c.activation)
             << "\n  tokens " << name(c.token_dtype) << ", weights " << name(c.weight_dtype)
