@@ -1,4 +1,5 @@
 #include "dtype.hpp"
+#include "round.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -81,10 +82,10 @@ float fp8_max(DType t) {
 
 std::uint16_t float_to_bf16_bits(float v) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(v)); }
 float bf16_bits_to_float(std::uint16_t b) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(b)); }
-float round_bf16(float v) { return static_cast<float>(Eigen::bfloat16(v)); }
+float round_bf16(float v) { return hd::round_bf16(v); }
 std::uint16_t float_to_f16_bits(float v) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v)); }
 float f16_bits_to_float(std::uint16_t b) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(b)); }
-float round_f16(float v) { return static_cast<float>(Eigen::half(v)); }
+float round_f16(float v) { return hd::round_f16(v); }
 
 std::uint8_t float_to_fp8_bits(float v, DType t) {
   const auto& tb = table(t);
@@ -120,6 +121,6 @@ float fp8_bits_to_float(std::uint8_t b, DType t) {
   return (b & 0x80) ? -v : v;
 }
 
-float round_fp8(float v, DType t) { return fp8_bits_to_float(float_to_fp8_bits(v, t), t); }
+float round_fp8(float v, DType t) { return hd::round_fp8(v, t == DType::e4m3fnuz); }
 
 }  // namespace moesim
