@@ -10,7 +10,7 @@
 namespace moesim {
 namespace {
 
-constexpr std::size_t kGatherRows = 1024;  // rows gathered per pass of one expert
+constexpr std::size_t kTaskRows = 4096;  // rows per backend call: bounds host buffers of hot experts
 
 struct RowRef {  // one (rank, token, slot) routed to an expert
   int rank;
@@ -103,60 +103,55 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   for (int s = 0; s < S; ++s) items.push_back(-1 - s);
 
   const ExpertOptions eo = expert_options(c, options);
-  const int nb = c.scales_per_token();
-  const bool fp8_tokens = is_fp8(c.token_dtype);
+  std::unique_ptr<ExpertBackend> cpu;
+  ExpertBackend* backend = options.backend;
+  if (!backend) backend = (cpu = make_cpu_backend(trace, weights)).get();
   struct Scratch {  // per worker, reused across experts: fresh pages are slow to fault in
-    ExpertMatrices m;
-    PreparedExpert prepared;
-    ExpertWorkspace ew;
-    std::vector<RowRef> all;
-    std::vector<float> x, sc, w;
+    std::vector<TokenRef> rows;
+    std::vector<float> w;
     std::vector<T> y;
   };
-  std::vector<Scratch> scratch(workers_for(items.size(), options.threads));
-  parallel_items(items.size(), options.threads, [&](std::size_t i, int worker) {
+  const int workers = backend->workers(options.threads);
+  std::vector<Scratch> scratch(workers_for(items.size(), workers));
+  parallel_items(items.size(), workers, [&](std::size_t i, int worker) {
     Scratch& z = scratch[worker];
     const int item = items[i];
     const bool shared = item < 0;
-    ExpertOptions o = eo;
+    ExpertTask task;
+    task.layer_pos = layer_pos;
+    task.expert = shared ? -1 - item : item;
+    task.shared = shared;
+    task.options = eo;
     // Shared experts run locally on the undispatched tokens: no dispatch quantization.
-    if (shared && o.numerics == Numerics::fp8) o.numerics = Numerics::bf16;
-    if (shared)
-      weights.shared(layer_pos, -1 - item, z.m);
-    else
-      weights.routed(layer_pos, item, z.m);
-    z.prepared.assign(z.m, c.activation, o.numerics);
-    z.all.clear();
-    if (shared)
-      for (int r = 0; r < R; ++r)
-        for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) z.all.push_back({r, t, 0});
-    const std::vector<RowRef>& refs = shared ? z.all : rows[item];
+    if (shared && eo.numerics == Numerics::fp8) task.options.numerics = Numerics::bf16;
     const bool on_input = c.router_weight_on_input && !shared;
-    // Rows go through in chunks, bounding the gather buffers of hot or shared experts; a row's
-    // result does not depend on its chunk.
-    for (std::size_t j0 = 0; j0 < refs.size(); j0 += kGatherRows) {
-      const std::size_t n = std::min(kGatherRows, refs.size() - j0);
-      z.x.resize(n * Hs);
-      z.sc.resize(fp8_tokens ? n * nb : 0);
-      z.w.resize(on_input ? n : 0);
+    const std::size_t n = shared ? 0 : rows[item].size();
+    z.rows.clear();
+    z.w.clear();
+    if (shared) {
+      for (int r = 0; r < R; ++r)
+        for (std::int64_t t = 0; t < layer.ranks[r].num_tokens; ++t) z.rows.push_back({r, t});
+    } else {
       for (std::size_t j = 0; j < n; ++j) {
-        const RowRef& ref = refs[j0 + j];
-        const RankInput& in = layer.ranks[ref.rank];
-        std::copy_n(in.x.data() + ref.token * H, H, z.x.data() + j * Hs);
-        if (fp8_tokens) std::copy_n(in.x_scales.data() + ref.token * nb, nb, z.sc.data() + j * nb);
-        if (on_input) z.w[j] = in.topk_weights[ref.token * K + ref.slot];
+        const RowRef& ref = rows[item][j];
+        z.rows.push_back({ref.rank, ref.token});
+        if (on_input) z.w.push_back(layer.ranks[ref.rank].topk_weights[ref.token * K + ref.slot]);
       }
-      TokenRows tr;
-      tr.x = z.x.data();
-      tr.scales = fp8_tokens ? z.sc.data() : nullptr;
-      tr.input_weights = on_input ? z.w.data() : nullptr;
-      tr.rows = static_cast<std::int64_t>(n);
-      z.y.resize(n * Hs);
-      run_expert(z.prepared, tr, o, z.y.data(), &z.ew);
-      for (std::size_t j = 0; j < n; ++j) {
-        const RowRef& ref = refs[j0 + j];
+    }
+    // Rows go through in chunks, bounding the host buffers of hot or shared experts; a row's
+    // result does not depend on its chunk.
+    for (std::size_t j0 = 0; j0 < z.rows.size(); j0 += kTaskRows) {
+      const std::size_t m = std::min(kTaskRows, z.rows.size() - j0);
+      task.rows = z.rows.data() + j0;
+      task.num_rows = static_cast<std::int64_t>(m);
+      task.input_weights = on_input ? z.w.data() + j0 : nullptr;
+      z.y.resize(m * Hs);
+      backend->run(task, z.y.data(), worker);
+      for (std::size_t j = 0; j < m; ++j) {
+        const TokenRef& ref = z.rows[j0 + j];
         T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
-                        : storage<T>(out.ranks[ref.rank].expert_out).data() + (ref.token * K + ref.slot) * H;
+                        : storage<T>(out.ranks[ref.rank].expert_out).data() +
+                              (ref.token * K + rows[item][j0 + j].slot) * H;
         std::copy_n(z.y.data() + j * Hs, H, dst);
       }
     }

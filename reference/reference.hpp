@@ -11,6 +11,7 @@
 
 #include "combine.hpp"
 #include "expert.hpp"
+#include "expert_backend.hpp"
 #include "numerics.hpp"
 #include "trace.hpp"
 #include "weights.hpp"
@@ -21,6 +22,7 @@ struct ReferenceOptions {
   Numerics numerics = Numerics::exact;
   DType fp8_format = DType::e4m3;  // fp8 mode, tokens not already fp8
   int threads = 1;
+  ExpertBackend* backend = nullptr;  // where the expert FFNs run; nullptr: the CPU reference kernel
 };
 
 // One output tensor: f64 holds it in exact mode, f32 (bf16 values in bf16/fp8) otherwise.

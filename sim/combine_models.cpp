@@ -43,6 +43,9 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   ro.numerics = o.numerics;
   ro.fp8_format = o.fp8_format;
   const ExpertOptions eo = expert_options(c, ro);
+  std::unique_ptr<ExpertBackend> cpu;
+  ExpertBackend* backend = o.backend;
+  if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
 
   std::vector<const T*> slot_out(K);
   std::vector<T> acc(H), node_acc(H);
@@ -118,15 +121,20 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
     // Shared experts run on the source rank, on its own tokens.
     std::vector<T> shared;
     if (c.num_shared_experts > 0 && T_s > 0) {
-      const RankInput& in = layer.ranks[s];
-      TokenRows rows;
-      rows.x = in.x.data();
-      rows.scales = is_fp8(c.token_dtype) ? in.x_scales.data() : nullptr;
-      rows.rows = T_s;
+      std::vector<TokenRef> rows(T_s);
+      for (std::int64_t t = 0; t < T_s; ++t) rows[t] = {s, t};
       std::vector<std::vector<T>> outs(c.num_shared_experts, std::vector<T>(T_s * H));
       for (int j = 0; j < c.num_shared_experts; ++j) {
-        const PreparedExpert pe(wp.shared(lp, j), c.activation, o.numerics);
-        run_expert(pe, rows, eo, outs[j].data());
+        ExpertTask task;
+        task.layer_pos = lp;
+        task.expert = j;
+        task.shared = true;
+        task.options = eo;
+        // As in the reference: shared experts run on the undispatched token, no fp8 dispatch.
+        if (eo.numerics == Numerics::fp8) task.options.numerics = Numerics::bf16;
+        task.rows = rows.data();
+        task.num_rows = T_s;
+        backend->run(task, outs[j].data(), 0);
       }
       shared.resize(T_s * H);
       std::vector<const T*> ptrs(c.num_shared_experts);

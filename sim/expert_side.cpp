@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "error.hpp"
+#include "parallel.hpp"
 
 namespace moesim::sim {
 
@@ -24,30 +25,6 @@ struct PlannedJob {
   std::int64_t row;
   Job job;
 };
-
-// Runs fn(i) for i in [0, n) on `threads` threads; each i writes disjoint outputs, so the
-// result does not depend on the thread count.
-template <class Fn>
-void parallel_for(std::size_t n, int threads, Fn fn) {
-  std::atomic<std::size_t> next{0};
-  std::exception_ptr error;
-  std::mutex m;
-  auto worker = [&] {
-    for (std::size_t i; (i = next++) < n;) {
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(m);
-        if (!error) error = std::current_exception();
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads && static_cast<std::size_t>(t) < n; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
-}
 
 template <class T>
 void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map, const Dispatch& d,
@@ -86,34 +63,36 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   for (int l = 0; l < map.num_logical; ++l)
     if (!by_expert[l].empty()) active.push_back(l);
 
-  // 3. One reference FFN call per logical expert.
+  // 3. One backend call per logical expert (the reference FFN unless the run picked a GPU).
   ReferenceOptions ro;
   ro.numerics = o.numerics;
   ro.fp8_format = o.fp8_format;
   const ExpertOptions eo = expert_options(c, ro);
+  std::unique_ptr<ExpertBackend> cpu;
+  ExpertBackend* backend = o.backend;
+  if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
   std::vector<T> job_out(jobs.size() * H);
-  parallel_for(active.size(), o.threads, [&](std::size_t a) {
+  parallel_items(active.size(), backend->workers(o.threads), [&](std::size_t a, int worker) {
     const int l = active[a];
     const auto& list = by_expert[l];
-    const PreparedExpert pe(wp.routed(lp, l), c.activation, o.numerics);
     const std::int64_t n = static_cast<std::int64_t>(list.size());
-    std::vector<float> x(n * H), sc(fp8_tokens ? n * S : 0), iw(c.router_weight_on_input ? n : 0);
+    std::vector<TokenRef> rows(n);
+    std::vector<float> iw(c.router_weight_on_input ? n : 0);
     for (std::int64_t i = 0; i < n; ++i) {
       const PlannedJob& pj = jobs[list[i]];
       const RecvBuffer& b = d.ranks[pj.dest];
-      const RankInput& src = layer.ranks[b.src_rank[pj.row]];
-      const std::int64_t t = b.src_token[pj.row];
-      std::copy_n(&src.x[t * H], H, &x[i * H]);
-      if (fp8_tokens) std::copy_n(&src.x_scales[t * S], S, &sc[i * S]);
+      rows[i] = {b.src_rank[pj.row], b.src_token[pj.row]};
       if (c.router_weight_on_input) iw[i] = b.weights[pj.row * K + pj.job.slot];
     }
-    TokenRows rows;
-    rows.x = x.data();
-    rows.scales = fp8_tokens ? sc.data() : nullptr;
-    rows.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
-    rows.rows = n;
+    ExpertTask task;
+    task.layer_pos = lp;
+    task.expert = l;
+    task.options = eo;
+    task.rows = rows.data();
+    task.num_rows = n;
+    task.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
     std::vector<T> y(n * H);
-    run_expert(pe, rows, eo, y.data());
+    backend->run(task, y.data(), worker);
     for (std::int64_t i = 0; i < n; ++i) std::copy_n(&y[i * H], H, &job_out[list[i] * H]);
   });
 

@@ -22,6 +22,7 @@ struct SimOptions {
   bool logical_ids = false;  // trace ids are logical (EPLB placements): pick replicas by `replica`
   ReplicaPolicy replica = ReplicaPolicy::round_robin;
   int threads = 1;
+  ExpertBackend* backend = nullptr;  // where the expert FFNs run; nullptr: the CPU reference kernel
 };
 
 struct RankRun {
