@@ -5,6 +5,7 @@
 #include <string>
 
 #include "error.hpp"
+#include "fmath.hpp"
 #include "gemm.hpp"
 #include "quantize.hpp"
 
@@ -20,17 +21,26 @@ inline T maybe_bf16(T v, bool round) {
   return round ? static_cast<T>(round_bf16(static_cast<float>(v))) : v;
 }
 
+// moesim's own exp, erf and tanh (traces/fmath.hpp), the ones the GPU kernels use too: the C
+// library's differ from a GPU's in the last bit. float: the float versions.
+inline double act_exp(double x) { return fmath::exp(x); }
+inline float act_exp(float x) { return fmath::expf(x); }
+inline double act_erf(double x) { return fmath::erf(x); }
+inline float act_erf(float x) { return fmath::erff(x); }
+inline double act_tanh(double x) { return fmath::tanh(x); }
+inline float act_tanh(float x) { return fmath::tanhf(x); }
+
 template <class T>
 T activation_impl(Activation a, T x) {
   const T half = T(0.5), one = T(1);
   switch (a) {
     case Activation::silu_gated:
-    case Activation::silu: return x / (one + std::exp(-x));
+    case Activation::silu: return x / (one + act_exp(-x));
     case Activation::gelu_erf_gated:
-    case Activation::gelu_erf: return half * x * (one + std::erf(x * T(0.70710678118654752440)));
+    case Activation::gelu_erf: return half * x * (one + act_erf(x * T(0.70710678118654752440)));
     case Activation::gelu_tanh_gated:
     case Activation::gelu_tanh:
-      return half * x * (one + std::tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+      return half * x * (one + act_tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
   }
   return x;
 }

@@ -8,6 +8,7 @@
 
 #include "../../reference/reference.hpp"
 #include "expert_weights.hpp"
+#include "fmath.hpp"
 #include "random.hpp"
 
 namespace moesim::testing {
@@ -81,14 +82,19 @@ inline Trace make_trace(const TraceShape& s) {
 
 // ---- the naive model: plain loops, written from NUMERICS.md, not from the reference's code ----
 
+// moesim's exp, erf and tanh (traces/fmath.hpp); float versions in float.
 template <class T>
 T naive_act(Activation a, T x) {
+  constexpr bool f32 = sizeof(T) == 4;
+  const auto exp = [](T v) -> T { if constexpr (f32) return fmath::expf(v); else return fmath::exp(v); };
+  const auto erf = [](T v) -> T { if constexpr (f32) return fmath::erff(v); else return fmath::erf(v); };
+  const auto tanh = [](T v) -> T { if constexpr (f32) return fmath::tanhf(v); else return fmath::tanh(v); };
   switch (a) {
     case Activation::silu_gated:
-    case Activation::silu: return x / (T(1) + std::exp(-x));
+    case Activation::silu: return x / (T(1) + exp(-x));
     case Activation::gelu_erf_gated:
-    case Activation::gelu_erf: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
-    default: return T(0.5) * x * (T(1) + std::tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+    case Activation::gelu_erf: return T(0.5) * x * (T(1) + erf(x * T(0.70710678118654752440)));
+    default: return T(0.5) * x * (T(1) + tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
   }
 }
 
