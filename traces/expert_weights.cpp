@@ -6,18 +6,24 @@
 
 namespace moesim {
 
-void generate_expert(const TraceConfig& c, const GeneratorSpec& spec, int layer, int expert, bool shared, float* w1,
-                     float* w2) {
+ExpertStreams expert_streams(const TraceConfig& c, const GeneratorSpec& spec, int layer, int expert, bool shared) {
   const std::size_t H = static_cast<std::size_t>(c.hidden);
   const std::size_t I = static_cast<std::size_t>(shared ? c.shared_intermediate : c.intermediate);
   const std::size_t rows1 = is_gated(c.activation) ? 2 * I : I;
   const auto k1 = static_cast<std::uint64_t>(shared ? TensorKind::shared_w1 : TensorKind::w1);
   const auto k2 = static_cast<std::uint64_t>(shared ? TensorKind::shared_w2 : TensorKind::w2);
   const auto l = static_cast<std::uint64_t>(layer), e = static_cast<std::uint64_t>(expert);
-  fill_generated(w1, rows1 * H, spec, stream_of(spec.seed, {k1, l, e}), spec.scale / std::sqrt(double(H)),
-                 c.weight_dtype);
-  fill_generated(w2, H * I, spec, stream_of(spec.seed, {k2, l, e}), spec.scale / std::sqrt(double(I)),
-                 c.weight_dtype);
+  ExpertStreams s;
+  s.w1 = {stream_of(spec.seed, {k1, l, e}), spec.scale / std::sqrt(double(H)), rows1 * H};
+  s.w2 = {stream_of(spec.seed, {k2, l, e}), spec.scale / std::sqrt(double(I)), H * I};
+  return s;
+}
+
+void generate_expert(const TraceConfig& c, const GeneratorSpec& spec, int layer, int expert, bool shared, float* w1,
+                     float* w2) {
+  const ExpertStreams s = expert_streams(c, spec, layer, expert, shared);
+  fill_generated(w1, s.w1.count, spec, s.w1.stream, s.w1.stddev, c.weight_dtype);
+  fill_generated(w2, s.w2.count, spec, s.w2.stream, s.w2.stddev, c.weight_dtype);
 }
 
 ExpertWeights generate_weights(const TraceConfig& c, const GeneratorSpec& spec, int layer) {

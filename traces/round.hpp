@@ -44,4 +44,17 @@ MOESIM_HD inline float round_fp8(float v, bool fnuz) {
   return fnuz && r == 0.0f ? 0.0f : r;
 }
 
+// A storage format's rounding, for code that picks the format at run time (device kernels).
+enum class Narrow : int { none, bf16, f16, e4m3, e4m3fnuz };
+MOESIM_HD inline float round_to(float v, Narrow n) {
+  switch (n) {
+    case Narrow::bf16: return round_bf16(v);
+    case Narrow::f16: return round_f16(v);
+    case Narrow::e4m3: return round_fp8(v, false);
+    case Narrow::e4m3fnuz: return round_fp8(v, true);
+    case Narrow::none: break;
+  }
+  return v;
+}
+
 }  // namespace moesim::hd
