@@ -1,0 +1,255 @@
+#include "gpu_backend.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "buffer.hpp"
+#include "expert_weights.hpp"
+#include "ffn.hpp"
+#include "gemm.hpp"
+#include "weights_gen.hpp"
+
+namespace moesim::gpu {
+namespace {
+
+constexpr std::int64_t kChunkRows = 16384;  // rows per device pass: bounds the intermediates
+
+bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
+
+hd::Narrow narrow_of(DType t) {
+  switch (t) {
+    case DType::bf16: return hd::Narrow::bf16;
+    case DType::f16: return hd::Narrow::f16;
+    case DType::e4m3: return hd::Narrow::e4m3;
+    case DType::e4m3fnuz: return hd::Narrow::e4m3fnuz;
+    default: return hd::Narrow::none;
+  }
+}
+
+class Stream {
+ public:
+  Stream() { MOESIM_GPU_CHECK(hipStreamCreate(&s_)); }
+  ~Stream() { (void)hipStreamDestroy(s_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  hipStream_t get() const { return s_; }
+  void sync() const { MOESIM_GPU_CHECK(hipStreamSynchronize(s_)); }
+
+ private:
+  hipStream_t s_{};
+};
+
+template <class T>
+void upload(DeviceBuffer<T>& dst, const T* src, std::size_t n, hipStream_t s, const char* what) {
+  dst.reserve(n, what);
+  if (n) MOESIM_GPU_CHECK(hipMemcpyAsync(dst.get(), src, n * sizeof(T), hipMemcpyHostToDevice, s));
+}
+
+// Device buffers of one precision: the current expert's weights and the FFN's intermediates.
+template <class T>
+struct Work {
+  DeviceBuffer<T> w1, w2, a, g, h, y;
+};
+
+class GpuBackend final : public ExpertBackend {
+ public:
+  GpuBackend(const Trace& trace, const WeightProvider& weights, int device)
+      : trace_(trace), weights_(weights), device_(device) {
+    MOESIM_GPU_CHECK(hipSetDevice(device));
+    stream_ = std::make_unique<Stream>();
+  }
+  std::string name() const override { return "gpu"; }
+  int workers(int) const override { return 1; }  // one device, one stream: calls are serial
+  void run(const ExpertTask& t, double* out, int) override { run_typed(t, out, f64_); }
+  void run(const ExpertTask& t, float* out, int) override { run_typed(t, out, f32_); }
+
+ private:
+  struct Key {
+    int layer_pos = -1, expert = -1;
+    bool shared = false;
+    Numerics numerics = Numerics::exact;
+    bool operator==(const Key&) const = default;
+  };
+
+  // Every rank's tokens of the layer, stacked rank after rank: [sum T_r, H] and their scales.
+  void ensure_layer(int layer_pos) {
+    if (layer_pos == layer_pos_) return;
+    const TraceConfig& c = trace_.config;
+    const Layer& layer = trace_.layers.at(layer_pos);
+    const std::size_t H = static_cast<std::size_t>(c.hidden), S = static_cast<std::size_t>(c.scales_per_token());
+    const bool fp8 = is_fp8(c.token_dtype);
+    rank_base_.assign(layer.ranks.size() + 1, 0);
+    for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
+      const RankInput& in = layer.ranks[r];
+      if (in.x.size() != static_cast<std::size_t>(in.num_tokens) * H)
+        throw Error(where(trace_.path) + "gpu backend: rank " + std::to_string(r) + " tokens not loaded");
+      rank_base_[r + 1] = rank_base_[r] + in.num_tokens;
+    }
+    const std::size_t rows = static_cast<std::size_t>(rank_base_.back());
+    x_.reserve(rows * H, "the layer's token rows");
+    if (fp8) scales_.reserve(rows * S, "the layer's token scales");
+    layer_pos_ = -1;  // until the copies are in
+    for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
+      const RankInput& in = layer.ranks[r];
+      const std::size_t base = static_cast<std::size_t>(rank_base_[r]);
+      if (in.num_tokens == 0) continue;
+      MOESIM_GPU_CHECK(hipMemcpyAsync(x_.get() + base * H, in.x.data(), in.x.size() * sizeof(float),
+                                      hipMemcpyHostToDevice, stream_->get()));
+      if (fp8)
+        MOESIM_GPU_CHECK(hipMemcpyAsync(scales_.get() + base * S, in.x_scales.data(),
+                                        in.x_scales.size() * sizeof(float), hipMemcpyHostToDevice, stream_->get()));
+    }
+    stream_->sync();
+    layer_pos_ = layer_pos;
+  }
+
+  // The expert's w1 [rows1, H] and w2 [H, I] in the mode's precision.
+  template <class T>
+  void ensure_expert(const Key& key, Work<T>& wk) {
+    if (key == key_) return;
+    key_ = Key{};
+    const TraceConfig& c = trace_.config;
+    const Layer& layer = trace_.layers.at(key.layer_pos);
+    const bool rnd = rounds_bf16(key.numerics);
+    const int I = key.shared ? c.shared_intermediate : c.intermediate;
+    const std::size_t n1 = static_cast<std::size_t>(is_gated(c.activation) ? 2 * I : I) * c.hidden;
+    const std::size_t n2 = static_cast<std::size_t>(c.hidden) * I;
+    wk.w1.reserve(n1, "expert w1");
+    wk.w2.reserve(n2, "expert w2");
+    if (layer.weights) {  // stored: the host provider's copy, converted on the device
+      if (key.shared)
+        weights_.shared(key.layer_pos, key.expert, host_);
+      else
+        weights_.routed(key.layer_pos, key.expert, host_);
+      upload(staging_, host_.w1.data(), n1, stream_->get(), "expert w1 staging");
+      convert_weights(wk.w1.get(), staging_.get(), static_cast<std::int64_t>(n1), rnd, stream_->get());
+      stream_->sync();  // staging_ is reused for w2
+      upload(staging_, host_.w2.data(), n2, stream_->get(), "expert w2 staging");
+      convert_weights(wk.w2.get(), staging_.get(), static_cast<std::int64_t>(n2), rnd, stream_->get());
+    } else {
+      const ExpertStreams s = expert_streams(c, trace_.weight_spec, layer.index, key.expert, key.shared);
+      if (s.w1.count != n1 || s.w2.count != n2) throw Error("gpu backend: generated weight sizes disagree");
+      const bool normal = trace_.weight_spec.distribution == "normal";
+      if (!normal && trace_.weight_spec.distribution != "uniform")
+        throw Error(where(trace_.path, "/generator/weights") + "unknown distribution '" +
+                    trace_.weight_spec.distribution + "'");
+      const hd::Narrow dt = narrow_of(c.weight_dtype);
+      generate_tensor(wk.w1.get(), static_cast<std::int64_t>(n1), s.w1.stream, s.w1.stddev, normal, dt, rnd,
+                      stream_->get());
+      generate_tensor(wk.w2.get(), static_cast<std::int64_t>(n2), s.w2.stream, s.w2.stddev, normal, dt, rnd,
+                      stream_->get());
+    }
+    key_ = key;
+  }
+
+  template <class T>
+  void run_typed(const ExpertTask& t, T* out, Work<T>& wk) {
+    const TraceConfig& c = trace_.config;
+    const Numerics mode = t.options.numerics;
+    if (is_f64(mode) != (sizeof(T) == 8))
+      throw Error("gpu backend: output type does not match numerics " + std::string(moesim::name(mode)));
+    if (t.num_rows == 0) return;
+    MOESIM_GPU_CHECK(hipSetDevice(device_));
+    ensure_layer(t.layer_pos);
+    const Key key{t.layer_pos, t.expert, t.shared, mode};
+    ensure_expert(key, wk);
+
+    const int H = c.hidden, I = t.shared ? c.shared_intermediate : c.intermediate;
+    const bool gated = is_gated(c.activation);
+    const int rows1 = gated ? 2 * I : I;
+    const bool rnd = rounds_bf16(mode);
+    InputRowSpec spec;
+    spec.hidden = H;
+    spec.scale_block = c.scale_block;
+    spec.fp8_tokens = is_fp8(c.token_dtype);
+    spec.round_bf16 = rnd;
+    spec.dispatch_fp8 = mode == Numerics::fp8;
+    spec.fnuz = (spec.fp8_tokens ? c.token_dtype : t.options.fp8_format) == DType::e4m3fnuz;
+    spec.final_bf16 = mode == Numerics::bf16;
+    if (spec.dispatch_fp8 && !is_fp8(spec.fp8_tokens ? c.token_dtype : t.options.fp8_format))
+      throw Error("fp8 format must be e4m3 or e4m3fnuz, not " + std::string(moesim::name(t.options.fp8_format)));
+    // FMA only where every product is exact in float: both operands bf16 values. GEMM1 sees
+    // bf16 rows in bf16 mode only (fp8 mode's dequantized rows carry up to 24 bits); GEMM2 sees
+    // bf16 act*up values in both bf16 and fp8 modes.
+    const bool fused1 = mode == Numerics::bf16, fused2 = rnd;
+
+    const std::int64_t chunk = std::min<std::int64_t>(kChunkRows, t.num_rows);
+    wk.a.reserve(static_cast<std::size_t>(chunk) * H, "expert input rows");
+    wk.g.reserve(static_cast<std::size_t>(chunk) * rows1, "GEMM1 output");
+    wk.h.reserve(static_cast<std::size_t>(chunk) * I, "activation output");
+    wk.y.reserve(static_cast<std::size_t>(chunk) * H, "GEMM2 output");
+    index_host_.resize(static_cast<std::size_t>(chunk));
+    for (std::int64_t j0 = 0; j0 < t.num_rows; j0 += chunk) {
+      const std::int64_t n = std::min(chunk, t.num_rows - j0);
+      for (std::int64_t j = 0; j < n; ++j) {
+        const TokenRef& ref = t.rows[j0 + j];
+        if (ref.rank < 0 || ref.rank + 1 >= static_cast<int>(rank_base_.size()) || ref.token < 0 ||
+            ref.token >= rank_base_[ref.rank + 1] - rank_base_[ref.rank])
+          throw Error("gpu backend: expert row names a token out of range");
+        index_host_[j] = rank_base_[ref.rank] + ref.token;
+      }
+      upload(index_, index_host_.data(), static_cast<std::size_t>(n), stream_->get(), "row indices");
+      const float* iw = nullptr;
+      if (t.input_weights) {
+        upload(input_weights_, t.input_weights + j0, static_cast<std::size_t>(n), stream_->get(), "input weights");
+        iw = input_weights_.get();
+      }
+      make_input_rows<T>(wk.a.get(), x_.get(), spec.fp8_tokens ? scales_.get() : nullptr, index_.get(), iw, n, spec,
+                         stream_->get());
+      gemm_nt<T>(wk.g.get(), rows1, wk.a.get(), H, wk.w1.get(), H, n, rows1, H, fused1, rnd, stream_->get());
+      activate<T>(wk.h.get(), wk.g.get(), rows1, n, I, c.activation, rnd, stream_->get());
+      gemm_nt<T>(wk.y.get(), H, wk.h.get(), I, wk.w2.get(), I, n, H, I, fused2, rnd, stream_->get());
+      MOESIM_GPU_CHECK(hipMemcpyAsync(out + j0 * H, wk.y.get(), static_cast<std::size_t>(n) * H * sizeof(T),
+                                      hipMemcpyDeviceToHost, stream_->get()));
+      stream_->sync();  // index_host_ and the input weights are reused by the next chunk
+    }
+  }
+
+  const Trace& trace_;
+  const WeightProvider& weights_;
+  int device_;
+  std::unique_ptr<Stream> stream_;
+  int layer_pos_ = -1;
+  std::vector<std::int64_t> rank_base_;
+  DeviceBuffer<float> x_, scales_, staging_, input_weights_;
+  DeviceBuffer<std::int64_t> index_;
+  std::vector<std::int64_t> index_host_;
+  ExpertMatrices host_;
+  Key key_;
+  Work<float> f32_;
+  Work<double> f64_;
+};
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (hipGetDeviceCount(&n) != hipSuccess) {
+    (void)hipGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+DeviceInfo device_info(int device) {
+  const int n = device_count();
+  if (device < 0 || device >= n)
+    throw Error("gpu: device " + std::to_string(device) + " not present (" + std::to_string(n) + " visible)");
+  DeviceInfo d;
+  d.index = device;
+  MOESIM_GPU_CHECK(hipSetDevice(device));
+  hipDeviceProp_t prop;
+  MOESIM_GPU_CHECK(hipGetDeviceProperties(&prop, device));
+  d.name = prop.name;
+  d.multiprocessors = prop.multiProcessorCount;
+  MOESIM_GPU_CHECK(hipMemGetInfo(&d.free_bytes, &d.total_bytes));
+  return d;
+}
+
+std::unique_ptr<ExpertBackend> make_gpu_backend(const Trace& trace, const WeightProvider& weights, int device) {
+  (void)device_info(device);  // present, or an error naming it
+  return std::make_unique<GpuBackend>(trace, weights, device);
+}
+
+}  // namespace moesim::gpu

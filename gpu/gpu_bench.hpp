@@ -1,0 +1,17 @@
+#pragma once
+// Device-side measurements for `moesim bench gpu`: the hardware's limits measured in the same
+// run (an FMA-bound kernel's rate) beside the deterministic GEMM's. Plain C++ for the CLI.
+#include <cstdint>
+
+namespace moesim::gpu {
+
+// TFLOP/s (2 FLOPs per fused multiply-add) of a kernel that does nothing but independent FMA
+// chains in float (double when f64), on the whole device: the core's peak as this GPU runs it.
+double fma_peak_tflops(bool f64);
+
+// TFLOP/s (2 FLOPs per multiply-add) of gemm_nt on [n, k] x [m, k] random operands: median of
+// `reps` timed launches after a warm-up. fused: the bf16 path; else the contract's rounded
+// product then rounded sum. f64: exact mode's double GEMM.
+double gemm_tflops(std::int64_t n, int m, int k, bool fused, bool f64, int reps);
+
+}  // namespace moesim::gpu
