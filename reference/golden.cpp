@@ -39,7 +39,7 @@ std::string trace_file_hash(const std::string& path) {
 }
 
 void write_result_header(h5::File& f, const std::string& format, Numerics numerics, const std::string& trace_path,
-                         const std::string& command) {
+                         const std::string& command, const std::string& backend) {
   f.set_attr("/", "format", format);
   f.set_attr("/", "schema_version", kSchemaVersion);
   f.set_attr("/", "moesim_version", std::string(version));
@@ -47,6 +47,7 @@ void write_result_header(h5::File& f, const std::string& format, Numerics numeri
   f.set_attr("/", "trace_hash", trace_file_hash(trace_path));
   f.set_attr("/", "trace_path", trace_path);
   f.set_attr("/", "command", command);
+  f.set_attr("/", "backend", backend);
 }
 
 void write_reference_outputs(h5::File& f, const Trace& trace, const std::vector<LayerOutputs>& outputs,
@@ -72,9 +73,9 @@ void write_reference_outputs(h5::File& f, const Trace& trace, const std::vector<
 }
 
 void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
-                  Numerics numerics, const std::string& command) {
+                  Numerics numerics, const std::string& command, const std::string& backend) {
   h5::AtomicOutput out(out_path);
-  write_result_header(out.file(), kGoldenFormat, numerics, trace.path, command);
+  write_result_header(out.file(), kGoldenFormat, numerics, trace.path, command, backend);
   write_reference_outputs(out.file(), trace, outputs, numerics);
   out.commit();
 }

@@ -16,8 +16,9 @@ inline constexpr const char* kGoldenFormat = "moesim-golden";
 std::string trace_file_hash(const std::string& path);
 
 // Root attributes every golden or run file carries.
+// backend: "cpu" or "gpu", where the expert FFNs ran (the bits are the same; the record says which).
 void write_result_header(h5::File& file, const std::string& format, Numerics numerics, const std::string& trace_path,
-                         const std::string& command);
+                         const std::string& command, const std::string& backend = "cpu");
 
 // /layers/<l>/ranks/<r>/final_out [T,H] (stage "final") and expert_out [T,K,H] (stage "expert"),
 // stored as output_dtype(numerics). Also /layers num_layers and /layers/<l> step attributes.
@@ -30,6 +31,6 @@ void write_output(h5::File& file, const std::string& ds, const std::vector<std::
 
 // A whole golden file, written to a temporary name and renamed into place.
 void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
-                  Numerics numerics, const std::string& command);
+                  Numerics numerics, const std::string& command, const std::string& backend = "cpu");
 
 }  // namespace moesim

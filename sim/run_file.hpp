@@ -16,6 +16,7 @@ struct RunDescription {
   SimOptions options;
   PairingVerdict verdict;
   std::string command;
+  std::string backend = "cpu";  // where the expert FFNs ran
 };
 
 // Writes to a temporary file renamed into place once complete.

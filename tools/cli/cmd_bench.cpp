@@ -2,6 +2,8 @@
 //   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one Eigen GEMM of
 //   the same total FLOPs, at several tokens per expert.
 //   routing: routing-only statistics at scale (bench_routing.cpp).
+//   gpu: the GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp);
+//   --ranks, --experts, --numerics and --threads default to 8, 256, bf16 and every core there.
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -132,9 +134,10 @@ int run_bench(const std::vector<std::string>& args) {
   const std::map<std::string, std::function<int(const po::variables_map&)>> cases = {
       {"reference", bench_reference},
       {"routing", bench_routing},
+      {"gpu", bench_gpu},
   };
   po::options_description desc("options");
-  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference or routing")(
+  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing or gpu")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
       "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
@@ -143,7 +146,8 @@ int run_bench(const std::vector<std::string>& args) {
       "reps", po::value<int>()->default_value(3), "repetitions; the best is kept")(
       "ranks", po::value<int>()->default_value(1024), "routing: ranks R (E = 8 R experts)")(
       "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
-      "top-k", po::value<int>()->default_value(8), "routing: top-k");
+      "top-k", po::value<int>()->default_value(8), "routing and gpu: top-k")(
+      "no-cpu", po::bool_switch(), "gpu: skip the CPU reference run of the layer");
   po::positional_options_description pos;
   pos.add("case", 1);
   po::variables_map vm;

@@ -1,6 +1,7 @@
 // moesim golden TRACE -o OUT.h5: the reference model's outputs for every layer and rank.
 #include <iostream>
 
+#include "backend_choice.hpp"
 #include "command.hpp"
 #include "golden.hpp"
 #include "options.hpp"
@@ -17,7 +18,8 @@ int run_golden(const std::vector<std::string>& args) {
       "numerics", po::value<std::string>()->default_value("exact"), "exact, fp32, bf16 or fp8")(
       "fp8", po::value<std::string>()->default_value("float8_e4m3fn"),
       "fp8 dispatch format when tokens are not fp8: float8_e4m3fn or float8_e4m3fnuz")(
-      "threads", po::value<int>()->default_value(1), "worker threads (results do not depend on it)");
+      "threads", po::value<int>()->default_value(1), "worker threads (results do not depend on it)")(
+      "backend", po::value<std::string>()->default_value("cpu"), kBackendHelp);
   po::positional_options_description pos;
   pos.add("trace", 1);
   po::variables_map vm;
@@ -31,12 +33,16 @@ int run_golden(const std::vector<std::string>& args) {
   ReadOptions read;
   read.captured = false;
   const Trace trace = read_trace(vm["trace"].as<std::string>(), read);
-  const auto outputs = run_reference(trace, ro);
+  const WeightProvider weights(trace);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  ro.backend = backend.get();
+  std::vector<LayerOutputs> outputs;
+  for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) outputs.push_back(run_layer(trace, l, weights, ro));
   std::string command = "moesim golden";
   for (const auto& a : args) command += " " + a;
   const std::string out = vm["output"].as<std::string>();
-  write_golden(out, trace, outputs, ro.numerics, command);
-  std::cout << out << ": golden outputs (" << name(ro.numerics) << ") for " << outputs.size() << " layer(s), "
+  write_golden(out, trace, outputs, ro.numerics, command, backend ? backend->name() : "cpu");
+  std::cout << out << ": golden outputs (" << name(ro.numerics) << ", " << (backend ? backend->name() : "cpu") << ") for " << outputs.size() << " layer(s), "
             << trace.config.num_ranks << " rank(s)\n";
   return 0;
 }

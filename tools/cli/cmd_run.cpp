@@ -5,6 +5,7 @@
 #include <iostream>
 #include <thread>
 
+#include "backend_choice.hpp"
 #include "capture_check.hpp"
 #include "command.hpp"
 #include "error.hpp"
@@ -49,6 +50,7 @@ int run_run(const std::vector<std::string>& args) {
       ("layer", po::value<int>(), "only this layer (default: all)")
       ("per-rank", po::bool_switch(), "print per-rank counts")
       ("no-reference", po::bool_switch(), "skip the comparison with the reference")
+      ("backend", po::value<std::string>()->default_value("cpu"), kBackendHelp)
       ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math (results do not depend on it)");
   po::positional_options_description pos;
   pos.add("trace", 1);
@@ -137,6 +139,9 @@ int run_run(const std::vector<std::string>& args) {
   }
 
   const WeightProvider weights(trace);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  o.backend = backend.get();
+  description.backend = backend ? backend->name() : "cpu";
   // The reference reads ids as physical: hand it the replicas this run picked.
   const Trace physical = o.logical_ids ? with_physical_ids(trace, map, o) : Trace{};
   const Trace& ref_trace = o.logical_ids ? physical : trace;
@@ -153,6 +158,8 @@ int run_run(const std::vector<std::string>& args) {
       rop.numerics = o.numerics;
       rop.fp8_format = o.fp8_format;
       rop.threads = o.threads;
+      // The backend reads only token rows and weights, which the physical-id copy shares.
+      rop.backend = o.backend;
       const LayerOutputs ref = run_layer(ref_trace, l, ref_weights, rop);
       const Agreement a = compare_final(run, ref, c.hidden, o.numerics);
       const bool ok = a.bad_tokens == 0;

@@ -1,0 +1,22 @@
+#pragma once
+// --backend cpu | gpu for the commands that run expert FFNs (run, golden, bench gpu).
+#include <memory>
+#include <string>
+
+#include "expert_backend.hpp"
+
+namespace moesim::cli {
+
+inline constexpr const char* kBackendHelp =
+    "where expert FFNs run: cpu, or gpu (bit for bit the CPU in every numerics mode; needs a GPU build)";
+
+// nullptr for "cpu" (the callers' default, the reference kernel); throws UsageError for an
+// unknown name and Error when moesim was built without a GPU backend or no device is present.
+std::unique_ptr<ExpertBackend> make_backend(const std::string& name, const Trace& trace, const WeightProvider& weights,
+                                            int device = 0);
+
+// Whether this build has a GPU backend, and the devices it sees (0 without one).
+bool gpu_built();
+int gpu_devices();
+
+}  // namespace moesim::cli
