@@ -1,11 +1,10 @@
 #include "expert.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 
+#include "activation.hpp"  // the activations the GPU kernels use too (fmath, NUMERICS.md)
 #include "error.hpp"
-#include "fmath.hpp"
 #include "gemm.hpp"
 #include "quantize.hpp"
 
@@ -19,30 +18,6 @@ bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8;
 template <class T>
 inline T maybe_bf16(T v, bool round) {
   return round ? static_cast<T>(round_bf16(static_cast<float>(v))) : v;
-}
-
-// moesim's own exp, erf and tanh (traces/fmath.hpp), the ones the GPU kernels use too: the C
-// library's differ from a GPU's in the last bit. float: the float versions.
-inline double act_exp(double x) { return fmath::exp(x); }
-inline float act_exp(float x) { return fmath::expf(x); }
-inline double act_erf(double x) { return fmath::erf(x); }
-inline float act_erf(float x) { return fmath::erff(x); }
-inline double act_tanh(double x) { return fmath::tanh(x); }
-inline float act_tanh(float x) { return fmath::tanhf(x); }
-
-template <class T>
-T activation_impl(Activation a, T x) {
-  const T half = T(0.5), one = T(1);
-  switch (a) {
-    case Activation::silu_gated:
-    case Activation::silu: return x / (one + act_exp(-x));
-    case Activation::gelu_erf_gated:
-    case Activation::gelu_erf: return half * x * (one + act_erf(x * T(0.70710678118654752440)));
-    case Activation::gelu_tanh_gated:
-    case Activation::gelu_tanh:
-      return half * x * (one + act_tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
-  }
-  return x;
 }
 
 template <class T>
@@ -119,7 +94,7 @@ struct ExpertKernel {
         T* hr = h + r * I;
         for (int i = 0; i < I; ++i) {
           const T gate = maybe_bf16(gr[i], rnd);  // GEMM1 output stored as bf16
-          T v = activation_impl(e.activation_, gate);
+          T v = apply_activation(e.activation_, gate);
           if (e.gated_) v = v * maybe_bf16(gr[I + i], rnd);
           hr[i] = maybe_bf16(v, rnd);
         }
@@ -167,7 +142,7 @@ void expert_input_row(const TokenRows& in, std::int64_t row, int hidden, const E
   input_row<float>(in, row, hidden, o, out);
 }
 
-double activation_value(Activation a, double x) { return activation_impl<double>(a, x); }
-float activation_value(Activation a, float x) { return activation_impl<float>(a, x); }
+double activation_value(Activation a, double x) { return apply_activation<double>(a, x); }
+float activation_value(Activation a, float x) { return apply_activation<float>(a, x); }
 
 }  // namespace moesim
