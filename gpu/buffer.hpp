@@ -66,4 +66,34 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+// Page-locked host memory: device-to-host copies into it run at the link's speed, not at the
+// speed of the driver's own staging through pageable pages.
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { release(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  T* get() const { return p_; }
+  // At least n elements; the contents are lost when it grows.
+  void reserve(std::size_t n) {
+    if (n <= n_) return;
+    release();
+    void* p = nullptr;
+    MOESIM_GPU_CHECK(hipHostMalloc(&p, n * sizeof(T)));
+    p_ = static_cast<T*>(p);
+    n_ = n;
+  }
+
+ private:
+  void release() noexcept {
+    if (p_) (void)hipHostFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
 }  // namespace moesim::gpu

@@ -1,7 +1,11 @@
 #include "gpu_backend.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <thread>
 #include <vector>
 
 #include "buffer.hpp"
@@ -14,6 +18,7 @@ namespace moesim::gpu {
 namespace {
 
 constexpr std::int64_t kChunkRows = 16384;  // rows per device pass: bounds the intermediates
+constexpr std::int64_t kScatterThreads = 8;  // host threads copying a chunk's rows to their places
 
 bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
 
@@ -63,6 +68,15 @@ class GpuBackend final : public ExpertBackend {
   int workers(int) const override { return 1; }  // one device, one stream: calls are serial
   void run(const ExpertTask& t, double* out, int) override { run_typed(t, out, f64_); }
   void run(const ExpertTask& t, float* out, int) override { run_typed(t, out, f32_); }
+  std::string profile() const override {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "gpu backend: %lld calls, %lld rows; token upload %.3f s, weights %.3f s, FFN kernels %.3f s, "
+                  "output download %.3f s",
+                  static_cast<long long>(calls_), static_cast<long long>(rows_), t_layer_, t_weights_, t_ffn_,
+                  t_download_);
+    return line;
+  }
 
  private:
   struct Key {
@@ -75,6 +89,7 @@ class GpuBackend final : public ExpertBackend {
   // Every rank's tokens of the layer, stacked rank after rank: [sum T_r, H] and their scales.
   void ensure_layer(int layer_pos) {
     if (layer_pos == layer_pos_) return;
+    const Clock t0 = now();
     const TraceConfig& c = trace_.config;
     const Layer& layer = trace_.layers.at(layer_pos);
     const std::size_t H = static_cast<std::size_t>(c.hidden), S = static_cast<std::size_t>(c.scales_per_token());
@@ -102,12 +117,14 @@ class GpuBackend final : public ExpertBackend {
     }
     stream_->sync();
     layer_pos_ = layer_pos;
+    t_layer_ += since(t0);
   }
 
   // The expert's w1 [rows1, H] and w2 [H, I] in the mode's precision.
   template <class T>
   void ensure_expert(const Key& key, Work<T>& wk) {
     if (key == key_) return;
+    const Clock t0 = now();
     key_ = Key{};
     const TraceConfig& c = trace_.config;
     const Layer& layer = trace_.layers.at(key.layer_pos);
@@ -140,7 +157,9 @@ class GpuBackend final : public ExpertBackend {
       generate_tensor(wk.w2.get(), static_cast<std::int64_t>(n2), s.w2.stream, s.w2.stddev, normal, dt, rnd,
                       stream_->get());
     }
+    stream_->sync();
     key_ = key;
+    t_weights_ += since(t0);
   }
 
   template <class T>
@@ -195,16 +214,52 @@ class GpuBackend final : public ExpertBackend {
         upload(input_weights_, t.input_weights + j0, static_cast<std::size_t>(n), stream_->get(), "input weights");
         iw = input_weights_.get();
       }
+      const Clock t0 = now();
       make_input_rows<T>(wk.a.get(), x_.get(), spec.fp8_tokens ? scales_.get() : nullptr, index_.get(), iw, n, spec,
                          stream_->get());
       gemm_nt<T>(wk.g.get(), rows1, wk.a.get(), H, wk.w1.get(), H, n, rows1, H, fused1, rnd, stream_->get());
       activate<T>(wk.h.get(), wk.g.get(), rows1, n, I, c.activation, rnd, stream_->get());
       gemm_nt<T>(wk.y.get(), H, wk.h.get(), I, wk.w2.get(), I, n, H, I, fused2, rnd, stream_->get());
-      MOESIM_GPU_CHECK(hipMemcpyAsync(out + j0 * H, wk.y.get(), static_cast<std::size_t>(n) * H * sizeof(T),
+      stream_->sync();
+      const Clock t1 = now();
+      t_ffn_ += since(t0);
+      PinnedBuffer<T>& staging = pinned<T>();
+      staging.reserve(static_cast<std::size_t>(chunk) * H);
+      MOESIM_GPU_CHECK(hipMemcpyAsync(staging.get(), wk.y.get(), static_cast<std::size_t>(n) * H * sizeof(T),
                                       hipMemcpyDeviceToHost, stream_->get()));
       stream_->sync();  // index_host_ and the input weights are reused by the next chunk
+      scatter_rows(staging.get(), n, H, t.out_rows ? t.out_rows + j0 : nullptr, out + (t.out_rows ? 0 : j0 * H));
+      t_download_ += since(t1);
     }
+    ++calls_;
+    rows_ += t.num_rows;
   }
+
+  template <class T>
+  PinnedBuffer<T>& pinned() {
+    if constexpr (sizeof(T) == 8) return pinned64_;
+    else return pinned32_;
+  }
+
+  // Rows from the pinned staging buffer to their places (out_rows[j], or out + j * H), on several
+  // threads: at production size this is gigabytes, more than one core copies in the GPU's time.
+  template <class T>
+  static void scatter_rows(const T* src, std::int64_t n, int H, void* const* out_rows, T* out) {
+    const auto copy = [&](std::int64_t j0, std::int64_t j1) {
+      for (std::int64_t j = j0; j < j1; ++j)
+        std::memcpy(out_rows ? out_rows[j] : out + j * H, src + j * H, sizeof(T) * H);
+    };
+    const std::int64_t bytes = n * H * static_cast<std::int64_t>(sizeof(T));
+    const int threads = static_cast<int>(std::clamp<std::int64_t>(bytes >> 23, 1, kScatterThreads));
+    if (threads == 1) return copy(0, n);
+    std::vector<std::thread> pool;
+    for (int i = 0; i < threads; ++i) pool.emplace_back(copy, n * i / threads, n * (i + 1) / threads);
+    for (auto& th : pool) th.join();
+  }
+
+  using Clock = std::chrono::steady_clock::time_point;
+  static Clock now() { return std::chrono::steady_clock::now(); }
+  static double since(Clock t0) { return std::chrono::duration<double>(now() - t0).count(); }
 
   const Trace& trace_;
   const WeightProvider& weights_;
@@ -219,6 +274,10 @@ class GpuBackend final : public ExpertBackend {
   Key key_;
   Work<float> f32_;
   Work<double> f64_;
+  PinnedBuffer<float> pinned32_;
+  PinnedBuffer<double> pinned64_;
+  std::int64_t calls_ = 0, rows_ = 0;
+  double t_layer_ = 0, t_weights_ = 0, t_ffn_ = 0, t_download_ = 0;  // host wall seconds
 };
 
 }  // namespace

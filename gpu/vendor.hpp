@@ -20,6 +20,8 @@
 #define hipGetDeviceProperties cudaGetDeviceProperties
 #define hipGetErrorString cudaGetErrorString
 #define hipGetLastError cudaGetLastError
+#define hipHostFree cudaFreeHost
+#define hipHostMalloc cudaMallocHost  // HIP's third argument (flags) defaults to 0: callers pass two
 #define hipMalloc cudaMalloc
 #define hipMemGetInfo cudaMemGetInfo
 #define hipMemcpyAsync cudaMemcpyAsync

@@ -32,6 +32,8 @@ class CpuBackend final : public ExpertBackend {
     PreparedExpert prepared;
     ExpertWorkspace ws;
     std::vector<float> x, sc;
+    std::vector<double> y64;
+    std::vector<float> y32;
   };
 
   Scratch& scratch(int worker) {
@@ -72,7 +74,17 @@ class CpuBackend final : public ExpertBackend {
       rows.scales = fp8_tokens ? z.sc.data() : nullptr;
       rows.input_weights = t.input_weights ? t.input_weights + j0 : nullptr;
       rows.rows = n;
-      run_expert(z.prepared, rows, t.options, out + j0 * H, &z.ws);
+      if (!t.out_rows) {
+        run_expert(z.prepared, rows, t.options, out + j0 * H, &z.ws);
+        continue;
+      }
+      std::vector<T>& y = [&]() -> std::vector<T>& {
+        if constexpr (sizeof(T) == 8) return z.y64;
+        else return z.y32;
+      }();
+      y.resize(static_cast<std::size_t>(n) * H);
+      run_expert(z.prepared, rows, t.options, y.data(), &z.ws);
+      for (std::int64_t j = 0; j < n; ++j) std::copy_n(y.data() + j * H, H, static_cast<T*>(t.out_rows[j0 + j]));
     }
   }
 

@@ -28,6 +28,9 @@ struct ExpertTask {
   const TokenRef* rows = nullptr;
   std::int64_t num_rows = 0;
   const float* input_weights = nullptr;  // [num_rows] router weight on the input, or nullptr
+  // When set, row j's H outputs go to out_rows[j] (of the run() overload's element type) and
+  // run()'s `out` is unused: callers that scatter rows save a copy of every output.
+  void* const* out_rows = nullptr;
 };
 
 class ExpertBackend {
@@ -38,9 +41,11 @@ class ExpertBackend {
   // Workers that may call run() at once (each with its own worker index).
   virtual int workers(int threads) const = 0;
   // out: [num_rows, H] in the mode's type (double for exact, float otherwise), row j the
-  // output of task.rows[j]. Every row's bits depend only on that row and the expert.
+  // output of task.rows[j] (or task.out_rows). Every row's bits depend only on that row and the expert.
   virtual void run(const ExpertTask& task, double* out, int worker) = 0;
   virtual void run(const ExpertTask& task, float* out, int worker) = 0;
+  // Where this backend's time went so far, one line ("" when it keeps no account).
+  virtual std::string profile() const { return ""; }
 };
 
 // The CPU reference kernel on the rows of `trace` (every rank's x loaded), weights from

@@ -86,14 +86,16 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   out.layer_index = layer.index;
   out.ranks.resize(R);
   std::vector<std::vector<std::vector<T>>> shared_out(S, std::vector<std::vector<T>>(R));
-  for (int r = 0; r < R; ++r) {
+  // In parallel: at production size these are gigabytes, and first touch faults the pages in.
+  parallel_items(static_cast<std::size_t>(R), options.threads, [&](std::size_t ri) {
+    const int r = static_cast<int>(ri);
     RankOutputs& ro = out.ranks[r];
     ro.num_tokens = layer.ranks[r].num_tokens;
     ro.final_out.wide = ro.expert_out.wide = is_f64(options.numerics);
     storage<T>(ro.expert_out).assign(static_cast<std::size_t>(ro.num_tokens) * K * Hs, T(0));
     storage<T>(ro.final_out).assign(static_cast<std::size_t>(ro.num_tokens) * Hs, T(0));
     for (int s = 0; s < S; ++s) shared_out[s][r].assign(static_cast<std::size_t>(ro.num_tokens) * Hs, T(0));
-  }
+  });
 
   // Work items: routed experts that received rows (largest first, for balance), then shared ones.
   std::vector<int> items;
@@ -109,7 +111,7 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   struct Scratch {  // per worker, reused across experts: fresh pages are slow to fault in
     std::vector<TokenRef> rows;
     std::vector<float> w;
-    std::vector<T> y;
+    std::vector<void*> dest;
   };
   const int workers = backend->workers(options.threads);
   std::vector<Scratch> scratch(workers_for(items.size(), workers));
@@ -145,15 +147,15 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
       task.rows = z.rows.data() + j0;
       task.num_rows = static_cast<std::int64_t>(m);
       task.input_weights = on_input ? z.w.data() + j0 : nullptr;
-      z.y.resize(m * Hs);
-      backend->run(task, z.y.data(), worker);
+      z.dest.resize(m);
       for (std::size_t j = 0; j < m; ++j) {
         const TokenRef& ref = z.rows[j0 + j];
-        T* dst = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
-                        : storage<T>(out.ranks[ref.rank].expert_out).data() +
-                              (ref.token * K + rows[item][j0 + j].slot) * H;
-        std::copy_n(z.y.data() + j * Hs, H, dst);
+        z.dest[j] = shared ? shared_out[-1 - item][ref.rank].data() + ref.token * H
+                           : storage<T>(out.ranks[ref.rank].expert_out).data() +
+                                 (ref.token * K + rows[item][j0 + j].slot) * H;
       }
+      task.out_rows = z.dest.data();
+      backend->run(task, static_cast<T*>(nullptr), worker);
     }
   });
 

@@ -91,9 +91,10 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
     task.rows = rows.data();
     task.num_rows = n;
     task.input_weights = c.router_weight_on_input ? iw.data() : nullptr;
-    std::vector<T> y(n * H);
-    backend->run(task, y.data(), worker);
-    for (std::int64_t i = 0; i < n; ++i) std::copy_n(&y[i * H], H, &job_out[list[i] * H]);
+    std::vector<void*> dest(n);
+    for (std::int64_t i = 0; i < n; ++i) dest[i] = &job_out[list[i] * H];
+    task.out_rows = dest.data();
+    backend->run(task, static_cast<T*>(nullptr), worker);
   });
 
   // 4. Each row's partial from its jobs.
