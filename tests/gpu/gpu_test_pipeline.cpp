@@ -34,7 +34,7 @@ void check_pipeline(const Trace& trace, SimOptions o, const std::string& label) 
 
 }  // namespace
 
-TEST_CASE("every dispatch model's correct pairing, and the all-k flow, on the GPU equal the CPU") {
+TEST_CASE("every dispatch model's correct pairing, and every consumer x combine on MORI, on the GPU equal the CPU") {
   test::TraceShape shape;
   shape.hidden = 160;
   shape.inter = 48;
@@ -52,9 +52,18 @@ TEST_CASE("every dispatch model's correct pairing, and the all-k flow, on the GP
       o.consumer.model = default_consumer(d);
       o.combine = default_combine(d, "");
       check_pipeline(trace, o, std::string(name(d)));
-      if (d == DispatchModel::mori) {
-        o.consumer.model = ConsumerModel::all_k;  // the seed's broken flow: every id, remapped
-        check_pipeline(trace, o, "mori all-k");
-      }
+      if (d != DispatchModel::mori) continue;
+      // Flagged pairings run too (that is how real bugs are reproduced): every consumer with
+      // every combine on MORI's layout, the seed's all-k flow and its variants among them.
+      trace.config.mori.gpus_per_node = 2;  // internode-v1: two nodes of two ranks
+      for (ConsumerModel cm : {ConsumerModel::aiter_mask, ConsumerModel::all_k, ConsumerModel::dedup_filter,
+                               ConsumerModel::target_expert})
+        for (CombineModel k : {CombineModel::rank_sum, CombineModel::weighted, CombineModel::internode_v1,
+                               CombineModel::pair_sum}) {
+          o.consumer.model = cm;
+          o.combine = k;
+          check_pipeline(trace, o, "mori " + std::string(name(cm)) + " " + std::string(name(k)));
+        }
+      trace.config.mori.gpus_per_node = 8;
     }
 }

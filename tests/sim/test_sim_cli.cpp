@@ -124,3 +124,23 @@ TEST_CASE("--routing-only prints statistics and pairs per second") {
   CHECK(contains(r.out, "duplication factor 1.000"));
   CHECK_FALSE(contains(r.out, "final output"));
 }
+
+TEST_CASE("--backend: an unknown one is a usage error; gpu without a usable GPU is one line and nothing written") {
+  const std::string out = kTmp + "/sim_cli_backend_" + std::to_string(::getpid()) + ".h5";
+  std::filesystem::remove(out);
+  Result r = run(kDefault + " --backend tpu -o " + out);
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "--backend is cpu or gpu, not 'tpu'"));
+  CHECK_FALSE(std::filesystem::exists(out));
+  r = run(kDefault + " --backend gpu -o " + out);
+  if (r.code == 0) {  // a machine with a GPU: the file says where the FFNs ran (tests/gpu check the bits)
+    const auto f = moesim::h5::File::open_read(out);
+    CHECK(f.attr_string("/", "backend") == "gpu");
+  } else {
+    CHECK(r.code == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK((contains(r.err, "built without a GPU backend") || contains(r.err, "gpu: device 0 not present")));
+    CHECK_FALSE(std::filesystem::exists(out));
+  }
+  std::filesystem::remove(out);
+}

@@ -122,6 +122,7 @@ int bench_gpu(const po::variables_map& vm) {
   const double t_gpu = timed([&] { on_gpu = run_layer(trace, 0, weights, og); });
   std::printf("  gpu: %8.2f s  %7.1f TFLOP/s  host peak RSS %.2f GiB (%.2f before the layer: trace and inputs)\n",
               t_gpu, flops / t_gpu * 1e-12, peak_rss_gib(), rss0);
+  std::printf("       %s\n", backend->profile().c_str());
   if (vm["no-cpu"].as<bool>()) return 0;
   const double t_cpu = timed([&] { on_cpu = run_layer(trace, 0, weights, o); });
   std::printf("  cpu: %8.2f s  %7.1f TFLOP/s  (%d threads, the reference kernel)\n", t_cpu, flops / t_cpu * 1e-12,

@@ -1,5 +1,7 @@
 // moesim golden TRACE -o OUT.h5: the reference model's outputs for every layer and rank.
+#include <algorithm>
 #include <iostream>
+#include <thread>
 
 #include "backend_choice.hpp"
 #include "command.hpp"
@@ -18,7 +20,7 @@ int run_golden(const std::vector<std::string>& args) {
       "numerics", po::value<std::string>()->default_value("exact"), "exact, fp32, bf16 or fp8")(
       "fp8", po::value<std::string>()->default_value("float8_e4m3fn"),
       "fp8 dispatch format when tokens are not fp8: float8_e4m3fn or float8_e4m3fnuz")(
-      "threads", po::value<int>()->default_value(1), "worker threads (results do not depend on it)")(
+      "threads", po::value<int>()->default_value(1), "worker threads (results do not depend on it; default with --backend gpu: every core)")(
       "backend", po::value<std::string>()->default_value("cpu"), kBackendHelp);
   po::positional_options_description pos;
   pos.add("trace", 1);
@@ -36,12 +38,15 @@ int run_golden(const std::vector<std::string>& args) {
   const WeightProvider weights(trace);
   const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
   ro.backend = backend.get();
+  // With the FFNs on the device, threads only do the host's share (outputs, combine): use every core.
+  if (backend && vm["threads"].defaulted()) ro.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<LayerOutputs> outputs;
   for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) outputs.push_back(run_layer(trace, l, weights, ro));
   std::string command = "moesim golden";
   for (const auto& a : args) command += " " + a;
   const std::string out = vm["output"].as<std::string>();
   write_golden(out, trace, outputs, ro.numerics, command, backend ? backend->name() : "cpu");
+  if (backend) std::cout << backend->profile() << "\n";
   std::cout << out << ": golden outputs (" << name(ro.numerics) << ", " << (backend ? backend->name() : "cpu") << ") for " << outputs.size() << " layer(s), "
             << trace.config.num_ranks << " rank(s)\n";
   return 0;

@@ -173,6 +173,7 @@ int run_run(const std::vector<std::string>& args) {
     if (!checks.empty()) std::cout << "  captured receive buffers, checked against each dispatch model:\n";
     for (const auto& ck : checks) print_capture_check(std::cout, ck);
   }
+  if (backend) std::cout << backend->profile() << "\n";
   if (vm.count("output")) {
     write_run(vm["output"].as<std::string>(), trace, runs, description);
     std::cout << "wrote " << vm["output"].as<std::string>() << "\n";
