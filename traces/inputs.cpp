@@ -1,5 +1,8 @@
 #include "inputs.hpp"
 
+#include <algorithm>
+#include <thread>
+
 #include "quantize.hpp"
 #include "random.hpp"
 
@@ -11,7 +14,9 @@ void generate_inputs(const TraceConfig& config, const GeneratorSpec& spec, int l
                                             static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(rank)});
   out.x.resize(n);
   const bool fp8 = is_fp8(config.token_dtype);
-  fill_generated(out.x.data(), n, spec, stream, spec.scale, fp8 ? DType::f32 : config.token_dtype);
+  // A rank's tokens are generated alone (trace reading, moesim gen): every core takes a share.
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  fill_generated(out.x.data(), n, spec, stream, spec.scale, fp8 ? DType::f32 : config.token_dtype, threads);
   out.x_scales.clear();
   if (fp8) {
     out.x_scales.resize(static_cast<std::size_t>(out.num_tokens) * config.scales_per_token());

@@ -24,7 +24,8 @@ enum class TensorKind : std::uint64_t { x = 1, w1 = 2, w2 = 3, shared_w1 = 4, sh
 // Fills out[0, n) with unit-variance values of spec.distribution times `stddev`, rounded to
 // `dtype` (f32 leaves them as float): element i is generated_value (generated_value.hpp) rounded
 // to float, then to dtype. Same (spec, stream) gives the same bits.
+// `threads` split the range (a large tensor generated alone, such as a rank's tokens).
 void fill_generated(float* out, std::size_t n, const GeneratorSpec& spec, std::uint64_t stream, double stddev,
-                    DType dtype);
+                    DType dtype, int threads = 1);
 
 }  // namespace moesim

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "dtype.hpp"
@@ -59,4 +60,19 @@ TEST_CASE("generated normals have mean 0 and variance 1 and stay finite for ever
   // u1 = 1 - uniform01 is in (0, 1]: log is finite; the largest value needs u1 = 2^-53.
   CHECK(std::sqrt(-2.0 * fmath::log(0x1p-53)) == doctest::Approx(8.5717).epsilon(1e-4));
   CHECK(fmath::log(1.0) == 0.0);
+}
+
+TEST_CASE("fill_generated gives the same bits for any thread count") {
+  const moesim::GeneratorSpec normal{9, "normal", 1.0}, uniform{9, "uniform", 2.0};
+  const std::size_t n = 300007;  // several parts of uneven size
+  for (const auto* spec : {&normal, &uniform}) {
+    std::vector<float> one(n), three(n), seven(n);
+    moesim::fill_generated(one.data(), n, *spec, 77, 0.5, moesim::DType::bf16, 1);
+    moesim::fill_generated(three.data(), n, *spec, 77, 0.5, moesim::DType::bf16, 3);
+    moesim::fill_generated(seven.data(), n, *spec, 77, 0.5, moesim::DType::bf16, 7);
+    CHECK(std::memcmp(one.data(), three.data(), n * sizeof(float)) == 0);
+    CHECK(std::memcmp(one.data(), seven.data(), n * sizeof(float)) == 0);
+    CHECK(one[n - 1] == moesim::round_bf16(static_cast<float>(
+                            moesim::generated_value(77, n - 1, spec == &normal, 0.5))));  // the last part is filled
+  }
 }
