@@ -147,7 +147,9 @@ int run_bench(const std::vector<std::string>& args) {
       "ranks", po::value<int>()->default_value(1024), "routing: ranks R (E = 8 R experts)")(
       "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
       "top-k", po::value<int>()->default_value(8), "routing and gpu: top-k")(
-      "no-cpu", po::bool_switch(), "gpu: skip the CPU reference run of the layer");
+      "no-cpu", po::bool_switch(), "gpu: skip the CPU reference run of the whole layer")(
+      "sample-experts", po::value<int>()->default_value(0),
+      "gpu: also check N evenly spaced experts' rows bitwise against the CPU kernel (cheap at full size)");
   po::positional_options_description pos;
   pos.add("case", 1);
   po::variables_map vm;
