@@ -1,6 +1,7 @@
 #include "dispatch.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <string>
 
@@ -91,21 +92,29 @@ std::int64_t encode_src_pos(SrcPosEncoding e, int num_ranks, std::int64_t max_to
 
 bool decode_src_pos(SrcPosEncoding e, int num_ranks, std::int64_t max_tokens, int top_k, std::int64_t pos,
                     int& src_rank, std::int64_t& token, int& slot) {
-  if (pos < 0 || max_tokens <= 0) return false;
+  // Every operand may come from a damaged file: no division by zero, no overflowing product,
+  // and the rank is range-checked in 64 bits before it narrows (a rank of 2^31 must not wrap).
+  if (pos < 0 || max_tokens <= 0 || num_ranks <= 0) return false;
   slot = -1;
   std::int64_t stride = 0;
   switch (e) {
-    case SrcPosEncoding::flat: stride = num_ranks * max_tokens; break;
+    case SrcPosEncoding::flat:
+      if (max_tokens > std::numeric_limits<std::int64_t>::max() / num_ranks) return false;
+      stride = num_ranks * max_tokens;
+      break;
     case SrcPosEncoding::legacy: stride = max_tokens; break;
     case SrcPosEncoding::pair:
+      if (top_k <= 0) return false;
       slot = static_cast<int>(pos % top_k);
       pos /= top_k;
       stride = max_tokens;
       break;
   }
-  src_rank = static_cast<int>(pos / stride);
+  const std::int64_t rank = pos / stride;
   token = pos % stride;
-  return src_rank < num_ranks && token < max_tokens;
+  if (rank >= num_ranks || token >= max_tokens) return false;
+  src_rank = static_cast<int>(rank);
+  return true;
 }
 
 std::int64_t default_max_tokens(const std::vector<SourceRouting>& sources) {

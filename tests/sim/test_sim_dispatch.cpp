@@ -250,6 +250,20 @@ TEST_CASE("src_token_pos encodings: flat is unambiguous, legacy collides once to
   CHECK(encode_src_pos(SrcPosEncoding::legacy, 2, 4, 8, 0, 5, 0) == encode_src_pos(SrcPosEncoding::legacy, 2, 4, 8, 1, 1, 0));
 }
 
+TEST_CASE("src_token_pos from a damaged file: ranks past 2^31, overflowing strides and zero sizes decode to nothing") {
+  int r = 7, slot;
+  std::int64_t t;
+  // Source rank 2^31: as int it would wrap negative and pass a `< R` check.
+  CHECK_FALSE(decode_src_pos(SrcPosEncoding::legacy, 8, 4096, 8, (std::int64_t{1} << 31) * 4096 + 3, r, t, slot));
+  CHECK_FALSE(decode_src_pos(SrcPosEncoding::flat, 8, 4096, 8, (std::int64_t{1} << 31) * 8 * 4096, r, t, slot));
+  CHECK_FALSE(decode_src_pos(SrcPosEncoding::flat, 8, std::int64_t{1} << 61, 8, 5, r, t, slot));  // 8 * 2^61 overflows
+  CHECK_FALSE(decode_src_pos(SrcPosEncoding::pair, 8, 4096, 0, 5, r, t, slot));                   // top_k 0
+  CHECK_FALSE(decode_src_pos(SrcPosEncoding::flat, 0, 4096, 8, 5, r, t, slot));                   // no ranks
+  CHECK(r == 7);  // untouched on failure
+  REQUIRE(decode_src_pos(SrcPosEncoding::legacy, 8, 4096, 8, 7 * 4096 + 4095, r, t, slot));
+  CHECK((r == 7 && t == 4095));
+}
+
 TEST_CASE("EPLB: logical ids pick a replica by policy") {
   Trace tr = test::make_trace({});
   TraceConfig& c = tr.config;
