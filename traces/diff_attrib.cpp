@@ -1,6 +1,7 @@
 #include "diff_attrib.hpp"
 
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 namespace moesim::diff {
@@ -81,7 +82,10 @@ bool global_ids(const std::vector<const h5::File*>& files, const h5::File& f, co
     if (!c || !c->has_attr("/config", "num_ranks") || !c->has_attr("/config", "num_experts")) continue;
     if (c->has_attr("/config/placement", "kind") && c->attr_string("/config/placement", "kind") != "contiguous")
       return false;
-    const std::int64_t per_rank = c->attr_int("/config", "num_experts") / c->attr_int("/config", "num_ranks");
+    // A damaged config (0 ranks, absurd counts) names no expert rather than dividing by zero.
+    const std::int64_t experts = c->attr_int("/config", "num_experts"), ranks = c->attr_int("/config", "num_ranks");
+    if (ranks <= 0 || experts <= 0 || experts > std::numeric_limits<std::int32_t>::max()) return false;
+    const std::int64_t per_rank = experts / ranks;
     for (auto& id : ids)
       if (id >= 0) id += rank * per_rank;
     return true;
@@ -134,6 +138,7 @@ Attributor::Attributor(const std::vector<const h5::File*>& files, const std::str
         const std::int64_t ranks = f->attr_int("/config", "num_ranks");
         const std::string enc = f->has_attr(p, "encoding") ? f->attr_string(p, "encoding") : "flat";
         // MORI: flat = srcPe * (ranks * per_rank) + token; before 2026-04, srcPe * per_rank + token.
+        if (ranks <= 0 || per_rank <= 0 || per_rank > std::numeric_limits<std::int64_t>::max() / ranks) continue;
         const std::int64_t stride = enc == "flat" ? ranks * per_rank : enc == "legacy" ? per_rank : 0;
         if (stride <= 0) continue;
         for (auto pos : read_ints(*f, p)) {

@@ -42,6 +42,7 @@ struct RunSpec {
   DType dtype = DType::f32;
   bool reverse_rows = false;  // store received rows last to first, as another arrival order
   std::string id_space;       // the dispatch group's id_space attribute when not empty
+  std::int64_t config_ranks = -1;  // make_routing's /config num_ranks when >= 0 (a damaged file's)
   // Change a value before it is written: (dataset leaf, rank, flat index, value) -> value.
   std::function<float(const std::string&, int, std::size_t, float)> edit;
 };
@@ -106,7 +107,7 @@ inline void make_run(const std::string& path, const RunSpec& s) {
 // Routing for make_run's files: token t of rank r uses experts (r + t + k) % E for slot k.
 inline void make_routing(const std::string& path, const RunSpec& s) {
   h5::File f = h5::File::create(path);
-  f.set_attr("/config", "num_ranks", s.ranks);
+  f.set_attr("/config", "num_ranks", s.config_ranks >= 0 ? s.config_ranks : std::int64_t{s.ranks});
   f.set_attr("/config", "num_experts", s.experts);
   const auto T = static_cast<std::uint64_t>(s.tokens), K = static_cast<std::uint64_t>(s.top_k);
   for (int r = 0; r < s.ranks; ++r) {

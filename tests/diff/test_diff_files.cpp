@@ -143,6 +143,22 @@ TEST_CASE("received local ids name global experts through the routing trace's co
   CHECK(r.per_expert.count(3) == 1);
 }
 
+TEST_CASE("a routing config with 0 ranks names no expert instead of dividing by zero") {
+  RunSpec s;
+  s.id_space = "local";
+  make_run(tmp("zero_b.h5"), s);
+  s.edit = [](const std::string& leaf, int rank, std::size_t i, float v) {
+    return leaf == "recv_weights" && rank == 1 && i == 5 ? v + 1 : v;
+  };
+  make_run(tmp("zero_a.h5"), s);
+  s.config_ranks = 0;
+  make_routing(tmp("zero_routing.h5"), s);
+  diff::Options o;
+  o.routing_trace = tmp("zero_routing.h5");
+  const auto r = diff::run(tmp("zero_a.h5"), tmp("zero_b.h5"), o);
+  CHECK(dataset(r, "/layers/0/ranks/1/dispatch/recv_weights").first_mismatch_at.expert == -1);
+}
+
 TEST_CASE("the earliest layer comes first, then the earliest stage") {
   RunSpec s;
   make_run(tmp("order_b.h5"), s);
