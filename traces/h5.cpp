@@ -107,7 +107,11 @@ std::uint64_t DatasetInfo::elements() const {
 void File::fail(const std::string& obj, const std::string& what) const { throw Error(where(path_, obj) + what); }
 
 File File::open_read(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw Error(path + ": cannot open: no such file");
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);  // follows links: a link to a file is fine
+  if (!std::filesystem::exists(st)) throw Error(path + ": cannot open: no such file");
+  // A FIFO or device would block the read forever, a folder is no file: refused before opening.
+  if (!std::filesystem::is_regular_file(st)) throw Error(path + ": cannot open: not a regular file");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) throw Error(path + ": cannot open: truncated or damaged HDF5 file");

@@ -2,6 +2,11 @@
 // and `moesim validate` exits 2 with that line. Bad files are made by writing a valid trace and
 // then altering it through the HDF5 C API.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <hdf5.h>
 
 #include <cmath>
@@ -147,6 +152,25 @@ TEST_CASE("missing file") {
   const CliRun r = validate_cli(path);
   CHECK(r.code == 2);
   CHECK(r.output == "moesim validate: " + path + ": cannot open: no such file\n");
+}
+
+TEST_CASE("a FIFO or a folder is refused before it is opened (a FIFO would block every read forever)") {
+  const std::string fifo = tmp("malformed_fifo_" + std::to_string(::getpid()) + ".h5");
+  std::filesystem::remove(fifo);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // Under a deadline: the old behaviour was a hang (timeout's exit 124), not a failure.
+  const std::string out = fifo + ".out";
+  const int st = std::system(("timeout 20 '" + std::string(MOESIM_BINARY) + "' validate '" + fifo + "' > '" + out +
+                              "' 2>&1").c_str());
+  CHECK(WEXITSTATUS(st) == 2);
+  CHECK(bytes_of(out) == "moesim validate: " + fifo + ": cannot open: not a regular file\n");
+  std::filesystem::remove(out);
+  CHECK_THROWS_WITH_AS(read_trace(fifo), (fifo + ": cannot open: not a regular file").c_str(), Error);
+  std::filesystem::remove(fifo);
+  const std::string dir = tmp("malformed_dir_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  CHECK_THROWS_WITH_AS(read_trace(dir), (dir + ": cannot open: not a regular file").c_str(), Error);
+  std::filesystem::remove(dir);
 }
 
 TEST_CASE("wrong shape") {
