@@ -9,6 +9,7 @@
 #include "command.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "output_path.hpp"
 #include "pairing.hpp"
 #include "trace_io.hpp"
 
@@ -47,6 +48,9 @@ int run_bisect(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_options("bisect", "TRACE -o MIN.h5 [options]", desc, pos, args, vm)) return 0;
 
+  if (vm.count("output"))
+    check_output_path(vm["output"].as<std::string>(),
+                      {vm["trace"].as<std::string>(), vm.count("candidate") ? vm["candidate"].as<std::string>() : ""});
   const Trace trace = read_trace(vm["trace"].as<std::string>());
   const TraceConfig& c = trace.config;
   BisectOptions o;

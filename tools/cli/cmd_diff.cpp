@@ -12,6 +12,7 @@
 #include "command.hpp"
 #include "diff.hpp"
 #include "options.hpp"
+#include "output_path.hpp"
 
 namespace moesim::cli {
 namespace {
@@ -41,6 +42,11 @@ int run_diff(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_options("diff", "A.h5 B.h5 [OBJECT...]", desc, pos, args, vm)) return 0;
 
+  if (vm.count("report"))
+    check_output_path(vm["report"].as<std::string>(),
+                      {vm["a"].as<std::string>(), vm["b"].as<std::string>(),
+                       vm.count("trace") ? vm["trace"].as<std::string>() : std::string(),
+                       vm.count("tol-file") ? vm["tol-file"].as<std::string>() : std::string()});
   diff::Options o;
   if (vm.count("delta")) o.delta = vm["delta"].as<double>();
   if (vm.count("relative")) o.relative = vm["relative"].as<double>();

@@ -5,6 +5,7 @@
 #include "error.hpp"
 #include "generate.hpp"
 #include "options.hpp"
+#include "output_path.hpp"
 #include "trace_io.hpp"
 
 namespace moesim::cli {
@@ -89,6 +90,7 @@ int run_gen(const std::vector<std::string>& args) {
       ("x-seed", po::value(&x_seed), "seed of x (default --seed)");
   po::variables_map vm;
   if (!parse_options("gen", "-o FILE [options]", desc, {}, args, vm)) return 0;
+  check_output_path(out, {});
   o.activation = parse_activation(activation);
   o.token_dtype = parse_dtype(token_dtype);
   o.weight_dtype = parse_dtype(weight_dtype);

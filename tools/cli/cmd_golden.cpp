@@ -7,6 +7,7 @@
 #include "command.hpp"
 #include "golden.hpp"
 #include "options.hpp"
+#include "output_path.hpp"
 #include "reference.hpp"
 #include "trace_io.hpp"
 
@@ -32,6 +33,7 @@ int run_golden(const std::vector<std::string>& args) {
   if (!is_fp8(ro.fp8_format)) throw UsageError("--fp8 must name an fp8 format");
   ro.threads = vm["threads"].as<int>();
   if (ro.threads < 1) throw UsageError("--threads must be at least 1");
+  check_output_path(vm["output"].as<std::string>(), {vm["trace"].as<std::string>()});
   ReadOptions read;
   read.captured = false;
   const Trace trace = read_trace(vm["trace"].as<std::string>(), read);

@@ -10,6 +10,7 @@
 #include "command.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "output_path.hpp"
 #include "report.hpp"
 #include "run_file.hpp"
 #include "trace_io.hpp"
@@ -58,6 +59,7 @@ int run_run(const std::vector<std::string>& args) {
   if (!parse_options("run", "TRACE [options]", desc, pos, args, vm)) return 0;
 
   const bool routing_only = vm["routing-only"].as<bool>();
+  if (vm.count("output")) check_output_path(vm["output"].as<std::string>(), {vm["trace"].as<std::string>()});
   ReadOptions ro;
   ro.tensors = !routing_only;
   ro.captured = !routing_only;

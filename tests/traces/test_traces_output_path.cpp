@@ -1,0 +1,67 @@
+// An output that is one of the command's inputs, or sits in a missing folder, is refused before
+// any work: one line, exit 2, the input byte for byte as it was.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "error.hpp"
+#include "output_path.hpp"
+#include "test_files.hpp"
+#include "traces/cli_run.hpp"
+
+namespace {
+
+using moesim::test::bytes_of;
+using moesim::test::run_moesim;
+using moesim::test::tmp;
+
+std::string fresh_trace(const std::string& name) {
+  const std::string p = tmp("outpath_" + std::to_string(::getpid()) + "_" + name);
+  std::filesystem::copy_file(std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/default.h5", p,
+                             std::filesystem::copy_options::overwrite_existing);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("check_output_path: the same file through a symbolic or hard link, a missing folder, a folder") {
+  const std::string t = fresh_trace("lib.h5"), sym = t + ".sym", hard = t + ".hard";
+  std::filesystem::remove(sym);
+  std::filesystem::remove(hard);
+  std::filesystem::create_symlink(t, sym);
+  std::filesystem::create_hard_link(t, hard);
+  const std::string msg = ": cannot write: it is this command's input " + t + " (the input is never modified)";
+  CHECK_THROWS_WITH_AS(moesim::check_output_path(t, {t}), (t + msg).c_str(), moesim::Error);
+  CHECK_THROWS_WITH_AS(moesim::check_output_path(sym, {t}), (sym + msg).c_str(), moesim::Error);
+  CHECK_THROWS_WITH_AS(moesim::check_output_path(hard, {t}), (hard + msg).c_str(), moesim::Error);
+  CHECK_NOTHROW(moesim::check_output_path(t + ".new", {t}));
+  CHECK_THROWS_WITH_AS(moesim::check_output_path(tmp("no_such_folder/x.h5"), {}),
+                       (tmp("no_such_folder/x.h5") + ": cannot write: folder " + tmp("no_such_folder") +
+                        " does not exist").c_str(),
+                       moesim::Error);
+  CHECK_THROWS_WITH_AS(moesim::check_output_path(tmp(""), {}), (tmp("") + ": cannot write: it is a folder").c_str(),
+                       moesim::Error);
+  std::filesystem::remove(sym);
+  std::filesystem::remove(hard);
+}
+
+TEST_CASE("golden, run, bisect and diff --report refuse to overwrite their own input") {
+  const std::string t = fresh_trace("cli.h5");
+  const std::string before = bytes_of(t);
+  for (const std::string& args : {"golden '" + t + "' -o '" + t + "'", "run '" + t + "' -o '" + t + "'",
+                                  "bisect '" + t + "' --consumer all-k -o '" + t + "'",
+                                  "diff '" + t + "' '" + t + "' --report '" + t + "'"}) {
+    CAPTURE(args);
+    const auto r = run_moesim(args);
+    CHECK(r.code == 2);
+    CHECK(r.output.find(": cannot write: it is this command's input") != std::string::npos);
+    CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+    CHECK(bytes_of(t) == before);
+  }
+  // A missing folder is reported before the work, not after it.
+  const auto r = run_moesim("golden '" + t + "' -o '" + tmp("no_such_folder/g.h5") + "'");
+  CHECK(r.code == 2);
+  CHECK(r.output.find("cannot write: folder") != std::string::npos);
+}
