@@ -67,7 +67,7 @@ TEST_CASE("moesim gen: bad options give one line, exit 2 and no file") {
   CHECK_FALSE(std::filesystem::exists(kTmp + "/e/bad.h5"));
   r = run(kTmp + "/e", "gen -o no/such/dir/t.h5");
   CHECK(r.code == 2);
-  CHECK(r.output == "moesim gen: no/such/dir/t.h5: cannot create file\n");
+  CHECK(r.output == "moesim gen: no/such/dir/t.h5: cannot write: folder no/such/dir does not exist\n");
 }
 
 TEST_CASE("--help on gen and validate") {
