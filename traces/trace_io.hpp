@@ -19,7 +19,18 @@ struct ReadOptions {
 };
 
 struct ReadReport {
-  std::vector<std::string> warnings;  // e.g. duplicate ids within a token's row
+  static constexpr std::size_t kMaxWarnings = 20;  // kept; a damaged file could make millions
+  std::vector<std::string> warnings;  // e.g. duplicate ids within a token's row, the first kMaxWarnings
+  std::uint64_t total_warnings = 0;   // all of them, kept or not
+  void warn(std::string w) {
+    if (++total_warnings <= kMaxWarnings) warnings.push_back(std::move(w));
+  }
+  // "" or "... and N more warnings" for the ones not kept.
+  std::string more() const {
+    return total_warnings > warnings.size()
+               ? "... and " + std::to_string(total_warnings - warnings.size()) + " more warnings"
+               : std::string();
+  }
 };
 
 Trace read_trace(const std::string& path, const ReadOptions& options = {}, ReadReport* report = nullptr);

@@ -78,9 +78,9 @@ void check_ids(const h5::File& f, const std::string& ds, const std::vector<std::
     for (int a = 0; a < K; ++a)
       for (int b = a + 1; b < K; ++b)
         if (ids[t * K + a] >= 0 && ids[t * K + a] == ids[t * K + b]) {
-          report->warnings.push_back(f.path() + ": " + ds + ": row " + std::to_string(t) + ": expert " +
-                                     std::to_string(ids[t * K + a]) + " appears twice (slots " + std::to_string(a) +
-                                     " and " + std::to_string(b) + ")");
+          report->warn(f.path() + ": " + ds + ": row " + std::to_string(t) + ": expert " +
+                       std::to_string(ids[t * K + a]) + " appears twice (slots " + std::to_string(a) + " and " +
+                       std::to_string(b) + ")");
           a = K;  // one warning per row
           break;
         }

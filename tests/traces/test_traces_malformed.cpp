@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -292,4 +293,28 @@ TEST_CASE("duplicate ids within a row are a warning, not an error") {
   const CliRun r = validate_cli(path);
   CHECK(r.code == 0);
   CHECK(r.output == "warning: " + warning + "\nok\n");
+}
+
+TEST_CASE("warnings are counted and capped: a row of duplicates per token does not flood the output") {
+  GenOptions o;
+  o.num_ranks = 2;
+  o.num_experts = 8;
+  o.top_k = 2;
+  o.hidden = 16;
+  o.intermediate = 8;
+  o.tokens_per_rank = 40;  // 80 rows, every one with a duplicate id
+  Trace t = generate(o);
+  for (auto& in : t.layers[0].ranks)
+    for (std::int64_t r = 0; r < in.num_tokens; ++r) in.topk_ids[r * 2 + 1] = in.topk_ids[r * 2];
+  const std::string path = tmp("malformed_many_duplicates.h5");
+  write_trace(t, path);
+  ReadReport report;
+  read_trace(path, {}, &report);
+  CHECK(report.total_warnings == 80);
+  CHECK(report.warnings.size() == ReadReport::kMaxWarnings);
+  CHECK(report.more() == "... and 60 more warnings");
+  const CliRun r = validate_cli(path);
+  CHECK(r.code == 0);
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == ReadReport::kMaxWarnings + 2);
+  CHECK(r.output.find("warning: ... and 60 more warnings\nok\n") != std::string::npos);
 }

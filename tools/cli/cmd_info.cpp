@@ -81,6 +81,7 @@ int run_info(const std::vector<std::string>& args) {
   if (captured) std::cout << "  captured receive side on " << captured << " (layer, rank) pairs\n";
   if (!t.command.empty()) std::cout << "  made by: " << t.command << "\n";
   for (const auto& w : report.warnings) std::cout << "  warning: " << w << "\n";
+  if (!report.more().empty()) std::cout << "  warning: " << report.more() << "\n";
   return 0;
 }
 

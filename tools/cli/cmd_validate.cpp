@@ -18,6 +18,7 @@ int run_validate(const std::vector<std::string>& args) {
   ReadReport report;
   const Trace t = read_trace(vm["trace"].as<std::string>(), {}, &report);
   for (const auto& w : report.warnings) std::cout << "warning: " << w << "\n";
+  if (!report.more().empty()) std::cout << "warning: " << report.more() << "\n";
   std::cout << "ok\n";
   return 0;
 }
