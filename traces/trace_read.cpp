@@ -329,6 +329,15 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
       }
       if (opt.captured) read_captured(f, c, rp, in, report);
     }
+    // A receive count is bounded by what the layer's routing can send, one row per (token,
+    // expert) pair: a larger one is damage, and would size the simulator's buffers.
+    std::int64_t pairs = 0;
+    for (const RankInput& in : layer.ranks) pairs += in.num_tokens * static_cast<std::int64_t>(K);
+    for (int r = 0; r < c.num_ranks; ++r)
+      if (layer.ranks[r].captured.total_recv > pairs)
+        f.fail(rank_path(l, r) + "/captured", "total_recv " + std::to_string(layer.ranks[r].captured.total_recv) +
+                                                  " exceeds the layer's " + std::to_string(pairs) +
+                                                  " (token, expert) pairs");
   }
   return t;
 }

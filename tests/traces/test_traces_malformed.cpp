@@ -174,6 +174,19 @@ TEST_CASE("a FIFO or a folder is refused before it is opened (a FIFO would block
   std::filesystem::remove(dir);
 }
 
+TEST_CASE("a captured total_recv beyond the layer's (token, expert) pairs is refused before anything sizes by it") {
+  const std::string path = valid("total_recv");
+  {
+    Rw f(path);
+    const hid_t g = H5Gcreate2(f.f, "/layers/0/ranks/1/captured", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(g >= 0);
+    H5Gclose(g);
+    f.set_int("/layers/0/ranks/1/captured", "total_recv", 1LL << 40);
+  }
+  // 2 ranks x 4 tokens x top-2.
+  expect_rejected(path, "/layers/0/ranks/1/captured: total_recv 1099511627776 exceeds the layer's 16 (token, expert) pairs");
+}
+
 TEST_CASE("wrong shape") {
   const std::string path = valid("shape");
   Rw(path).replace("/layers/0/ranks/1/topk_ids", {4, 3}, H5T_STD_I32LE, H5T_NATIVE_INT32);
