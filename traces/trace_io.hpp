@@ -44,9 +44,10 @@ void write_trace_into(const Trace& trace, h5::File& file);
 // fp8 as uint8 codes) with the "dtype" attribute saying which. Values must be representable.
 void write_values(h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
                   const std::vector<float>& values, DType dtype);
-// Reads a float tensor stored by write_values (or plain float32/float64), checking its shape.
+// Reads a float tensor stored by write_values (or plain float32/float64), checking its shape and
+// that it is stored as `expected` (tokens, weights); `any_float` accepts any float type (outputs).
 std::vector<float> read_values(const h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
-                               DType expected);
+                               DType expected, bool any_float = false);
 
 std::string layer_path(int layer);
 std::string rank_path(int layer, int rank);

@@ -210,10 +210,10 @@ void read_captured(const h5::File& f, const TraceConfig& c, const std::string& b
     if (in.dims.size() != 2 || in.dims[1] != H || in.dims[0] > static_cast<std::uint64_t>(kMaxTokens) * 64)
       f.fail(g + "/expert_out", "shape " + dims_text(in.dims) + ", expected [rows, " + std::to_string(H) + "]");
     cap.expert_rows = static_cast<std::int64_t>(in.dims[0]);
-    cap.expert_out = read_values(f, g + "/expert_out", in.dims, DType::f32);
+    cap.expert_out = read_values(f, g + "/expert_out", in.dims, DType::f32, true);
   }
-  if (f.exists(g + "/combine_out")) cap.combine_out = read_values(f, g + "/combine_out", {T, H}, DType::f32);
-  if (f.exists(g + "/final_out")) cap.final_out = read_values(f, g + "/final_out", {T, H}, DType::f32);
+  if (f.exists(g + "/combine_out")) cap.combine_out = read_values(f, g + "/combine_out", {T, H}, DType::f32, true);
+  if (f.exists(g + "/final_out")) cap.final_out = read_values(f, g + "/final_out", {T, H}, DType::f32, true);
   (void)report;
 }
 
@@ -240,11 +240,16 @@ void read_weights(const h5::File& f, const TraceConfig& c, const std::string& ba
 }  // namespace
 
 std::vector<float> read_values(const h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
-                               DType expected) {
+                               DType expected, bool any_float) {
   check_shape(file, ds, dims);
   const auto in = file.info(ds);
   std::vector<float> out;
-  auto declared_or = [&](DType t) { return in.declared.empty() ? std::string(name(t)) : in.declared; };
+  auto declared_or = [&](DType t) {
+    if (!in.declared.empty()) return in.declared;
+    if (t == DType::bf16) return std::string("uint16 without a 'dtype' attribute");  // patterns say what they hold
+    if (t == DType::u8) return std::string("uint8 without a 'dtype' attribute");
+    return std::string(name(t));
+  };
   if (in.stored == DType::f32) {
     out = file.read<float>(ds);
   } else if (in.stored == DType::f64) {
@@ -263,8 +268,9 @@ std::vector<float> read_values(const h5::File& file, const std::string& ds, cons
   } else {
     file.fail(ds, "dtype is " + declared_or(in.stored) + ", expected " + std::string(name(expected)));
   }
-  // Values must be the declared token/weight dtype; outputs (expected f32) may be any float type.
-  if (expected != DType::f32) {
+  // Values must be the declared token/weight dtype (a float32 trace's x stored as bf16 or fp8
+  // would be read without its meaning or its scales); outputs may be any float type.
+  if (!any_float) {
     const std::string got = in.stored == DType::f32 ? "float32" : in.stored == DType::f64 ? "float64" : in.declared;
     if (got != name(expected)) file.fail(ds, "dtype is " + got + ", expected " + std::string(name(expected)));
   }

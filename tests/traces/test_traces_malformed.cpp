@@ -208,6 +208,35 @@ TEST_CASE("wrong dtype") {
   expect_rejected(ints, "/layers/0/ranks/0/x: dtype is int32, expected bfloat16");
 }
 
+TEST_CASE("tokens and weights must be stored as the declared dtype, even when it is float32") {
+  GenOptions o;
+  o.num_ranks = 2;
+  o.num_experts = 8;
+  o.top_k = 2;
+  o.hidden = 16;
+  o.intermediate = 8;
+  o.tokens_per_rank = 4;
+  o.token_dtype = DType::f32;
+  o.weight_dtype = DType::f32;
+  o.store_weights = true;
+  Trace t = generate(o);
+  const std::string f64 = tmp("malformed_f32_as_f64.h5"), bf = tmp("malformed_f32_as_bf16.h5");
+  write_trace(t, f64);
+  write_trace(t, bf);
+  Rw(f64).replace("/layers/0/ranks/0/x", {4, 16}, H5T_IEEE_F64LE, H5T_NATIVE_FLOAT);
+  expect_rejected(f64, "/layers/0/ranks/0/x: dtype is float64, expected float32");
+  {
+    Rw f(bf);
+    f.replace("/layers/0/weights/w1", {8, 16, 16}, H5T_STD_U16LE, H5T_NATIVE_FLOAT);
+    f.set_string("/layers/0/weights/w1", "dtype", "bfloat16");
+  }
+  expect_rejected(bf, "/layers/0/weights/w1: dtype is bfloat16, expected float32");
+  // uint16 patterns without their dtype attribute say nothing about what they hold.
+  const std::string bare = valid("dtype_bare_u16");
+  Rw(bare).replace("/layers/0/ranks/0/x", {4, 16}, H5T_STD_U16LE, H5T_NATIVE_FLOAT);
+  expect_rejected(bare, "/layers/0/ranks/0/x: dtype is uint16 without a 'dtype' attribute, expected bfloat16");
+}
+
 TEST_CASE("ids out of range") {
   const std::string high = valid("ids_high");
   Rw(high).poke<std::int32_t>("/layers/0/ranks/1/topk_ids", 2 * 2 + 1, 8, H5T_NATIVE_INT32);
