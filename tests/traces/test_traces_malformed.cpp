@@ -360,3 +360,14 @@ TEST_CASE("warnings are counted and capped: a row of duplicates per token does n
   CHECK(std::count(r.output.begin(), r.output.end(), '\n') == ReadReport::kMaxWarnings + 2);
   CHECK(r.output.find("warning: ... and 60 more warnings\nok\n") != std::string::npos);
 }
+
+TEST_CASE("info rejects what validate rejects, with the same message") {
+  const std::string path = valid("info_bad_x");
+  Rw(path).set_string("/layers/0/ranks/0/x", "dtype", "float16");
+  const std::string message = path + ": /layers/0/ranks/0/x: dtype is float16, expected bfloat16\n";
+  const CliRun v = validate_cli(path), i = test::run_moesim("info '" + path + "'");
+  CHECK(v.code == 2);
+  CHECK(i.code == 2);
+  CHECK(v.output == "moesim validate: " + message);
+  CHECK(i.output == "moesim info: " + message);
+}

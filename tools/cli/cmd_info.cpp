@@ -24,10 +24,8 @@ int run_info(const std::vector<std::string>& args) {
   pos.add("trace", 1);
   po::variables_map vm;
   if (!parse_options("info", "TRACE", desc, pos, args, vm)) return 0;
-  ReadOptions ro;
-  ro.tensors = false;
-  ReadReport report;
-  const Trace t = read_trace(vm["trace"].as<std::string>(), ro, &report);
+  ReadReport report;  // a full read: info shows only what validate accepts
+  const Trace t = read_trace(vm["trace"].as<std::string>(), {}, &report);
   const TraceConfig& c = t.config;
   // An explicit map may place unequal numbers of experts on the ranks: show the range.
   std::vector<int> per_rank(c.num_ranks, 0);
