@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "error.hpp"
+#include "temp_files.hpp"
 
 namespace moesim::h5 {
 
@@ -423,6 +424,7 @@ Id create_for(const std::string& tmp, const std::string& shown) {
 AtomicOutput::AtomicOutput(std::string path)
     : path_(std::move(path)),
       tmp_(path_ + ".tmp" + std::to_string(::getpid())),
+      slot_(temp_files::add(tmp_)),  // before the file exists: a signal finds it registered
       file_(path_, create_for(tmp_, path_)) {}
 
 AtomicOutput::~AtomicOutput() {
@@ -431,6 +433,7 @@ AtomicOutput::~AtomicOutput() {
     std::error_code ec;
     std::filesystem::remove(tmp_, ec);
   }
+  temp_files::drop(slot_);
 }
 
 void AtomicOutput::commit() {
@@ -439,6 +442,7 @@ void AtomicOutput::commit() {
   std::filesystem::rename(tmp_, path_, ec);
   if (ec) throw Error(path_ + ": cannot rename output into place: " + ec.message());
   committed_ = true;
+  temp_files::drop(slot_);
 }
 
 }  // namespace moesim::h5

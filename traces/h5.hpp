@@ -102,6 +102,7 @@ class AtomicOutput {
 
  private:
   std::string path_, tmp_;
+  int slot_ = -1;  // temp_files registration
   File file_;
   bool committed_ = false;
 };

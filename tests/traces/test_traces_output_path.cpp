@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "error.hpp"
@@ -64,4 +65,28 @@ TEST_CASE("golden, run, bisect and diff --report refuse to overwrite their own i
   const auto r = run_moesim("golden '" + t + "' -o '" + tmp("no_such_folder/g.h5") + "'");
   CHECK(r.code == 2);
   CHECK(r.output.find("cannot write: folder") != std::string::npos);
+}
+
+TEST_CASE("SIGINT or SIGTERM while an output is written leaves no temporary and no output") {
+  for (const char* sig : {"INT", "TERM"}) {
+    CAPTURE(sig);
+    const std::string dir = tmp("outpath_signal_" + std::to_string(::getpid()) + sig);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    // gen opens OUT.tmpPID first, then spends seconds generating tokens: the signal lands mid-write.
+    const std::string script = "cd '" + dir + "' && '" + std::string(MOESIM_BINARY) +
+                               "' gen -o big.h5 --ranks 8 --tokens 4096 --hidden 2048 --intermediate 64 --experts 16 "
+                               "--top-k 2 >/dev/null 2>&1 & pid=$!; for i in $(seq 200); do ls '" +
+                               dir + "'/big.h5.tmp* >/dev/null 2>&1 && break; sleep 0.05; done; kill -" + sig +
+                               " $pid; wait $pid; echo status=$?";
+    FILE* p = popen(script.c_str(), "r");
+    REQUIRE(p);
+    char buf[256] = {};
+    std::string out;
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    pclose(p);
+    CHECK(out == std::string("status=") + (std::string(sig) == "INT" ? "130" : "143") + "\n");  // died of the signal
+    CHECK(std::filesystem::is_empty(dir));
+    std::filesystem::remove_all(dir);
+  }
 }

@@ -7,6 +7,7 @@
 
 #include "command.hpp"
 #include "error.hpp"
+#include "temp_files.hpp"
 
 namespace moesim::cli {
 
@@ -35,6 +36,7 @@ const std::vector<Command>& commands() { return registry(); }
 
 int main(int argc, char** argv) {
   using namespace moesim::cli;
+  moesim::temp_files::install_signal_cleanup();  // Ctrl-C while writing leaves no OUT.tmpPID
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     usage(args.empty() ? std::cerr : std::cout);

@@ -1,0 +1,15 @@
+#pragma once
+// Temporary output files that a signal must not leave behind: AtomicOutput registers its
+// OUT.tmpPID here, and after install_signal_cleanup() a SIGINT, SIGTERM or SIGHUP unlinks every
+// registered file before the process dies of that signal (exit status as if uncaught).
+#include <string>
+
+namespace moesim::temp_files {
+
+// A slot for `path`, or -1 when all are taken (the file is then only removed by its owner).
+int add(const std::string& path);
+// Forgets a slot: its owner removed or renamed the file.
+void drop(int slot);
+void install_signal_cleanup();
+
+}  // namespace moesim::temp_files
