@@ -76,7 +76,7 @@ void check_options(const GenOptions& o) {
   if (!(o.sentinel_rate >= 0.0 && o.sentinel_rate <= 1.0)) bad("sentinel-rate", "must lie in [0, 1]");
   if (!(o.zipf_s >= 0.0 && std::isfinite(o.zipf_s))) bad("zipf", "must be a finite number >= 0");
   if (!(o.hot_factor > 0.0 && std::isfinite(o.hot_factor))) bad("hot-factor", "must be a finite number > 0");
-  if (!std::isfinite(o.routed_scaling_factor)) bad("routed-scaling", "must be finite");
+  if (!(o.routed_scaling_factor >= 0.0 && o.routed_scaling_factor <= 1000.0)) bad("routed-scaling", "must lie in [0, 1000]");
   if (o.num_shared_experts < 0 || o.num_shared_experts > 64) bad("shared-experts", "must lie in [0, 64]");
   if (o.shared_intermediate < 0) bad("shared-intermediate", "must not be negative");
   if (o.mori_max_tokens < 0) bad("mori-max-tokens", "must not be negative");
@@ -84,8 +84,8 @@ void check_options(const GenOptions& o) {
     const char* opt = spec == &o.weight_spec ? "weight-dist" : "x-dist";
     if (spec->distribution != "uniform" && spec->distribution != "normal")
       bad(opt, "'" + spec->distribution + "' is not uniform or normal");
-    if (!(spec->scale >= 0.0 && std::isfinite(spec->scale)))
-      bad(spec == &o.weight_spec ? "weight-scale" : "x-scale", "must be a finite number >= 0");
+    if (!(spec->scale >= 0.0 && spec->scale <= 1000.0))
+      bad(spec == &o.weight_spec ? "weight-scale" : "x-scale", "must lie in [0, 1000]");
   }
 }
 

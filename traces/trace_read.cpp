@@ -13,6 +13,7 @@ namespace {
 constexpr std::int64_t kMaxRanks = 1 << 16, kMaxExperts = 1 << 20, kMaxTopK = 64, kMaxDim = 1 << 20;
 constexpr std::int64_t kMaxTokens = 1 << 24, kMaxLayers = 1 << 16;
 constexpr std::uint64_t kMaxElements = std::uint64_t{1} << 33;
+constexpr double kMaxScale = 1000;  // generator scales and routed_scaling_factor
 
 std::string dims_text(const std::vector<std::uint64_t>& d) {
   std::ostringstream s;
@@ -93,7 +94,9 @@ GeneratorSpec read_spec(const h5::File& f, const std::string& g) {
   if (s.distribution != "uniform" && s.distribution != "normal")
     f.fail(g, "attribute 'distribution' = '" + s.distribution + "', expected uniform or normal");
   s.scale = f.attr_double(g, "scale");
-  if (!std::isfinite(s.scale) || s.scale < 0) f.fail(g, "attribute 'scale' is not a finite non-negative number");
+  // Bounded so generated layers stay finite in every mode (1e300 made all-NaN goldens).
+  if (!(s.scale >= 0 && s.scale <= kMaxScale))
+    f.fail(g, "attribute 'scale' = " + std::to_string(s.scale) + " out of range [0, 1000]");
   return s;
 }
 
@@ -119,7 +122,9 @@ TraceConfig read_config(const h5::File& f) {
   if (c.num_shared_experts > 0 && c.shared_intermediate == 0)
     f.fail(g, "attribute 'shared_intermediate' must be positive when num_shared_experts > 0");
   c.routed_scaling_factor = f.attr_double(g, "routed_scaling_factor");
-  if (!std::isfinite(c.routed_scaling_factor)) f.fail(g, "attribute 'routed_scaling_factor' is not finite");
+  if (!(c.routed_scaling_factor >= 0 && c.routed_scaling_factor <= kMaxScale))
+    f.fail(g, "attribute 'routed_scaling_factor' = " + std::to_string(c.routed_scaling_factor) +
+                  " out of range [0, 1000]");
   c.router_weight_on_input = int_attr(f, g, "router_weight_on_input", 0, 1) != 0;
   c.library = opt_string(f, g, "library");
   c.library_version = opt_string(f, g, "library_version");

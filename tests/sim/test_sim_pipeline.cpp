@@ -3,6 +3,8 @@
 // traces, order and thread-count independence, and the seed's all-k flow.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include <set>
 
 #include "error.hpp"
@@ -205,8 +207,15 @@ TEST_CASE("all-k on the seed's scenario: K computations per row, wrong outputs, 
   CHECK(run.stats.duplication() > 1.5);
   ReferenceOptions ro;
   ro.numerics = Numerics::bf16;
-  const Agreement a = compare_final(run, run_layer(tr, 0, wp, ro), tr.config.hidden, Numerics::bf16);
+  LayerOutputs ref = run_layer(tr, 0, wp, ro);
+  const Agreement a = compare_final(run, ref, tr.config.hidden, Numerics::bf16);
   CHECK(a.bad_tokens == a.tokens);
+  // A reference that overflowed never "matches": inf - inf would have hidden it.
+  LayerRun same = run;
+  for (std::size_t r = 0; r < same.ranks.size(); ++r) same.ranks[r].final_out = ref.ranks[r].final_out;
+  CHECK(compare_final(same, ref, tr.config.hidden, Numerics::bf16).bad_tokens == 0);
+  ref.ranks[0].final_out.f32[1] = same.ranks[0].final_out.f32[1] = std::numeric_limits<float>::infinity();
+  CHECK(compare_final(same, ref, tr.config.hidden, Numerics::bf16).bad_tokens == 1);
   // Masking non-local ids still over-computes: each token's local experts once per row it got.
   o.consumer.non_local = NonLocal::mask;
   const LayerRun masked = simulate_layer(tr, 0, wp, map, o);

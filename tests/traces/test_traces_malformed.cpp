@@ -371,3 +371,22 @@ TEST_CASE("info rejects what validate rejects, with the same message") {
   CHECK(v.output == "moesim validate: " + message);
   CHECK(i.output == "moesim info: " + message);
 }
+
+TEST_CASE("generator scales and routed_scaling_factor past 1000 are refused: they made all-NaN or infinite layers") {
+  const std::string scale = valid("huge_scale", false);
+  {
+    Rw f(scale);
+    const double v = 1e300;
+    REQUIRE(H5Adelete_by_name(f.f, "/generator/weights", "scale", H5P_DEFAULT) >= 0);
+    const hid_t s = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate_by_name(f.f, "/generator/weights", "scale", H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT,
+                                      H5P_DEFAULT);
+    REQUIRE(H5Awrite(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+  }
+  expect_rejected(scale, "/generator/weights: attribute 'scale' = " + std::to_string(1e300) + " out of range [0, 1000]");
+  GenOptions o;
+  o.routed_scaling_factor = 1e308;
+  CHECK_THROWS_WITH_AS(generate(o), "--routed-scaling: must lie in [0, 1000]", Error);
+}
