@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <limits>
-
 #include <set>
 
 #include "error.hpp"
