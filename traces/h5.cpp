@@ -342,7 +342,15 @@ std::string File::attr_string(const std::string& obj, const std::string& name) c
   H5Tset_size(mem.get(), n + 1);
   H5Tset_cset(mem.get(), cset);
   if (H5Aread(a.attr.get(), mem.get(), out.data()) < 0) fail(obj, "cannot read attribute '" + name + "'");
-  out.resize(std::strlen(out.c_str()));
+  const std::size_t len = std::strlen(out.c_str());
+  // Null padding ends the string; text after a NUL is damage ('silu_and_mul\0junk' is no
+  // activation). The conversion above stops at the NUL, so the stored bytes are read as they are.
+  std::string raw(n, '\0');
+  if (H5Aread(a.attr.get(), a.type.get(), raw.data()) < 0) fail(obj, "cannot read attribute '" + name + "'");
+  const std::size_t nul = raw.find('\0');
+  if (nul != std::string::npos && raw.find_first_not_of('\0', nul) != std::string::npos)
+    fail(obj, "attribute '" + name + "' has text after a NUL byte");
+  out.resize(len);
   return out;
 }
 

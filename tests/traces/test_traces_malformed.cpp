@@ -390,3 +390,21 @@ TEST_CASE("generator scales and routed_scaling_factor past 1000 are refused: the
   o.routed_scaling_factor = 1e308;
   CHECK_THROWS_WITH_AS(generate(o), "--routed-scaling: must lie in [0, 1000]", Error);
 }
+
+TEST_CASE("a string attribute with text after a NUL byte is refused, not cut short") {
+  const std::string path = valid("nul_activation");
+  {
+    Rw f(path);
+    const std::string v("silu_and_mul\0junk", 17);
+    H5Adelete_by_name(f.f, "/config", "activation", H5P_DEFAULT);
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, v.size());
+    const hid_t s = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate_by_name(f.f, "/config", "activation", t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(H5Awrite(a, t, v.data()) >= 0);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+  }
+  expect_rejected(path, "/config: attribute 'activation' has text after a NUL byte");
+}
