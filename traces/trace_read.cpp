@@ -87,6 +87,14 @@ void check_ids(const h5::File& f, const std::string& ds, const std::vector<std::
         }
 }
 
+// An optional group: false when absent; a dataset (or anything else) in its place is an error,
+// not a silently ignored capture or placement.
+bool has_group(const h5::File& f, const std::string& g) {
+  if (!f.exists(g)) return false;
+  if (!f.is_group(g)) f.fail(g, "expected a group, found a dataset");
+  return true;
+}
+
 GeneratorSpec read_spec(const h5::File& f, const std::string& g) {
   GeneratorSpec s;
   s.seed = static_cast<std::uint64_t>(f.attr_int(g, "seed"));
@@ -130,7 +138,7 @@ TraceConfig read_config(const h5::File& f) {
   c.library_version = opt_string(f, g, "library_version");
 
   const std::string p = g + "/placement";
-  c.placement.kind = f.is_group(p) ? parsed_attr(f, p, "kind", parse_placement) : PlacementKind::contiguous;
+  c.placement.kind = has_group(f, p) ? parsed_attr(f, p, "kind", parse_placement) : PlacementKind::contiguous;
   if (c.placement.kind == PlacementKind::contiguous) {
     if (c.num_experts % c.num_ranks != 0)
       f.fail(g, "num_experts " + std::to_string(c.num_experts) + " is not a multiple of num_ranks " +
@@ -152,14 +160,14 @@ TraceConfig read_config(const h5::File& f) {
   }
 
   const std::string m = g + "/mori";
-  if (f.is_group(m)) {
+  if (has_group(f, m)) {
     c.mori.max_num_inp_token_per_rank = int_attr(f, m, "max_num_inp_token_per_rank", 0, kMaxTokens);
     c.mori.max_total_recv_tokens = int_attr(f, m, "max_total_recv_tokens", 0, kMaxTokens * kMaxRanks);
     c.mori.kernel_type = opt_string(f, m, "kernel_type", "IntraNode");
     c.mori.gpus_per_node = static_cast<int>(int_attr(f, m, "gpus_per_node", 1, kMaxRanks));
   }
   const std::string s = g + "/library_settings";
-  if (f.is_group(s))
+  if (has_group(f, s))
     for (const auto& n : f.attr_names(s)) c.library_settings[n] = f.attr_string(s, n);
   return c;
 }
@@ -167,7 +175,7 @@ TraceConfig read_config(const h5::File& f) {
 void read_captured(const h5::File& f, const TraceConfig& c, const std::string& base, RankInput& r,
                    ReadReport* report) {
   const std::string g = base + "/captured";
-  if (!f.is_group(g)) return;
+  if (!has_group(f, g)) return;
   Captured& cap = r.captured;
   const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
   const auto S = static_cast<std::uint64_t>(c.scales_per_token()), T = static_cast<std::uint64_t>(r.num_tokens);
@@ -295,8 +303,8 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
   t.command = opt_string(f, "/", "command");
   t.config = read_config(f);
   const TraceConfig& c = t.config;
-  if (f.is_group("/generator/weights")) t.weight_spec = read_spec(f, "/generator/weights");
-  if (f.is_group("/generator/x")) t.x_spec = read_spec(f, "/generator/x");
+  if (has_group(f, "/generator/weights")) t.weight_spec = read_spec(f, "/generator/weights");
+  if (has_group(f, "/generator/x")) t.x_spec = read_spec(f, "/generator/x");
 
   const int L = static_cast<int>(int_attr(f, "/layers", "num_layers", 1, kMaxLayers));
   const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
@@ -308,7 +316,7 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
     const std::string lp = layer_path(l);
     if (!f.is_group(lp)) f.fail(lp, "missing group");
     layer.step = f.has_attr(lp, "step") ? static_cast<int>(f.attr_int(lp, "step")) : 0;
-    if (f.is_group(lp + "/weights")) {
+    if (has_group(f, lp + "/weights")) {
       if (opt.weights) read_weights(f, c, lp + "/weights", layer);
     } else if (!f.is_group("/generator/weights")) {
       f.fail(lp + "/weights", "missing: neither stored weights nor /generator/weights");

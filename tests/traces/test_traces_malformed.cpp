@@ -408,3 +408,12 @@ TEST_CASE("a string attribute with text after a NUL byte is refused, not cut sho
   }
   expect_rejected(path, "/config: attribute 'activation' has text after a NUL byte");
 }
+
+TEST_CASE("captured or placement written as a dataset instead of a group is refused, not ignored") {
+  const std::string captured = valid("captured_dataset");
+  Rw(captured).replace("/layers/0/ranks/1/captured", {4, 2}, H5T_STD_I32LE, H5T_NATIVE_INT32);
+  expect_rejected(captured, "/layers/0/ranks/1/captured: expected a group, found a dataset");
+  const std::string placement = valid("placement_dataset");
+  Rw(placement).replace("/config/placement", {8}, H5T_STD_I32LE, H5T_NATIVE_INT32);
+  expect_rejected(placement, "/config/placement: expected a group, found a dataset");
+}
