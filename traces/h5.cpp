@@ -200,6 +200,28 @@ DatasetInfo File::info(const std::string& ds) const {
   return info;
 }
 
+namespace {
+
+// Why a read failed: a compression filter this HDF5 build lacks (LZF from h5py, Blosc ...) is not
+// damage, and saying so tells the user what to install or how to re-save the file.
+std::string read_failure(hid_t dataset) {
+  Id dcpl(H5Dget_create_plist(dataset), H5Pclose);
+  const int n = dcpl.get() >= 0 ? H5Pget_nfilters(dcpl.get()) : 0;
+  for (int i = 0; i < n; ++i) {
+    unsigned flags = 0, cd[8];
+    std::size_t ncd = 8;
+    char fname[64] = {};
+    const H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &ncd, cd, sizeof fname,
+                                           fname, nullptr);
+    if (id >= 0 && H5Zfilter_avail(id) <= 0)
+      return "read failed: it needs HDF5 filter " + std::to_string(id) + (fname[0] ? std::string(" (") + fname + ")" : "") +
+             ", which this HDF5 library does not have (re-save it with gzip or no compression)";
+  }
+  return "read failed (truncated or damaged file)";
+}
+
+}  // namespace
+
 template <class T>
 std::vector<T> File::read(const std::string& ds) const {
   DatasetInfo in = info(ds);
@@ -210,7 +232,7 @@ std::vector<T> File::read(const std::string& ds) const {
   std::vector<T> out(in.elements());
   Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
   if (!out.empty() && H5Dread(d.get(), Native<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
-    fail(ds, "read failed (truncated or damaged file)");
+    fail(ds, read_failure(d.get()));
   return out;
 }
 
@@ -239,7 +261,7 @@ std::vector<double> File::read_rows_as_double(const std::string& ds, std::uint64
     fspace_id = fspace.get();
   }
   if (H5Dread(d.get(), H5T_NATIVE_DOUBLE, mspace_id, fspace_id, H5P_DEFAULT, out.data()) < 0)
-    fail(ds, "read failed (truncated or damaged file)");
+    fail(ds, read_failure(d.get()));
   return out;
 }
 

@@ -417,3 +417,27 @@ TEST_CASE("captured or placement written as a dataset instead of a group is refu
   Rw(placement).replace("/config/placement", {8}, H5T_STD_I32LE, H5T_NATIVE_INT32);
   expect_rejected(placement, "/config/placement: expected a group, found a dataset");
 }
+
+TEST_CASE("a dataset compressed with a filter this HDF5 lacks is named as such, not as damage") {
+  const std::string path = valid("lzf");
+  {
+    Rw f(path);
+    f.remove("/layers/0/ranks/0/x");
+    const hsize_t dims[2] = {4, 16};
+    const hid_t s = H5Screate_simple(2, dims, nullptr), p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 2, dims);
+    REQUIRE(H5Pset_filter(p, 32000, H5Z_FLAG_OPTIONAL, 0, nullptr) >= 0);  // LZF, as h5py writes it
+    const hid_t d = H5Dcreate2(f.f, "/layers/0/ranks/0/x", H5T_STD_U16LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    std::uint16_t chunk[64] = {};
+    const hsize_t offset[2] = {0, 0};
+    REQUIRE(H5Dwrite_chunk(d, H5P_DEFAULT, 0, offset, sizeof chunk, chunk) >= 0);  // marked as filtered
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    f.set_string("/layers/0/ranks/0/x", "dtype", "bfloat16");
+  }
+  REQUIRE(H5Zfilter_avail(32000) <= 0);
+  expect_rejected(path, "/layers/0/ranks/0/x: read failed: it needs HDF5 filter 32000, which this HDF5 library does "
+                        "not have (re-save it with gzip or no compression)");
+}
