@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <map>
 
 #include "error.hpp"
 #include "temp_files.hpp"
@@ -116,7 +118,9 @@ File File::open_read(const std::string& path) {
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) throw Error(path + ": cannot open: truncated or damaged HDF5 file");
-  return File(path, Id(f, H5Fclose));
+  File file(path, Id(f, H5Fclose));
+  file.check_structure();  // before any reader walks or reads it
+  return file;
 }
 
 File File::create(const std::string& path) {
@@ -178,6 +182,38 @@ std::vector<std::string> File::children(const std::string& group) const {
     names.push_back(s);
   }
   return names;
+}
+
+void File::check_structure() const {
+  std::map<std::string, std::string> seen;  // group address -> first path
+  std::size_t objects = 0;
+  const auto key = [&](const std::string& p) {
+    H5O_info_t oi;
+    if (H5Oget_info_by_name(file_.get(), p.c_str(), &oi, H5P_DEFAULT) < 0) fail(p, "cannot inspect object");
+#if H5_VERSION_GE(1, 12, 0)
+    char* text = nullptr;
+    H5Otoken_to_str(file_.get(), &oi.token, &text);
+    std::string k = text ? text : p;
+    H5free_memory(text);
+    return k;
+#else
+    return std::to_string(oi.addr);
+#endif
+  };
+  std::function<void(const std::string&, int)> walk = [&](const std::string& g, int depth) {
+    if (depth > kMaxDepth) fail(g, "groups nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    const auto [it, fresh] = seen.emplace(key(g), g);
+    if (!fresh) fail(g, "hard link to the group " + it->second + " seen before (a cycle or a shared group)");
+    for (const auto& c : children(g)) {
+      const std::string p = (g == "/" ? "/" : g + "/") + c;
+      if (++objects > kMaxObjects) fail(g, "more than " + std::to_string(kMaxObjects) + " objects");
+      H5L_info_t li;
+      if (H5Lget_info(file_.get(), p.c_str(), &li, H5P_DEFAULT) < 0) fail(p, "cannot inspect link");
+      if (li.type != H5L_TYPE_HARD) fail(p, "soft or external link: moesim reads only hard links");
+      if (is_group(p)) walk(p, depth + 1);
+    }
+  };
+  walk("/", 0);
 }
 
 DatasetInfo File::info(const std::string& ds) const {

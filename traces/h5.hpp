@@ -49,6 +49,12 @@ class File {
   bool exists(const std::string& obj) const;  // every component of the path is checked
   bool is_group(const std::string& obj) const;
   std::vector<std::string> children(const std::string& group) const;  // names, in name order
+  // The structure moesim relies on, checked before any data is read: only hard links, no group
+  // reached twice (a hard-link cycle made diff and bisect walk forever), at most kMaxDepth
+  // levels, at most kMaxObjects objects. Throws Error naming the offending path.
+  static constexpr int kMaxDepth = 32;
+  static constexpr std::size_t kMaxObjects = std::size_t{1} << 20;
+  void check_structure() const;
   DatasetInfo info(const std::string& ds) const;
 
   // Reads a whole dataset whose stored type is exactly T's (int32, float, uint16 ...).

@@ -441,3 +441,30 @@ TEST_CASE("a dataset compressed with a filter this HDF5 lacks is named as such, 
   expect_rejected(path, "/layers/0/ranks/0/x: read failed: it needs HDF5 filter 32000, which this HDF5 library does "
                         "not have (re-save it with gzip or no compression)");
 }
+
+TEST_CASE("hard-link cycles, soft links and deep nesting are refused before anything walks the file") {
+  const std::string cycle = valid("link_cycle");
+  REQUIRE(H5Lcreate_hard(Rw(cycle).f, "/layers", H5L_SAME_LOC, "/layers/0/loop", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  expect_rejected(cycle, "/layers/0/loop: hard link to the group /layers seen before (a cycle or a shared group)");
+  // diff walked such a file forever; now it stops at the same line.
+  const std::string other = valid("link_cycle_other");
+  const CliRun d = test::run_moesim("diff '" + other + "' '" + cycle + "'");
+  CHECK(d.code == 2);
+  CHECK(d.output.find(cycle + ": /layers/0/loop: hard link to the group /layers seen before") != std::string::npos);
+  const std::string soft = valid("link_soft");
+  REQUIRE(H5Lcreate_soft("/config", Rw(soft).f, "/layers/0/cfg", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  expect_rejected(soft, "/layers/0/cfg: soft or external link: moesim reads only hard links");
+  const std::string deep = valid("deep");
+  {
+    Rw f(deep);
+    std::string p = "/layers/0/d";
+    for (int i = 0; i < 40; ++i, p += "/d") {
+      const hid_t g = H5Gcreate2(f.f, p.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      REQUIRE(g >= 0);
+      H5Gclose(g);
+    }
+  }
+  std::string at = "/layers/0";
+  for (int i = 0; i < 31; ++i) at += "/d";
+  expect_rejected(deep, at + ": groups nested deeper than 32 levels");
+}
