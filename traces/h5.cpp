@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -131,7 +132,9 @@ File File::create(const std::string& path) {
 
 void File::close() {
   if (file_.get() < 0) return;
-  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0) fail("", "cannot flush file");
+  errno = 0;
+  if (H5Fflush(file_.get(), H5F_SCOPE_LOCAL) < 0)
+    fail("", std::string("cannot flush file") + (errno ? std::string(": ") + std::strerror(errno) : ""));
   file_.reset();
 }
 

@@ -90,3 +90,22 @@ TEST_CASE("SIGINT or SIGTERM while an output is written leaves no temporary and 
     std::filesystem::remove_all(dir);
   }
 }
+
+TEST_CASE("a write that fails mid-file (file size limit) is one line and exit 2, nothing left behind") {
+  const std::string dir = tmp("outpath_fsize_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  // SIGXFSZ ignored, as a job scheduler's limit or a full disk shows itself: writes fail with EFBIG.
+  const std::string script = "cd '" + dir + "' && (trap '' XFSZ; ulimit -f 64; '" + std::string(MOESIM_BINARY) +
+                             "' golden '" + std::string(MOESIM_SOURCE_DIR) +
+                             "/traces/bundled/default.h5' -o g.h5 2>&1); echo status=$?";
+  FILE* p = popen(script.c_str(), "r");
+  REQUIRE(p);
+  char buf[512] = {};
+  std::string out;
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  pclose(p);
+  CHECK(out == "moesim golden: g.h5: cannot flush file: File too large\nstatus=2\n");  // not 139
+  CHECK(std::filesystem::is_empty(dir));
+  std::filesystem::remove_all(dir);
+}

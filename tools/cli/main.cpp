@@ -1,6 +1,7 @@
 // moesim: the command-line front end. The only place exceptions become exit codes.
 #include <boost/program_options/errors.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include <moesim/version.hpp>
@@ -65,5 +66,10 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "moesim " << it->name << ": internal error: " << e.what() << "\n";
   }
-  return 2;
+  // After an error, leave without the exit handlers: HDF5's re-closes a file whose write failed
+  // (full disk, file size limit) and crashes, turning exit 2 into a segfault. Outputs are
+  // already closed or removed by their owners (h5::AtomicOutput), so nothing depends on them.
+  std::cout.flush();
+  std::cerr.flush();
+  std::_Exit(2);
 }
