@@ -259,6 +259,19 @@ std::string read_failure(hid_t dataset) {
   return "read failed (truncated or damaged file)";
 }
 
+// What the file really holds for a dataset must cover what reading it allocates: a dataset that
+// stores nothing (fill values only, a 1 MB file declaring gigabytes) or more than deflate could
+// ever expand (about 1000:1 on zeros) is damage, refused before the allocation.
+constexpr std::uint64_t kMaxExpansion = 1100, kSmallBytes = 1 << 20;
+void check_storage(const File& f, hid_t dataset, const std::string& ds, std::uint64_t bytes) {
+  if (bytes <= kSmallBytes) return;
+  const std::uint64_t stored = H5Dget_storage_size(dataset);
+  if (stored == 0) f.fail(ds, "holds no stored data (" + std::to_string(bytes) + " bytes of fill values only)");
+  if (bytes / kMaxExpansion > stored)
+    f.fail(ds, "declares " + std::to_string(bytes) + " bytes but stores " + std::to_string(stored) +
+                   ", more than any compression expands");
+}
+
 }  // namespace
 
 template <class T>
@@ -268,8 +281,9 @@ std::vector<T> File::read(const std::string& ds) const {
     fail(ds, "dtype is " + stored_name(in.stored) + ", expected " + stored_name(Native<T>::type));
   // Callers check shapes against the trace's config before reading; this guards the rest.
   if (in.elements() > (std::uint64_t{1} << 34) / sizeof(T)) fail(ds, "absurd size");
-  std::vector<T> out(in.elements());
   Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
+  check_storage(*this, d.get(), ds, in.elements() * sizeof(T));
+  std::vector<T> out(in.elements());
   if (!out.empty() && H5Dread(d.get(), Native<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     fail(ds, read_failure(d.get()));
   return out;

@@ -468,3 +468,29 @@ TEST_CASE("hard-link cycles, soft links and deep nesting are refused before anyt
   for (int i = 0; i < 31; ++i) at += "/d";
   expect_rejected(deep, at + ": groups nested deeper than 32 levels");
 }
+
+TEST_CASE("a dataset that stores nothing (fill values only) is refused before its size is allocated") {
+  GenOptions o;
+  o.num_ranks = 1;
+  o.num_experts = 4;
+  o.top_k = 2;
+  o.hidden = 16;
+  o.intermediate = 8;
+  o.tokens_per_rank = 40000;  // x: 40000 x 16 bf16 = 1.28 MB, past the 1 MiB left unchecked
+  const std::string path = tmp("malformed_fill_only.h5");
+  write_trace(generate(o), path);
+  {
+    Rw f(path);
+    f.remove("/layers/0/ranks/0/x");
+    const hsize_t dims[2] = {40000, 16}, chunk[2] = {1000, 16};
+    const hid_t s = H5Screate_simple(2, dims, nullptr), p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 2, chunk);
+    const hid_t d = H5Dcreate2(f.f, "/layers/0/ranks/0/x", H5T_STD_U16LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    REQUIRE(d >= 0);  // no chunk ever written
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    f.set_string("/layers/0/ranks/0/x", "dtype", "bfloat16");
+  }
+  expect_rejected(path, "/layers/0/ranks/0/x: holds no stored data (1280000 bytes of fill values only)");
+}
