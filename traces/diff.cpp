@@ -93,22 +93,6 @@ std::map<std::string, bool> objects(const h5::File& f, const std::vector<std::st
   return out;
 }
 
-std::vector<std::string> attribute_names(const h5::File& f, const std::string& obj) {
-  std::vector<std::string> names;
-  h5::Id o(H5Oopen(f.id(), obj.c_str(), H5P_DEFAULT), H5Oclose);
-  if (o.get() < 0) f.fail(obj, "cannot open object");
-  H5O_info_t oi;
-  if (H5Oget_info(o.get(), &oi) < 0) f.fail(obj, "cannot inspect object");
-  for (hsize_t i = 0; i < oi.num_attrs; ++i) {
-    const ssize_t n = H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-    if (n < 0) f.fail(obj, "cannot list attributes");
-    std::string s(static_cast<size_t>(n), '\0');
-    H5Aget_name_by_idx(o.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1, H5P_DEFAULT);
-    names.push_back(s);
-  }
-  return names;
-}
-
 // "string", "number" or "" (arrays, compounds: not compared).
 std::string attribute_kind(const h5::File& f, const std::string& obj, const std::string& attr) {
   h5::Id a(H5Aopen_by_name(f.id(), obj.c_str(), attr.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
@@ -129,9 +113,9 @@ std::string number_text(double v) {
 
 void compare_attributes(const h5::File& a, const h5::File& b, const std::string& obj, Stage stage, Result& r) {
   static const std::set<std::string> descriptive{"stage", "axes", "dtype"};
-  const auto names_b = attribute_names(b, obj);
+  const auto names_b = b.attr_names(obj);
   const std::set<std::string> in_b(names_b.begin(), names_b.end());
-  for (const auto& n : attribute_names(a, obj)) {
+  for (const auto& n : a.attr_names(obj)) {
     if (!in_b.count(n) || descriptive.count(n)) continue;
     const std::string ka = attribute_kind(a, obj, n), kb = attribute_kind(b, obj, n);
     if (ka.empty() || ka != kb) continue;

@@ -53,6 +53,7 @@ class File {
   // reached twice (a hard-link cycle made diff and bisect walk forever), at most kMaxDepth
   // levels, at most kMaxObjects objects. Throws Error naming the offending path.
   static constexpr int kMaxDepth = 32;
+  static constexpr unsigned kMaxAttributes = 1 << 16;  // per object
   static constexpr std::size_t kMaxObjects = std::size_t{1} << 20;
   void check_structure() const;
   DatasetInfo info(const std::string& ds) const;

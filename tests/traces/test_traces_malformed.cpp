@@ -18,6 +18,7 @@
 
 #include "error.hpp"
 #include "generate.hpp"
+#include "h5.hpp"
 #include "test_files.hpp"
 #include "trace_io.hpp"
 #include "traces/cli_run.hpp"
@@ -493,4 +494,17 @@ TEST_CASE("a dataset that stores nothing (fill values only) is refused before it
     f.set_string("/layers/0/ranks/0/x", "dtype", "bfloat16");
   }
   expect_rejected(path, "/layers/0/ranks/0/x: holds no stored data (1280000 bytes of fill values only)");
+}
+
+TEST_CASE("attribute names are listed in name order in one pass, dense storage included") {
+  const std::string path = valid("many_attrs");
+  {
+    Rw f(path);
+    for (int i = 4999; i >= 0; --i) f.set_int("/layers/0", ("a" + std::to_string(i)).c_str(), i);  // dense storage
+  }
+  const auto f = h5::File::open_read(path);
+  const auto names = f.attr_names("/layers/0");
+  CHECK(std::is_sorted(names.begin(), names.end()));
+  CHECK(std::count_if(names.begin(), names.end(), [](const std::string& n) { return n[0] == 'a'; }) == 5000);
+  CHECK(std::find(names.begin(), names.end(), "a4321") != names.end());
 }
