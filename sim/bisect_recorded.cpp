@@ -62,7 +62,13 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
       compared = cand;
     } else {
       res.source = candidate + (format.empty() ? "" : " (" + format + ")");
-      if (f.has_attr("/", "numerics")) numerics = parse_numerics(f.attr_string("/", "numerics"));
+      if (f.has_attr("/", "numerics")) {
+        try {
+          numerics = parse_numerics(f.attr_string("/", "numerics"));
+        } catch (const Error& e) {
+          f.fail("/", std::string("attribute 'numerics': ") + e.what());  // name the file and where
+        }
+      }
     }
   }
   if (compared == cand) {

@@ -215,3 +215,14 @@ TEST_CASE("old MORI's -1 to rank 0 shrinks to one token with a -1 slot, named at
   CHECK(r.slots_after == 0);  // the -1 slot alone reproduces it
   CHECK(r.minimal_divergence.stage == diff::Stage::dispatch);
 }
+
+TEST_CASE("bisect --candidate with an unknown numerics attribute names the file and attribute") {
+  const std::string gold = tmp("bisect_bad_numerics.h5");
+  REQUIRE(run_moesim("golden " + trace_path() + " -o " + gold).code == 0);
+  REQUIRE(shell("/usr/bin/python3 -c \"import h5py; h5py.File('" + gold + "', 'a').attrs['numerics'] = 'fp4'\"").code ==
+          0);
+  const Ran r = run_moesim("bisect " + trace_path() + " --candidate " + gold);
+  CHECK(r.code == 2);
+  CHECK(r.err == "moesim bisect: " + gold +
+                     ": /: attribute 'numerics': unknown numerics 'fp4' (expected exact, fp32, bf16 or fp8)\n");
+}
