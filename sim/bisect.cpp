@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "error.hpp"
+#include "temp_files.hpp"
 #include "run_file.hpp"
 #include "report.hpp"
 
@@ -41,18 +42,15 @@ std::int64_t tokens_of(const Layer& l) {
 }
 
 // Scratch files removed however bisect ends.
+// The candidate's and the reference's run files of each test, removed at the end or on a signal.
 struct Scratch {
-  std::string a, b;
-  explicit Scratch(const std::string& dir) {
-    const std::string stem = dir + "/moesim-bisect-" + std::to_string(::getpid());
-    a = stem + "-candidate.h5";
-    b = stem + "-reference.h5";
-  }
-  ~Scratch() {
-    std::error_code ec;
-    std::filesystem::remove(a, ec);
-    std::filesystem::remove(b, ec);
-  }
+  temp_files::Scratch a_file, b_file;
+  const std::string &a, &b;
+  explicit Scratch(const std::string& dir)
+      : a_file(dir + "/moesim-bisect-" + std::to_string(::getpid()) + "-candidate.h5"),
+        b_file(dir + "/moesim-bisect-" + std::to_string(::getpid()) + "-reference.h5"),
+        a(a_file.path()),
+        b(b_file.path()) {}
 };
 
 Divergence locate(const diff::Result& r, const RankOrigin& origin, int layer_index) {

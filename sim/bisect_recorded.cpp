@@ -7,6 +7,7 @@
 
 #include "bisect.hpp"
 #include "error.hpp"
+#include "temp_files.hpp"
 #include "golden.hpp"
 #include "trace_io.hpp"
 
@@ -44,15 +45,8 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
                                    const diff::ToleranceRules& tolerances, const std::string& work_dir) {
   RecordedDivergence res;
   const std::string stem = work_dir + "/moesim-bisect-" + std::to_string(::getpid());
-  const std::string cand = stem + "-recorded.h5", gold = stem + "-golden.h5";
-  struct Cleanup {
-    std::string a, b;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove(a, ec);
-      std::filesystem::remove(b, ec);
-    }
-  } cleanup{cand, gold};
+  const temp_files::Scratch cand_file(stem + "-recorded.h5"), gold_file(stem + "-golden.h5");
+  const std::string &cand = cand_file.path(), &gold = gold_file.path();
   std::string compared = candidate;
   {
     const h5::File f = h5::File::open_read(candidate);

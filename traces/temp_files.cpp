@@ -49,6 +49,11 @@ void drop(int slot) {
   slots[slot].claimed.store(false);
 }
 
+Scratch::~Scratch() {
+  ::unlink(path_.c_str());
+  drop(slot_);
+}
+
 void install_signal_cleanup() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;

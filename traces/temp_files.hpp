@@ -12,4 +12,18 @@ int add(const std::string& path);
 void drop(int slot);
 void install_signal_cleanup();
 
+// A scratch file's path, owned: the file is removed when the owner goes, and by a signal before.
+class Scratch {
+ public:
+  explicit Scratch(std::string path) : path_(std::move(path)), slot_(add(path_)) {}
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int slot_;
+};
+
 }  // namespace moesim::temp_files
