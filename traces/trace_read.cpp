@@ -144,6 +144,10 @@ TraceConfig read_config(const h5::File& f) {
       f.fail(g, "num_experts " + std::to_string(c.num_experts) + " is not a multiple of num_ranks " +
                     std::to_string(c.num_ranks) + " (contiguous placement)");
     c.placement = contiguous_placement(c.num_experts, c.num_ranks);
+    // Written or not, a contiguous placement has one logical expert per physical one.
+    if (f.exists(p) && f.has_attr(p, "num_logical") && f.attr_int(p, "num_logical") != c.num_experts)
+      f.fail(p, "attribute 'num_logical' = " + std::to_string(f.attr_int(p, "num_logical")) +
+                    ", a contiguous placement has num_experts = " + std::to_string(c.num_experts));
   } else {
     const std::vector<std::uint64_t> dims{static_cast<std::uint64_t>(c.num_experts)};
     c.placement.num_logical = static_cast<int>(int_attr(f, p, "num_logical", 1, c.num_experts));

@@ -34,9 +34,8 @@ int run_golden(const std::vector<std::string>& args) {
   ro.threads = vm["threads"].as<int>();
   if (ro.threads < 1) throw UsageError("--threads must be at least 1");
   check_output_path(vm["output"].as<std::string>(), {vm["trace"].as<std::string>()});
-  ReadOptions read;
-  read.captured = false;
-  const Trace trace = read_trace(vm["trace"].as<std::string>(), read);
+  // A full read, captured side included: golden refuses every file validate refuses.
+  const Trace trace = read_trace(vm["trace"].as<std::string>());
   const WeightProvider weights(trace);
   const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
   ro.backend = backend.get();
