@@ -20,14 +20,7 @@ base = os.path.join(source, "traces", "bundled", "default.h5")
 shutil.rmtree(tmp, ignore_errors=True)
 os.makedirs(tmp)
 RANKS = [f"layers/{l}/ranks/{r}" for l in range(2) for r in range(4)]
-variants = []  # (name, function(h5py.File) or None for raw-byte variants, raw writer)
-
-
-def variant(name):
-    def wrap(fn):
-        variants.append((name, fn))
-        return fn
-    return wrap
+variants = []  # (name, function changing an h5py.File open for writing)
 
 
 def replace(f, path, data, attrs=None):

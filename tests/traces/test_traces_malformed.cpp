@@ -28,8 +28,8 @@ using moesim::test::tmp;
 using moesim::test::bytes_of;
 
 namespace {
-// A small valid trace: 2 ranks, 8 experts, top-2, H 16, 4 tokens per rank, all stored.
-std::string valid(const std::string& name, bool stored_weights = true) {
+// The shape of the small valid trace: 2 ranks, 8 experts, top-2, H 16, 4 tokens per rank.
+GenOptions small() {
   GenOptions o;
   o.num_ranks = 2;
   o.num_experts = 8;
@@ -37,6 +37,12 @@ std::string valid(const std::string& name, bool stored_weights = true) {
   o.hidden = 16;
   o.intermediate = 8;
   o.tokens_per_rank = 4;
+  return o;
+}
+
+// A small valid trace, all stored.
+std::string valid(const std::string& name, bool stored_weights = true) {
+  GenOptions o = small();
   o.store_weights = stored_weights;
   Trace t = generate(o);
   t.command = "test";
@@ -210,13 +216,7 @@ TEST_CASE("wrong dtype") {
 }
 
 TEST_CASE("tokens and weights must be stored as the declared dtype, even when it is float32") {
-  GenOptions o;
-  o.num_ranks = 2;
-  o.num_experts = 8;
-  o.top_k = 2;
-  o.hidden = 16;
-  o.intermediate = 8;
-  o.tokens_per_rank = 4;
+  GenOptions o = small();
   o.token_dtype = DType::f32;
   o.weight_dtype = DType::f32;
   o.store_weights = true;
@@ -339,12 +339,7 @@ TEST_CASE("duplicate ids within a row are a warning, not an error") {
 }
 
 TEST_CASE("warnings are counted and capped: a row of duplicates per token does not flood the output") {
-  GenOptions o;
-  o.num_ranks = 2;
-  o.num_experts = 8;
-  o.top_k = 2;
-  o.hidden = 16;
-  o.intermediate = 8;
+  GenOptions o = small();
   o.tokens_per_rank = 40;  // 80 rows, every one with a duplicate id
   Trace t = generate(o);
   for (auto& in : t.layers[0].ranks)
@@ -471,12 +466,9 @@ TEST_CASE("hard-link cycles, soft links and deep nesting are refused before anyt
 }
 
 TEST_CASE("a dataset that stores nothing (fill values only) is refused before its size is allocated") {
-  GenOptions o;
+  GenOptions o = small();
   o.num_ranks = 1;
   o.num_experts = 4;
-  o.top_k = 2;
-  o.hidden = 16;
-  o.intermediate = 8;
   o.tokens_per_rank = 40000;  // x: 40000 x 16 bf16 = 1.28 MB, past the 1 MiB left unchecked
   const std::string path = tmp("malformed_fill_only.h5");
   write_trace(generate(o), path);

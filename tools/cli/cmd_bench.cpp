@@ -158,6 +158,7 @@ int run_bench(const std::vector<std::string>& args) {
   if (it == cases.end()) throw UsageError("unknown bench case '" + vm["case"].as<std::string>() + "'");
   if (vm["experts"].as<int>() < 1 || vm["threads"].as<int>() < 1 || vm["reps"].as<int>() < 1)
     throw UsageError("--experts, --threads and --reps must be at least 1");
+  if (vm["sample-experts"].as<int>() < 0) throw UsageError("--sample-experts must be at least 0");
   return it->second(vm);
 }
 
