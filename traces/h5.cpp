@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 
+#include "contained.hpp"
 #include "error.hpp"
 #include "temp_files.hpp"
 
@@ -117,11 +118,20 @@ File File::open_read(const std::string& path) {
   // A FIFO or device would block the read forever, a folder is no file: refused before opening.
   if (!std::filesystem::is_regular_file(st)) throw Error(path + ": cannot open: not a regular file");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
-  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw Error(path + ": cannot open: truncated or damaged HDF5 file");
-  File file(path, Id(f, H5Fclose));
+  // Everything is read once in a child process first: where the library itself crashes on a
+  // damaged file, the child dies and this process reports it as one line.
+  contained::run(path, [&](const contained::Progress& progress) {
+    open_unprobed(path).touch_all([&](const std::string& step) { progress.at(step); });
+  });
+  File file = open_unprobed(path);
   file.check_structure();  // before any reader walks or reads it
   return file;
+}
+
+File File::open_unprobed(const std::string& path) {
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw Error(path + ": cannot open: truncated or damaged HDF5 file");
+  return File(path, Id(f, H5Fclose));
 }
 
 File File::create(const std::string& path) {
@@ -187,7 +197,7 @@ std::vector<std::string> File::children(const std::string& group) const {
   return names;
 }
 
-void File::check_structure() const {
+void File::check_structure(const std::function<void(const std::string&)>& visit) const {
   std::map<std::string, std::string> seen;  // group address -> first path
   std::size_t objects = 0;
   const auto key = [&](const std::string& p) {
@@ -207,13 +217,18 @@ void File::check_structure() const {
     if (depth > kMaxDepth) fail(g, "groups nested deeper than " + std::to_string(kMaxDepth) + " levels");
     const auto [it, fresh] = seen.emplace(key(g), g);
     if (!fresh) fail(g, "hard link to the group " + it->second + " seen before (a cycle or a shared group)");
+    if (visit) visit(g);
     for (const auto& c : children(g)) {
       const std::string p = (g == "/" ? "/" : g + "/") + c;
       if (++objects > kMaxObjects) fail(g, "more than " + std::to_string(kMaxObjects) + " objects");
       H5L_info_t li;
       if (H5Lget_info(file_.get(), p.c_str(), &li, H5P_DEFAULT) < 0) fail(p, "cannot inspect link");
       if (li.type != H5L_TYPE_HARD) fail(p, "soft or external link: moesim reads only hard links");
-      if (is_group(p)) walk(p, depth + 1);
+      if (is_group(p)) {
+        walk(p, depth + 1);
+      } else if (visit) {
+        visit(p);
+      }
     }
   };
   walk("/", 0);
@@ -259,17 +274,33 @@ std::string read_failure(hid_t dataset) {
   return "read failed (truncated or damaged file)";
 }
 
+constexpr std::uint64_t kMaxExpansion = 1100, kSmallBytes = 1 << 20;
+
+}  // namespace
+
 // What the file really holds for a dataset must cover what reading it allocates: a dataset that
 // stores nothing (fill values only, a 1 MB file declaring gigabytes) or more than deflate could
 // ever expand (about 1000:1 on zeros) is damage, refused before the allocation.
-constexpr std::uint64_t kMaxExpansion = 1100, kSmallBytes = 1 << 20;
-void check_storage(const File& f, hid_t dataset, const std::string& ds, std::uint64_t bytes) {
+void File::check_storage(hid_t dataset, const std::string& ds, std::uint64_t bytes) const {
   if (bytes <= kSmallBytes) return;
   const std::uint64_t stored = H5Dget_storage_size(dataset);
-  if (stored == 0) f.fail(ds, "holds no stored data (" + std::to_string(bytes) + " bytes of fill values only)");
+  if (stored == 0) fail(ds, "holds no stored data (" + std::to_string(bytes) + " bytes of fill values only)");
   if (bytes / kMaxExpansion > stored)
-    f.fail(ds, "declares " + std::to_string(bytes) + " bytes but stores " + std::to_string(stored) +
-                   ", more than any compression expands");
+    fail(ds, "declares " + std::to_string(bytes) + " bytes but stores " + std::to_string(stored) +
+                 ", more than any compression expands");
+}
+
+namespace {
+
+// The buffer a read fills; when the machine cannot give it, the error names the dataset whose
+// declared size asked for it.
+template <class T>
+std::vector<T> buffer_for(const File& f, const std::string& ds, std::uint64_t elements) {
+  try {
+    return std::vector<T>(elements);
+  } catch (const std::bad_alloc&) {
+    f.fail(ds, "out of memory: reading it needs " + std::to_string(elements * sizeof(T)) + " bytes");
+  }
 }
 
 }  // namespace
@@ -282,8 +313,8 @@ std::vector<T> File::read(const std::string& ds) const {
   // Callers check shapes against the trace's config before reading; this guards the rest.
   if (in.elements() > (std::uint64_t{1} << 34) / sizeof(T)) fail(ds, "absurd size");
   Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
-  check_storage(*this, d.get(), ds, in.elements() * sizeof(T));
-  std::vector<T> out(in.elements());
+  check_storage(d.get(), ds, in.elements() * sizeof(T));
+  std::vector<T> out = buffer_for<T>(*this, ds, in.elements());
   if (!out.empty() && H5Dread(d.get(), Native<T>::mem(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     fail(ds, read_failure(d.get()));
   return out;
@@ -298,7 +329,7 @@ std::vector<double> File::read_rows_as_double(const std::string& ds, std::uint64
   } else if (row0 + nrows > in.dims[0]) {
     fail(ds, "rows " + std::to_string(row0) + ".." + std::to_string(row0 + nrows) + " past its end");
   }
-  std::vector<double> out(nrows * row_elems);
+  std::vector<double> out = buffer_for<double>(*this, ds, nrows * row_elems);
   if (out.empty()) return out;
   Id d(H5Dopen2(file_.get(), ds.c_str(), H5P_DEFAULT), H5Dclose);
   Id fspace(H5Dget_space(d.get()), H5Sclose);

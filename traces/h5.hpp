@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,11 @@ class File {
   static constexpr int kMaxDepth = 32;
   static constexpr unsigned kMaxAttributes = 1 << 16;  // per object
   static constexpr std::size_t kMaxObjects = std::size_t{1} << 20;
-  void check_structure() const;
+  // `visit` is called once for every object found, groups included, with its path.
+  void check_structure(const std::function<void(const std::string&)>& visit = {}) const;
+  // Reads every attribute and every dataset's data (in bounded blocks) once, saying the step
+  // before each through `at`: the probe run in a child process before the first real read.
+  void touch_all(const std::function<void(const std::string&)>& at) const;
   DatasetInfo info(const std::string& ds) const;
 
   // Reads a whole dataset whose stored type is exactly T's (int32, float, uint16 ...).
@@ -92,6 +97,9 @@ class File {
   friend class AtomicOutput;
   File(std::string path, Id file) : path_(std::move(path)), file_(std::move(file)) {}
   Id open_object(const std::string& obj) const;
+  static File open_unprobed(const std::string& path);
+  // Refuses a dataset whose stored bytes cannot hold what reading it allocates.
+  void check_storage(hid_t dataset, const std::string& ds, std::uint64_t bytes) const;
   std::string path_;
   Id file_;
 };
