@@ -59,8 +59,10 @@ const ModelFinding& finding(const CaptureCheck& c, const std::string& model) {
 }  // namespace
 
 TEST_CASE("a capture is consistent with the model that produced it and not with the others") {
-  for (auto [model, label] : {std::pair{DispatchModel::mori, "mori"}, std::pair{DispatchModel::deepep_ht, "deepep-ht"},
-                              std::pair{DispatchModel::pairs, "pairs"}}) {
+  for (const auto& case_ : {std::pair{DispatchModel::mori, "mori"}, std::pair{DispatchModel::deepep_ht, "deepep-ht"},
+                            std::pair{DispatchModel::pairs, "pairs"}}) {
+    const DispatchModel model = case_.first;  // no structured binding: clang 14 cannot capture one
+    const char* label = case_.second;
     CAPTURE(label);
     const Trace tr = captured_trace(model, SrcPosEncoding::flat);
     const auto checks = check_captures(tr, 0, make_expert_map(tr.config), {});

@@ -80,8 +80,8 @@ TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x tim
                         std::pair{DispatchModel::deepep_ll, CombineModel::weighted},
                         std::pair{DispatchModel::pplx, CombineModel::weighted},
                         std::pair{DispatchModel::pairs, CombineModel::pair_sum}}) {
-    CAPTURE(name(dm));
-    CAPTURE(name(km));
+    const std::string models = std::string(name(dm)) + " + " + std::string(name(km));  // clang 14: no binding in CAPTURE
+    CAPTURE(models);
     SimOptions o;
     o.dispatch.model = dm;
     o.combine = km;

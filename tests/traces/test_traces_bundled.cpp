@@ -102,13 +102,16 @@ TEST_CASE("bundled traces match what tools/regen-traces.sh makes now") {
     CHECK(attr(bundled, "command").rfind(std::string("moesim gen -o ") + name + " ", 0) == 0);
     const Content a = content_of(bundled), b = content_of(fresh);
     CHECK(a.size() > 20);
-    for (const auto& [k, v] : a) {
+    for (const auto& entry : a) {
+      const auto& k = entry.first;  // not a structured binding: clang 14 cannot capture one
+      const auto& v = entry.second;
       CAPTURE(k);
       auto it = b.find(k);
       REQUIRE_MESSAGE(it != b.end(), "missing from the regenerated file");
       CHECK_MESSAGE(it->second == v, "differs; run tools/regen-traces.sh build/moesim");
     }
-    for (const auto& [k, v] : b) {
+    for (const auto& entry : b) {
+      const auto& k = entry.first;
       CAPTURE(k);
       CHECK_MESSAGE(a.count(k) == 1, "missing from the bundled file; run tools/regen-traces.sh build/moesim");
     }
