@@ -122,6 +122,7 @@ commands = [("validate", []), ("info", []), ("run", ["-o", out]), ("golden", ["-
 failures, runs = [], 0
 for p in paths:
     before = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    messages = {}  # command -> its error without the "moesim CMD: " prefix
     for cmd, extra in commands:
         runs += 1
         try:
@@ -141,9 +142,16 @@ for p in paths:
             what = "the input changed"
         if what:
             failures.append(f"{cmd} {os.path.basename(p)}: {what}")
+        elif err:
+            messages[cmd] = err[0][len(f"moesim {cmd}: "):]
         for n in os.listdir(tmp):
             if n.startswith("out.h5"):
                 os.remove(os.path.join(tmp, n))
+    # What validate rejects, every command rejects with the same words.
+    if "validate" in messages:
+        for cmd, m in messages.items():
+            if m != messages["validate"]:
+                failures.append(f"{cmd} {os.path.basename(p)}: says {m!r} where validate says {messages['validate']!r}")
 print(f"{len(paths)} malformed inputs x {len(commands)} commands = {runs} runs, {len(failures)} failures")
 for line in failures[:40]:
     print("  " + line)
