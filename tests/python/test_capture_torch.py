@@ -4,10 +4,10 @@ through moesim_capture.hf; `moesim golden --numerics fp32` of the trace must mat
 own fp32 output, and the blocks schema v1 cannot express must be refused with their message.
 Usage: test_capture_torch.py MOESIM TMP_DIR (ctest runs it; exit 77, skipped, without torch)."""
 import os
-import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "python"))
+from capture_testlib import check, finish, run, tmp
+
 try:
     import torch
     import torch.nn.functional as F
@@ -21,14 +21,6 @@ import numpy as np
 from moesim_capture import CaptureError
 from moesim_capture.hf import MoECapture
 
-moesim, tmp = sys.argv[1:3]
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 class Experts(torch.nn.Module):
@@ -162,11 +154,11 @@ def golden_error(block, name, num_ranks=1, batch=(2, 5)):
     path = os.path.join(tmp, f"capture_{name}.h5")
     gold = os.path.join(tmp, f"capture_{name}_golden.h5")
     cap.write(path, num_ranks=num_ranks)
-    r = subprocess.run([moesim, "validate", path], capture_output=True, text=True)
-    check(r.returncode == 0, f"{name}: validate: {r.stdout}{r.stderr}")
-    r = subprocess.run([moesim, "golden", path, "-o", gold, "--numerics", "fp32"], capture_output=True, text=True)
-    check(r.returncode == 0, f"{name}: golden: {r.stderr}")
-    if r.returncode:
+    code, msg = run("validate", path)
+    check(code == 0, f"{name}: validate: {msg}")
+    code, msg = run("golden", path, "-o", gold, "--numerics", "fp32")
+    check(code == 0, f"{name}: golden: {msg}")
+    if code:
         return float("inf"), path
     with h5py.File(gold, "r") as g, h5py.File(path, "r") as t:
         got = np.concatenate([g[f"layers/0/ranks/{i}/final_out"][...] for i in range(num_ranks)])
@@ -254,6 +246,42 @@ except CaptureError as e:
     check("its output differs from moesim's MoE formula" in str(e), f"hidden scale: message {e}")
 check(not os.path.exists(os.path.join(tmp, "capture_hidden_scale.h5")), "hidden scale: a refused capture left a file")
 
+# bf16 torch tensors round trip exactly: every finite bf16 value as x, every pattern (NaN, inf)
+# as recv_x, read back as SCHEMA.md shows (uint16 -> int16 -> torch.bfloat16).
+from moesim_capture import TraceConfig, TraceWriter
+
+bits = torch.arange(65536, dtype=torch.int32).to(torch.int16)
+every = bits.view(torch.bfloat16)
+finite = every[torch.isfinite(every.float())]
+H = 64
+rows = finite.numel() // H
+x = finite[:rows * H].reshape(rows, H)
+path = os.path.join(tmp, "capture_bf16_roundtrip.h5")
+with TraceWriter(path, TraceConfig(num_ranks=1, num_experts=4, top_k=2, hidden=H, intermediate=8)) as w:
+    w.add_rank(0, 0, x, torch.zeros(rows, 2, dtype=torch.int64) + torch.tensor([0, 3]), torch.rand(rows, 2))
+    w.add_captured(0, 0, recv_x=every.reshape(-1, H), final_out=x)
+code, out = run("validate", path)
+check(code == 0, f"bf16 round trip: validate: {out}")
+with h5py.File(path, "r") as f:
+    back = torch.from_numpy(f["layers/0/ranks/0/x"][...].view(np.int16)).view(torch.bfloat16)
+    check(torch.equal(back.view(torch.int16), x.view(torch.int16)), "bf16: x bits round trip")
+    allback = torch.from_numpy(f["layers/0/ranks/0/captured/recv_x"][...].view(np.int16)).reshape(-1)
+    check(torch.equal(allback, bits), "bf16: all 65536 patterns round trip in recv_x")
+    check(f["layers/0/ranks/0/captured/final_out"].attrs["dtype"] == b"bfloat16", "bf16 output tensor keeps its dtype")
+try:
+    with TraceWriter(path + "2", TraceConfig(num_ranks=1, num_experts=4, top_k=2, hidden=H, intermediate=8)) as w:
+        w.add_rank(0, 0, x.float() + 1e-3, torch.zeros(rows, 2, dtype=torch.int64), torch.rand(rows, 2))
+    check(False, "float32 tensor with non-bf16 values into a bf16 trace: not refused")
+except CaptureError as e:
+    check("dtype is float32, expected bfloat16 (its values do not convert without loss)" in str(e), f"lossy bf16: {e}")
+try:
+    with TraceWriter(path + "2", TraceConfig(num_ranks=1, num_experts=4, top_k=2, hidden=H, intermediate=8,
+                                             token_dtype="float32")) as w:
+        w.add_rank(0, 0, torch.randn(3, H).half(), torch.zeros(3, 2, dtype=torch.int64), torch.rand(3, 2, dtype=torch.float64))
+    check(False, "float64 weights not float32-exact: not refused")
+except CaptureError as e:
+    check(str(e).endswith("/topk_weights: dtype is float64, expected float32 (its values do not convert without loss)"), f"f64: {e}")
+
 # The hooks are removed on exit: a later forward is not recorded.
 block = SoftmaxBlock()
 with torch.no_grad():
@@ -262,7 +290,4 @@ with torch.no_grad():
     block(torch.randn(1, 3, 32))
 check(len(cap.calls) == 1 and "forward" not in block.__dict__, "hooks detach on exit")
 
-if failures:
-    print(f"{len(failures)} failure(s)")
-    sys.exit(1)
-print("ok")
+finish("ok")
