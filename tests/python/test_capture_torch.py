@@ -79,6 +79,16 @@ class SoftmaxBlock(torch.nn.Module):
         return self.experts(x, ids, w).view(b, s, h), logits
 
 
+class KeywordBlock(SoftmaxBlock):
+    """Calls its experts by keyword, in another order, and returns a tensor (no tuple)."""
+
+    def forward(self, hidden_states):
+        b, s, h = hidden_states.shape
+        x = hidden_states.view(-1, h)
+        w, ids = torch.topk(F.softmax(self.gate(x), dim=-1), self.top_k, dim=-1)
+        return self.experts(top_k_weights=w, hidden_states=x, top_k_index=ids).view(b, s, h)
+
+
 class SigmoidSharedBlock(torch.nn.Module):
     """DeepSeek-V3 / GLM4-MoE shape: sigmoid scores, routed_scaling_factor folded into the weights
     the experts get, one shared expert added."""
@@ -175,6 +185,7 @@ cases = [
     ("transposed", SoftmaxBlock(transposed=True), 1),
     ("interleaved", SoftmaxBlock(interleaved=True), 1),
     ("gelu", SoftmaxBlock(act=torch.nn.GELU()), 1),
+    ("keywords", KeywordBlock(), 1),
     ("sigmoid_shared_folded", SigmoidSharedBlock(), 4),
     ("llama4", Llama4Block(), 1),
     ("llama4_top2", Llama4Block(E=4, K=2), 2),

@@ -183,11 +183,22 @@ class MoECapture:
             self.calls.append((name, block, call))
             return out
 
+        try:
+            signature = inspect.signature(block.experts.forward)
+        except (TypeError, ValueError):
+            signature = None
+
         def on_experts(fwd, *args, **kwargs):
             call = state.get("call")
             if call is not None and not llama4:
-                names = ("hidden_states", "top_k_index", "top_k_weights")
-                vals = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+                # (hidden_states, top_k_index, top_k_weights) by position or by any parameter names.
+                vals = list(args)
+                if signature is not None and kwargs:
+                    try:
+                        vals = [v for v in signature.bind_partial(*args, **kwargs).arguments.values()
+                                if isinstance(v, torch.Tensor)]
+                    except TypeError:
+                        pass
                 if len(vals) < 3:
                     raise CaptureError(f"{name}: experts called without (hidden_states, top_k_index, top_k_weights)")
                 call.experts_in, call.ids, call.weights = (v.detach().clone() for v in vals[:3])

@@ -1,0 +1,174 @@
+"""Hugging Face transformers MoE families through moesim_capture.hf and `moesim golden`.
+
+    /usr/bin/python3 tests/python/hf_families.py build/moesim [--tmp DIR] [--device cpu] [--only mixtral,...]
+
+For each family: a small model built from a config with random weights (nothing downloaded), fp32,
+every MoE block hooked, one forward pass, the capture written as a trace, `moesim golden
+--numerics fp32` run on it, and its final_out compared with the blocks' own outputs. Prints one
+row per family: status (ok, refused: the feature schema v1 lacks, error: what went wrong, or
+skipped: this transformers has no such family) and the max relative error (max |golden - block| /
+max |block| over all captured blocks). One family failing does not stop the others.
+Exit 0 when transformers is missing (nothing to check) or every family did what it is expected to
+(captured within 1e-4, or refused when schema v1 cannot express it); 1 otherwise."""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "python"))
+
+TOLERANCE = 1e-4
+SMALL = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=16, max_position_embeddings=64, tie_word_embeddings=False)
+
+# family: (config class, model class, config kwargs, expected: "ok" or "refused")
+FAMILIES = {
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM",
+                dict(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2), "ok"),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                  dict(intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=8,
+                       num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False), "refused"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+                  dict(intermediate_size=64, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                       decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True), "ok"),
+    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM",
+                    dict(intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1,
+                         num_experts_per_tok=2, first_k_dense_replace=1, n_group=2, topk_group=1,
+                         topk_method="group_limited_greedy", routed_scaling_factor=2.0, q_lora_rank=None, kv_lora_rank=16,
+                         qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, num_key_value_heads=4, norm_topk_prob=False),
+                    "ok"),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM",
+                    dict(intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1,
+                         num_experts_per_tok=2, first_k_dense_replace=1, n_group=2, topk_group=1, routed_scaling_factor=2.5,
+                         norm_topk_prob=True, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                         v_head_dim=16, num_key_value_heads=4), "ok"),
+    "olmoe": ("OlmoeConfig", "OlmoeForCausalLM",
+              dict(intermediate_size=32, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False), "ok"),
+    "glm4_moe": ("Glm4MoeConfig", "Glm4MoeForCausalLM",
+                 dict(intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1,
+                      num_experts_per_tok=2, first_k_dense_replace=1, n_group=1, topk_group=1, routed_scaling_factor=2.5,
+                      norm_topk_prob=True, partial_rotary_factor=0.5), "ok"),
+    "llama4": ("Llama4TextConfig", "Llama4ForCausalLM",
+               dict(intermediate_size=32, intermediate_size_mlp=64, num_local_experts=4, num_experts_per_tok=1,
+                    interleave_moe_layer_step=1, use_qk_norm=False), "ok"),
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM",
+                dict(intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                     layer_types=["sliding_attention", "full_attention"], sliding_window=16), "refused"),
+}
+
+
+def build(transformers, torch, family, device):
+    conf_cls, model_cls, kw, _ = FAMILIES[family]
+    if not hasattr(transformers, conf_cls) or not hasattr(transformers, model_cls):
+        return None
+    config = getattr(transformers, conf_cls)(**{**SMALL, **kw})
+    try:
+        config._experts_implementation = "eager"   # the reference loop; the hooks see the same inputs either way
+    except Exception:
+        pass
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config).to(device=device, dtype=torch.float32).eval()
+    return model
+
+
+def randomize_blocks(cap, torch):
+    # from_config's init is small (std 0.02) and leaves some tensors zero: give every MoE block
+    # weights whose routing and outputs are not degenerate.
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, block in cap.blocks:
+            for p in block.parameters():
+                fan_in = p.shape[-1] if p.dim() > 1 else 1
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+
+
+def max_rel_error(trace, golden, h5py, np):
+    worst = 0.0
+    with h5py.File(trace, "r") as t, h5py.File(golden, "r") as g:
+        R = int(t["config"].attrs["num_ranks"])
+        for l in range(int(t["layers"].attrs["num_layers"])):
+            want = np.concatenate([t[f"layers/{l}/ranks/{r}/captured/final_out"][...] for r in range(R)])
+            got = np.concatenate([g[f"layers/{l}/ranks/{r}/final_out"][...] for r in range(R)])
+            worst = max(worst, float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30)))
+    return worst
+
+
+def run_family(family, moesim, tmp, device, transformers, torch):
+    import h5py
+    import numpy as np
+
+    from moesim_capture import CaptureError
+    from moesim_capture.hf import MoECapture
+
+    expected = FAMILIES[family][3]
+    model = build(transformers, torch, family, device)
+    if model is None:
+        return "skipped: not in this transformers", None, ""
+    try:
+        cap = MoECapture(model)
+    except CaptureError as e:
+        return f"refused: {e}", None, expected
+    randomize_blocks(cap, torch)
+    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(2)).to(device)
+    with torch.no_grad(), cap:
+        model(input_ids=ids)
+    trace = os.path.join(tmp, f"{family}.h5")
+    golden = os.path.join(tmp, f"{family}_golden.h5")
+    try:
+        cap.write(trace, command=f"hf_families.py {family}")
+    except CaptureError as e:
+        return f"refused: {e}", None, expected
+    r = subprocess.run([moesim, "golden", trace, "-o", golden, "--numerics", "fp32", "--threads", "4"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        return f"error: moesim golden exit {r.returncode}: {(r.stdout + r.stderr).strip()}", None, expected
+    err = max_rel_error(trace, golden, h5py, np)
+    layers = len(cap.calls)
+    status = "ok" if err <= TOLERANCE else f"error: relative error {err:.3g} above {TOLERANCE}"
+    return f"{status} ({layers} MoE block(s))", err, expected
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("moesim", help="the moesim binary")
+    ap.add_argument("--tmp", help="folder for the traces (default: a temporary one)")
+    ap.add_argument("--device", default="cpu", help="torch device the models run on (default cpu)")
+    ap.add_argument("--only", help="comma-separated families (default: all of %s)" % ", ".join(FAMILIES))
+    args = ap.parse_args()
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        print(f"skipped: {e.name} is not installed (this script needs torch and transformers)")
+        return 0
+    families = args.only.split(",") if args.only else list(FAMILIES)
+    tmp = args.tmp or tempfile.mkdtemp(prefix="hf_families_")
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {args.device}, traces in {tmp}")
+    rows, bad = [], 0
+    for family in families:
+        if family not in FAMILIES:
+            rows.append((family, "error: unknown family", None))
+            bad += 1
+            continue
+        try:
+            status, err, expected = run_family(family, args.moesim, tmp, args.device, transformers, torch)
+        except Exception as e:   # one family's failure must not stop the others
+            status, err, expected = f"error: {type(e).__name__}: {e}".replace("\n", " "), None, FAMILIES[family][3]
+            traceback.print_exc()
+        kind = status.split(":")[0].split(" ")[0]
+        if kind != "skipped" and kind != expected:
+            bad += 1
+            status += f"  [expected {expected}]"
+        rows.append((family, status, err))
+    print()
+    print("| family | status | max rel error vs block fp32 |")
+    print("|---|---|---|")
+    for family, status, err in rows:
+        print(f"| {family} | {status} | {'' if err is None else f'{err:.3g}'} |")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
