@@ -3,12 +3,14 @@ latency and pplx return them (built from `moesim run` files) decode to the rows,
 weights moesim's models produce, and a trace written from the decoded buffers is judged a correct
 integration by `moesim diagnose` (exit 0). Usage: test_capture_decode.py MOESIM TMP_DIR."""
 import os
+from enum import Enum
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 
 from capture_testlib import check, finish, run, tmp
-from moesim_capture import CaptureError, Patterns, TraceWriter, decode
+from moesim_capture import CaptureError, Patterns, TraceConfig, TraceWriter, decode
 from moesim_capture.merge import read_config
 
 
@@ -77,6 +79,17 @@ try:
 except CaptureError as e:
     check(str(e) == f"src_token_pos: index [0]: {R * 12 * R} does not decode (flat, {R} ranks, max_num_inp_token_per_rank 12)",
           f"mori: message {e}")
+
+# A MORI EpDispatchCombineConfig (its field names; kernel_type an enum) becomes the trace's config.
+Kernel = Enum("EpDispatchCombineKernelType", "IntraNode InterNodeV1")
+mcfg = SimpleNamespace(world_size=R, num_experts_per_rank=E_local, num_experts_per_token=K, hidden_dim=H,
+                       max_num_inp_token_per_rank=12, max_total_recv_tokens=0, kernel_type=Kernel.InterNodeV1,
+                       gpu_per_node=2, quant_type="fp8_direct_cast")
+tc = TraceConfig(**decode.mori_trace_config(mcfg, 16, token_dtype="bfloat16")).checked()
+check((tc.num_ranks, tc.num_experts, tc.top_k, tc.hidden, tc.intermediate) == (R, E, K, H, 16), "mori config: shape")
+check(tc.mori == dict(max_num_inp_token_per_rank=12, max_total_recv_tokens=0, kernel_type="InterNodeV1", gpus_per_node=2),
+      f"mori config: settings {tc.mori}")
+check(tc.library == "mori" and tc.library_settings == {"quant_type": "fp8_direct_cast"}, "mori config: library")
 
 # DeepEP low latency: expert-major buffers with (begin, count) per source rank, source blocks in
 # an order other than rank order (DeepEP reserves them with atomics), stale rows after each count.

@@ -148,3 +148,22 @@ def pplx_row_experts(out_expert_num_tokens):
     """The local expert of each flattened pplx row."""
     counts = _ints(out_expert_num_tokens, "out_expert_num_tokens").reshape(-1)
     return np.repeat(np.arange(counts.shape[0], dtype=np.int32), counts)
+
+
+def mori_trace_config(mori_config, intermediate, **kw):
+    """TraceConfig keyword arguments from a MORI EpDispatchCombineConfig (the fields SGLang's
+    init_mori_op passes: world_size, num_experts_per_rank, num_experts_per_token, hidden_dim,
+    max_num_inp_token_per_rank, max_total_recv_tokens, kernel_type, gpu_per_node, quant_type).
+    `intermediate` and the rest (activation, dtypes, shared experts, ...) come from the model."""
+    c = mori_config
+    kernel = getattr(c, "kernel_type", "IntraNode")
+    kernel = getattr(kernel, "name", str(kernel))
+    out = dict(num_ranks=int(c.world_size), num_experts=int(c.num_experts_per_rank) * int(c.world_size),
+               top_k=int(c.num_experts_per_token), hidden=int(c.hidden_dim), intermediate=int(intermediate),
+               library="mori",
+               mori=dict(max_num_inp_token_per_rank=int(c.max_num_inp_token_per_rank),
+                         max_total_recv_tokens=int(getattr(c, "max_total_recv_tokens", 0) or 0),
+                         kernel_type=kernel, gpus_per_node=int(getattr(c, "gpu_per_node", 8))),
+               library_settings={"quant_type": str(getattr(c, "quant_type", "none"))})
+    out.update(kw)
+    return out
