@@ -95,12 +95,25 @@ def first_bad(mask):
     return "[" + ", ".join(str(int(i)) for i in idx) + "]"
 
 
+def _not_finite(bits, dtype):
+    """Mask of the non-finite values, read from the bits (no float copy of a large weight tensor)."""
+    if dtype == "bfloat16":
+        return (bits & 0x7F80) == 0x7F80
+    if dtype == "float16":
+        return (bits & 0x7C00) == 0x7C00
+    if dtype == "float8_e4m3fn":
+        return (bits & 0x7F) == 0x7F
+    if dtype == "float8_e4m3fnuz":
+        return bits == 0x80
+    return ~np.isfinite(bits)
+
+
 def _check_finite(bits, dtype, where):
-    v = to_float32(bits, dtype) if dtype != "float64" else bits
-    bad = ~np.isfinite(v)
+    bad = _not_finite(bits, dtype)
     if bad.any():
-        at = first_bad(bad)
-        raise CaptureError(f"{where}: index {at}: value {v[np.unravel_index(int(np.argmax(bad)), bad.shape)]} is not finite")
+        at = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        value = to_float32(bits[at].reshape(1), dtype)[0] if dtype != "float64" else bits[at]
+        raise CaptureError(f"{where}: index {first_bad(bad)}: value {value} is not finite")
 
 
 def store(value, wanted, where, finite=True):
