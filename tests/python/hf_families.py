@@ -143,6 +143,8 @@ def main():
     except ImportError as e:
         print(f"skipped: {e.name} is not installed (this script needs torch and transformers)")
         return 0
+    torch.backends.cuda.matmul.allow_tf32 = False   # fp32 on a GPU must be fp32
+    torch.backends.cudnn.allow_tf32 = False
     families = args.only.split(",") if args.only else list(FAMILIES)
     tmp = args.tmp or tempfile.mkdtemp(prefix="hf_families_")
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {args.device}, traces in {tmp}")
