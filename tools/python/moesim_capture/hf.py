@@ -129,7 +129,7 @@ def _wrap(module, attr, hook):
 
 
 class _Call:
-    """One block forward: everything a trace layer needs, as float64-free detached tensors."""
+    """One block forward: its input and output, and the routing its experts or router saw (detached copies)."""
 
     def __init__(self):
         self.x = self.out = self.ids = self.weights = self.experts_in = self.router = None
