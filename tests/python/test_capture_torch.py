@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim_capture import CaptureError, TraceConfig, TraceWriter
 from moesim_capture.hf import MoECapture
-from torch_blocks import (BiasExperts, HiddenScaleBlock, KeywordBlock, Llama4Block, Llama4Experts, SharedGateBlock,
+from torch_blocks import (BiasExperts, ClampedExperts, HiddenScaleBlock, KeywordBlock, Llama4Block, Llama4Experts, SharedGateBlock,
                           SigmoidSharedBlock, SoftmaxBlock)
 
 
@@ -94,15 +94,20 @@ for block, message in refusals:
     except CaptureError as e:
         check(message in str(e), f"{type(block).__name__}: message {e!s}, expected it to contain {message!r}")
 
-hidden = HiddenScaleBlock()
-with torch.no_grad(), MoECapture(hidden) as cap:
-    hidden(torch.randn(1, 4, 32))
-try:
-    cap.write(os.path.join(tmp, "capture_hidden_scale.h5"))
-    check(False, "hidden scale: not refused")
-except CaptureError as e:
-    check("its output differs from moesim's MoE formula" in str(e), f"hidden scale: message {e}")
-check(not os.path.exists(os.path.join(tmp, "capture_hidden_scale.h5")), "hidden scale: a refused capture left a file")
+clamped = SoftmaxBlock()
+clamped.experts = ClampedExperts()
+for name, block, why in (("hidden scale", HiddenScaleBlock(), "the block computes something schema v1 cannot express"),
+                         ("clamped gate", clamped, "the block computes a custom gated activation (ClampedExperts._apply_gate, "
+                                                   "e.g. GPT-OSS's clamped SwiGLU, issue 9) schema v1 cannot express")):
+    with torch.no_grad(), MoECapture(block) as cap:
+        block(torch.randn(1, 4, 32))
+    path = os.path.join(tmp, f"capture_{name.replace(' ', '_')}.h5")
+    try:
+        cap.write(path)
+        check(False, f"{name}: not refused")
+    except CaptureError as e:
+        check("its output differs from moesim's MoE formula" in str(e) and str(e).endswith(why), f"{name}: message {e}")
+    check(not os.path.exists(path), f"{name}: a refused capture left a file")
 
 # bf16 torch tensors round trip exactly: every finite bf16 value as x, every pattern (NaN, inf)
 # as recv_x, read back as SCHEMA.md shows (uint16 -> int16 -> torch.bfloat16).

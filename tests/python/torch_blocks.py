@@ -157,3 +157,18 @@ class HiddenScaleBlock(SoftmaxBlock):
     def forward(self, hidden_states):
         out, logits = super().forward(hidden_states)
         return out * 0.5, logits
+
+
+class ClampedExperts(Experts):
+    """GPT-OSS-like gating of its own (clamped SwiGLU), no biases: only the self-check can tell."""
+
+    def __init__(self):
+        super().__init__(8, 32, 16)
+
+    def _apply_gate(self, gate_up):
+        g, u = gate_up.chunk(2, dim=-1)
+        g, u = g.clamp(max=0.5), u.clamp(-0.5, 0.5)
+        return (u + 1) * g * torch.sigmoid(1.702 * g)
+
+    def ffn(self, e, x):
+        return self._apply_gate(x @ self.gate_up_proj[e].T) @ self.down_proj[e].T

@@ -81,9 +81,6 @@ def _refuse_unsupported(block, name):
             raise CaptureError(f"{name} ({cls}): expert biases ({b}): schema v1 has no expert biases (issue 9)")
     if getattr(ex, "has_bias", False):
         raise CaptureError(f"{name} ({cls}): expert biases: schema v1 has no expert biases (issue 9)")
-    if hasattr(ex, "_apply_gate"):
-        raise CaptureError(f"{name} ({cls}): a custom gated activation ({type(ex).__name__}._apply_gate, e.g. GPT-OSS's "
-                           f"clamped SwiGLU): schema v1 cannot express it (issue 9)")
     if not hasattr(ex, "gate_up_proj") or not hasattr(ex, "down_proj"):
         raise CaptureError(f"{name} ({cls}): experts module {type(ex).__name__} has no gate_up_proj/down_proj")
     if getattr(ex, "has_gate", True) is False:
@@ -366,8 +363,12 @@ def _layer(name, block, call, verify, pre_weighted):
         if err > tol and factor != 1.0 and _self_check(layer, act, factor) <= tol:
             cfg["routed_scaling_factor"] = factor
         elif err > tol:
+            # A gate function of its own is the likely cause (GPT-OSS's clamped SwiGLU); transformers
+            # may give every experts class one, so it is named here, not refused up front.
+            why = (f"a custom gated activation ({type(block.experts).__name__}._apply_gate, e.g. GPT-OSS's clamped "
+                   f"SwiGLU, issue 9)" if hasattr(block.experts, "_apply_gate") else "something")
             raise CaptureError(f"{name} ({type(block).__name__}): its output differs from moesim's MoE formula on the "
-                               f"captured routing and weights (relative L2 error {err:.3g}): the block computes something "
+                               f"captured routing and weights (relative L2 error {err:.3g}): the block computes {why} "
                                f"schema v1 cannot express")
     if factor != 1.0 and cfg["routed_scaling_factor"] == 1.0:
         settings["hf_weights_include_routed_scaling"] = repr(factor)
