@@ -19,8 +19,8 @@ import numpy as np
 
 from moesim_capture import CaptureError, TraceConfig, TraceWriter
 from moesim_capture.hf import MoECapture
-from torch_blocks import (BiasExperts, ClampedExperts, HiddenScaleBlock, KeywordBlock, Llama4Block, Llama4Experts, SharedGateBlock,
-                          SigmoidSharedBlock, SoftmaxBlock)
+from torch_blocks import (BiasExperts, ClampedExperts, HiddenScaleBlock, KeywordBlock, Llama4Block, Llama4Experts,
+                          SharedGateBlock, SigmoidSharedBlock, SoftmaxBlock)
 
 
 def golden_error(block, name, num_ranks=1, batch=(2, 5)):
