@@ -79,13 +79,16 @@ class TraceConfig:
             rng(n, 1, 2 ** 20)
         rng("num_shared_experts", 0, 64)
         rng("shared_intermediate", 1 if c.num_shared_experts > 0 else 0, 2 ** 20)
-        for name, v, allowed in (("activation", c.activation, ACTIVATIONS), ("token_dtype", c.token_dtype, TOKEN_DTYPES),
-                                 ("weight_dtype", c.weight_dtype, WEIGHT_DTYPES), ("placement", c.placement, PLACEMENTS)):
+        for name, v, allowed in (("activation", c.activation, ACTIVATIONS),
+                                 ("token_dtype", c.token_dtype, TOKEN_DTYPES),
+                                 ("weight_dtype", c.weight_dtype, WEIGHT_DTYPES),
+                                 ("placement", c.placement, PLACEMENTS)):
             if v not in allowed:
                 raise CaptureError(f"{where}: attribute '{name}' = '{v}' is not one of {', '.join(allowed)}")
         c.routed_scaling_factor = float(c.routed_scaling_factor)
         if not 0.0 <= c.routed_scaling_factor <= 1000.0:
-            raise CaptureError(f"{where}: attribute 'routed_scaling_factor' = {c.routed_scaling_factor} out of range [0, 1000]")
+            raise CaptureError(f"{where}: attribute 'routed_scaling_factor' = {c.routed_scaling_factor} out of range "
+                               "[0, 1000]")
         for s in (c.library, c.library_version, *c.library_settings.keys(), *c.library_settings.values()):
             if not isinstance(s, str) or not s.isascii() or "\0" in s:
                 raise CaptureError(f"{where}: {s!r} is not a plain ASCII string")
@@ -99,9 +102,11 @@ class TraceConfig:
         E, R = c.num_experts, c.num_ranks
         if c.placement == "contiguous":
             if E % R:
-                raise CaptureError(f"{where}/placement: contiguous placement needs num_experts {E} to be a multiple of num_ranks {R}")
+                raise CaptureError(f"{where}/placement: contiguous placement needs num_experts {E} to be a multiple "
+                                   f"of num_ranks {R}")
             if c.expert_to_rank is not None or c.physical_to_logical is not None:
-                raise CaptureError(f"{where}/placement: contiguous placement takes no expert_to_rank or physical_to_logical")
+                raise CaptureError(f"{where}/placement: contiguous placement takes no expert_to_rank or "
+                                   "physical_to_logical")
             if c.num_logical not in (0, E):
                 raise CaptureError(f"{where}/placement: contiguous placement has num_logical {E}, not {c.num_logical}")
             c.num_logical = E
@@ -127,16 +132,19 @@ class TraceConfig:
 
     @staticmethod
     def _check_mori(m, where):
-        known = {"max_num_inp_token_per_rank": 0, "max_total_recv_tokens": 0, "kernel_type": "IntraNode", "gpus_per_node": 8}
+        known = {"max_num_inp_token_per_rank": 0, "max_total_recv_tokens": 0, "kernel_type": "IntraNode",
+                 "gpus_per_node": 8}
         for k in m:
             if k not in known:
                 raise CaptureError(f"{where}: unknown setting '{k}' (expected {', '.join(known)})")
         out = {**known, **m}
-        for k, lo, hi in (("max_num_inp_token_per_rank", 0, 2 ** 24), ("max_total_recv_tokens", 0, 2 ** 40), ("gpus_per_node", 1, 65536)):
+        for k, lo, hi in (("max_num_inp_token_per_rank", 0, 2 ** 24), ("max_total_recv_tokens", 0, 2 ** 40),
+                          ("gpus_per_node", 1, 65536)):
             v = out[k]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise CaptureError(f"{where}: attribute '{k}' = {v!r} out of range [{lo}, {hi}]")
             out[k] = int(v)
         if out["kernel_type"] not in MORI_KERNELS:
-            raise CaptureError(f"{where}: attribute 'kernel_type' = '{out['kernel_type']}' is not one of {', '.join(MORI_KERNELS)}")
+            raise CaptureError(f"{where}: attribute 'kernel_type' = '{out['kernel_type']}' is not one of "
+                               f"{', '.join(MORI_KERNELS)}")
         return out

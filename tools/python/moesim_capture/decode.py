@@ -82,8 +82,8 @@ def _flatten(recv_x, counts, name):
     return out, counts, n_local * cap
 
 
-def deepep_ll(rank, recv_x, recv_count, src_info, layout_range, topk_ids, topk_weights, num_max_dispatch_tokens_per_rank,
-              num_experts, recv_scales=None):
+def deepep_ll(rank, recv_x, recv_count, src_info, layout_range, topk_ids, topk_weights,
+              num_max_dispatch_tokens_per_rank, num_experts, recv_scales=None):
     """add_captured arguments for rank `rank` of a DeepEP low-latency dispatch. `topk_ids` and
     `topk_weights` are every rank's routing (lists of [T_r, K]): the slot a row was sent for is
     the k-th occurrence of its expert in the source token's ids (k = how many rows of that
@@ -108,7 +108,8 @@ def deepep_ll(rank, recv_x, recv_count, src_info, layout_range, topk_ids, topk_w
         for s in range(R):
             b, c = int(begin[e, s]), int(count[e, s])
             if c and (b < 0 or b + c > counts[e]):
-                raise CaptureError(f"packed_recv_layout_range: [{e}, {s}]: range [{b}, {b + c}) outside expert {e}'s {counts[e]} rows")
+                raise CaptureError(f"packed_recv_layout_range: [{e}, {s}]: range [{b}, {b + c}) outside expert {e}'s "
+                                   f"{counts[e]} rows")
             src_rank[b:b + c] = s
         used = {}
         for i in range(counts[e]):

@@ -31,7 +31,8 @@ def write_dataset(group, name, data, axes=None, dtype=None):
 
 def create_empty(group, name, shape, np_dtype, axes=None, dtype=None):
     """A dataset filled later by slices (expert weights written by several ranks)."""
-    ds = group.create_dataset(name, shape=shape, dtype=np_dtype, track_times=False, **_layout(shape, np.dtype(np_dtype)))
+    ds = group.create_dataset(name, shape=shape, dtype=np_dtype, track_times=False,
+                              **_layout(shape, np.dtype(np_dtype)))
     if dtype in PATTERN_DTYPES:
         set_attr(ds, "dtype", dtype)
     if axes:

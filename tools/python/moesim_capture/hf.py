@@ -100,7 +100,8 @@ def _takes_routing(experts):
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         return True
-    return len(params) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(experts.forward).parameters.values())
+    every = inspect.signature(experts.forward).parameters.values()
+    return len(params) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in every)
 
 
 def _first_tensor(out):
@@ -137,7 +138,10 @@ class MoECapture:
         """`module`: a model (every MoE block in it is hooked) or one block."""
         self.verify = verify
         self.blocks = []
-        named = [("block", module)] if is_moe_block(module) else [(n, m) for n, m in module.named_modules() if is_moe_block(m)]
+        if is_moe_block(module):
+            named = [("block", module)]
+        else:
+            named = [(n, m) for n, m in module.named_modules() if is_moe_block(m)]
         if not named:
             raise CaptureError(f"{type(module).__name__}: no MoE block found (a module with an `experts` child holding "
                                f"gate_up_proj and down_proj)")
@@ -167,7 +171,8 @@ class MoECapture:
         state = {}
         llama4 = self.pre_weighted[id(block)]
         if llama4 and not hasattr(block, "router"):
-            raise CaptureError(f"{name} ({type(block).__name__}): experts take pre-weighted rows but the block has no router")
+            raise CaptureError(f"{name} ({type(block).__name__}): experts take pre-weighted rows but the block has no "
+                               "router")
 
         def on_block(fwd, *args, **kwargs):
             call = _Call()
@@ -206,7 +211,8 @@ class MoECapture:
             call = state.get("call")
             if call is not None:
                 if not isinstance(out, (tuple, list)) or len(out) < 2:
-                    raise CaptureError(f"{name}: router returns {type(out).__name__}, expected (scores, logits) as Llama4Router does")
+                    raise CaptureError(f"{name}: router returns {type(out).__name__}, expected (scores, logits) as "
+                                       "Llama4Router does")
                 call.router = (out[0].detach().clone(), out[1].detach().clone())
             return out
 
@@ -220,7 +226,8 @@ class MoECapture:
     def layers(self):
         """One dict per captured call: x, ids, weights, out (numpy-ready torch tensors), w1, w2,
         shared_w1, shared_w2 (moesim layout) and the config fields it implies."""
-        return [_layer(name, block, call, self.verify, self.pre_weighted[id(block)]) for name, block, call in self.calls]
+        return [_layer(name, block, call, self.verify, self.pre_weighted[id(block)])
+                for name, block, call in self.calls]
 
     def write(self, path, num_ranks=1, command="captured by moesim_capture.hf", calls=None):
         """Writes the captured calls (all, or the indices in `calls`) as the layers of one trace;
@@ -281,7 +288,8 @@ def _expert_weights(block, name, H, pre_weighted):
         gu, dn = gu.transpose(1, 2), dn.transpose(1, 2)
     E, rows, h = gu.shape
     if h != H or rows % 2 or dn.shape != (E, H, rows // 2):
-        raise CaptureError(f"{name}: expert weights gate_up {list(gu.shape)}, down {list(dn.shape)} do not fit hidden {H}")
+        raise CaptureError(f"{name}: expert weights gate_up {list(gu.shape)}, down {list(dn.shape)} do not fit hidden "
+                           f"{H}")
     if getattr(ex, "is_concatenated", True) is False:
         gu = torch.cat([gu[:, 0::2], gu[:, 1::2]], dim=1)   # interleaved gate/up rows -> gate block, up block
     return gu.contiguous(), dn.contiguous()
@@ -302,7 +310,8 @@ def _shared(block, name, act):
             raise CaptureError(f"{name}: shared expert {p} has a bias: schema v1 has no expert biases (issue 9)")
     sact = getattr(sh, "act_fn", None) or getattr(sh, "activation_fn", None)
     if sact is not None and activation_name(sact, name + " shared expert") != act:
-        raise CaptureError(f"{name}: the shared expert's activation differs from the routed experts' (schema v1 has one)")
+        raise CaptureError(f"{name}: the shared expert's activation differs from the routed experts' (schema v1 has "
+                           "one)")
     w1 = torch.cat([sh.gate_proj.weight.detach(), sh.up_proj.weight.detach()], dim=0)[None]
     return w1.contiguous(), sh.down_proj.weight.detach()[None].contiguous()
 

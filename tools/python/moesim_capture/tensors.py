@@ -25,7 +25,8 @@ class Patterns:
             raise CaptureError(f"Patterns: dtype '{dtype}' is not bfloat16, float16, float8_e4m3fn or float8_e4m3fnuz")
         bits = np.asarray(bits)
         if bits.dtype != _PATTERN_TYPE[dtype]:
-            raise CaptureError(f"Patterns: {dtype} patterns must be {np.dtype(_PATTERN_TYPE[dtype]).name}, got {bits.dtype}")
+            raise CaptureError(f"Patterns: {dtype} patterns must be {np.dtype(_PATTERN_TYPE[dtype]).name}, got "
+                               f"{bits.dtype}")
         self.bits, self.dtype = bits, dtype
 
     @property
@@ -146,7 +147,8 @@ def _convert_exact(bits, have, wanted, where):
         if w == "bfloat16":
             f = v.astype(np.float32)
             u = f.view(np.uint32)
-            if (have != "float64" or np.array_equal(f.astype(np.float64), v, equal_nan=True)) and not (u & 0xFFFF).any():
+            exact32 = have != "float64" or np.array_equal(f.astype(np.float64), v, equal_nan=True)
+            if exact32 and not (u & 0xFFFF).any():
                 return (u >> 16).astype(np.uint16), "bfloat16"
     raise CaptureError(f"{where}: dtype is {have}, expected {expected} (its values do not convert without loss)")
 
@@ -159,6 +161,7 @@ def integers(value, where, dtype=np.int32):
     info = np.iinfo(dtype)
     if a.size and (a.min() < info.min or a.max() > info.max):
         bad = (a < info.min) | (a > info.max)
-        raise CaptureError(f"{where}: index {first_bad(bad)}: {int(a[np.unravel_index(int(np.argmax(bad)), bad.shape)])} "
+        raise CaptureError(f"{where}: index {first_bad(bad)}: "
+                           f"{int(a[np.unravel_index(int(np.argmax(bad)), bad.shape)])} "
                            f"does not fit {np.dtype(dtype).name}")
     return a.astype(dtype)

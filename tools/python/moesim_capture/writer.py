@@ -32,11 +32,13 @@ class TraceWriter:
         if not isinstance(config, TraceConfig):
             raise CaptureError(f"{self.path}: config must be a TraceConfig")
         self.config = c = config.checked(f"{self.path}: /config")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or not 1 <= num_layers <= 65536:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or \
+                not 1 <= num_layers <= 65536:
             raise CaptureError(f"{self.path}: /layers: attribute 'num_layers' = {num_layers!r} out of range [1, 65536]")
         self.num_layers = int(num_layers)
         if weight_distribution not in ("uniform", "normal"):
-            raise CaptureError(f"{self.path}: /generator/weights: distribution '{weight_distribution}' is not uniform or normal")
+            raise CaptureError(f"{self.path}: /generator/weights: distribution '{weight_distribution}' is not uniform "
+                               "or normal")
         if not 0.0 <= float(weight_scale) <= 1000.0:
             raise CaptureError(f"{self.path}: /generator/weights: scale {weight_scale} out of range [0, 1000]")
         if ranks is None:
@@ -83,7 +85,8 @@ class TraceWriter:
                 raise CaptureError(f"{self.path}: {g}/x_scales: missing (fp8 tokens need their scales)")
             scales = self._float32(x_scales, f"{g}/x_scales", (T, c.scale_blocks))
         elif x_scales is not None:
-            raise CaptureError(f"{self.path}: {g}/x_scales: given for {c.token_dtype} tokens (only fp8 tokens have scales)")
+            raise CaptureError(f"{self.path}: {g}/x_scales: given for {c.token_dtype} tokens (only fp8 tokens have "
+                               "scales)")
         ids = self._ids(topk_ids, f"{g}/topk_ids", (T, c.top_k), T)
         w = self._float32(topk_weights, f"{g}/topk_weights", (T, c.top_k))
         if step is not None:
@@ -112,11 +115,14 @@ class TraceWriter:
             a2, n2 = store(w2, [c.weight_dtype], f"{self.path}: {base}/w2")
             n = a1.shape[0] if a1.ndim == 3 else -1
             if a1.ndim != 3 or a1.shape[1:] != (c.w1_rows, c.hidden):
-                raise CaptureError(f"{self.path}: {base}/w1: shape {list(a1.shape)}, expected [n, {c.w1_rows}, {c.hidden}]")
+                raise CaptureError(f"{self.path}: {base}/w1: shape {list(a1.shape)}, expected [n, {c.w1_rows}, "
+                                   f"{c.hidden}]")
             if a2.shape != (n, c.hidden, c.intermediate):
-                raise CaptureError(f"{self.path}: {base}/w2: shape {list(a2.shape)}, expected [{n}, {c.hidden}, {c.intermediate}]")
+                raise CaptureError(f"{self.path}: {base}/w2: shape {list(a2.shape)}, expected [{n}, {c.hidden}, "
+                                   f"{c.intermediate}]")
             if not 0 <= first_expert <= L - n:
-                raise CaptureError(f"{self.path}: {base}/w1: experts [{first_expert}, {first_expert + n}) out of range [0, {L})")
+                raise CaptureError(f"{self.path}: {base}/w1: experts [{first_expert}, {first_expert + n}) out of "
+                                   f"range [0, {L})")
             todo += [("w1", a1, n1, L, first_expert), ("w2", a2, n2, L, first_expert)]
         if (shared_w1 is None) != (shared_w2 is None):
             raise CaptureError(f"{self.path}: {base}: shared_w1 and shared_w2 go together")
@@ -127,9 +133,11 @@ class TraceWriter:
             s1, m1 = store(shared_w1, [c.weight_dtype], f"{self.path}: {base}/shared_w1")
             s2, m2 = store(shared_w2, [c.weight_dtype], f"{self.path}: {base}/shared_w2")
             if s1.shape != (S, c.shared_w1_rows, c.hidden):
-                raise CaptureError(f"{self.path}: {base}/shared_w1: shape {list(s1.shape)}, expected [{S}, {c.shared_w1_rows}, {c.hidden}]")
+                raise CaptureError(f"{self.path}: {base}/shared_w1: shape {list(s1.shape)}, expected [{S}, "
+                                   f"{c.shared_w1_rows}, {c.hidden}]")
             if s2.shape != (S, c.hidden, c.shared_intermediate):
-                raise CaptureError(f"{self.path}: {base}/shared_w2: shape {list(s2.shape)}, expected [{S}, {c.hidden}, {c.shared_intermediate}]")
+                raise CaptureError(f"{self.path}: {base}/shared_w2: shape {list(s2.shape)}, expected [{S}, "
+                                   f"{c.hidden}, {c.shared_intermediate}]")
             todo += [("shared_w1", s1, m1, S, 0), ("shared_w2", s2, m2, S, 0)]
         for name, a, dname, total, first in todo:
             mask = self.written.get((layer, name))
@@ -178,11 +186,13 @@ class TraceWriter:
             out.append(("recv_x", a, "row,hidden", name))
         if recv_scales is not None:
             if not c.is_fp8:
-                raise CaptureError(f"{self.path}: {g}/recv_scales: given for {c.token_dtype} tokens (only fp8 tokens have scales)")
+                raise CaptureError(f"{self.path}: {g}/recv_scales: given for {c.token_dtype} tokens (only fp8 tokens "
+                                   "have scales)")
             a, _ = store(recv_scales, ["float32"], f"{self.path}: {g}/recv_scales", finite=False)
             rows_of("recv_scales", a)
             if a.shape[1] != c.scale_blocks:
-                raise CaptureError(f"{self.path}: {g}/recv_scales: shape {list(a.shape)}, expected [N, {c.scale_blocks}]")
+                raise CaptureError(f"{self.path}: {g}/recv_scales: shape {list(a.shape)}, expected [N, "
+                                   f"{c.scale_blocks}]")
             out.append(("recv_scales", a, "row,block", None))
         ids = w = None
         if recv_topk_ids is not None:
@@ -205,17 +215,22 @@ class TraceWriter:
         if src_token_pos is not None:
             pos = integers(src_token_pos, f"{self.path}: {g}/src_token_pos", np.int64)
             if pos.ndim != 1 or pos.shape[0] > MAX_ROWS:
-                raise CaptureError(f"{self.path}: {g}/src_token_pos: expected a 1-D array of at most {MAX_ROWS} entries, got shape {list(pos.shape)}")
+                raise CaptureError(f"{self.path}: {g}/src_token_pos: expected a 1-D array of at most {MAX_ROWS} "
+                                   f"entries, got shape {list(pos.shape)}")
             if valid is not None and pos.shape[0] < valid:
-                raise CaptureError(f"{self.path}: {g}/src_token_pos: has {pos.shape[0]} entries, fewer than total_recv {valid}")
+                raise CaptureError(f"{self.path}: {g}/src_token_pos: has {pos.shape[0]} entries, fewer than "
+                                   f"total_recv {valid}")
             if encoding not in ENCODINGS:
-                raise CaptureError(f"{self.path}: {g}/src_token_pos: encoding '{encoding}' is not one of {', '.join(ENCODINGS)}")
+                raise CaptureError(f"{self.path}: {g}/src_token_pos: encoding '{encoding}' is not one of "
+                                   f"{', '.join(ENCODINGS)}")
             out.append(("src_token_pos", pos, "row", None))
-        for name, value, rows in (("expert_out", expert_out, None), ("combine_out", combine_out, T), ("final_out", final_out, T)):
+        for name, value, rows in (("expert_out", expert_out, None), ("combine_out", combine_out, T),
+                                  ("final_out", final_out, T)):
             if value is None:
                 continue
             a, dname = store(value, list(FLOATS), f"{self.path}: {g}/{name}", finite=False)
-            if a.ndim != 2 or a.shape[1] != c.hidden or (rows is not None and a.shape[0] != rows) or a.shape[0] > MAX_ROWS:
+            if (a.ndim != 2 or a.shape[1] != c.hidden or a.shape[0] > MAX_ROWS
+                    or (rows is not None and a.shape[0] != rows)):
                 want = f"[{rows}, {c.hidden}]" if rows is not None else f"[rows, {c.hidden}]"
                 raise CaptureError(f"{self.path}: {g}/{name}: shape {list(a.shape)}, expected {want}")
             out.append((name, a, "row,hidden" if rows is None else "token,hidden", dname))
@@ -359,7 +374,8 @@ class TraceWriter:
     def _count(self, value, g, name):
         a, have = as_array(value)
         if a.size != 1 or not np.issubdtype(a.dtype, np.integer) or int(a.reshape(-1)[0]) < 0:
-            raise CaptureError(f"{self.path}: {g}: attribute '{name}' = {value!r} is not a count (a non-negative integer)")
+            raise CaptureError(f"{self.path}: {g}: attribute '{name}' = {value!r} is not a count (a non-negative "
+                               "integer)")
         v = int(a.reshape(-1)[0])
         if v > 2 ** 40:
             raise CaptureError(f"{self.path}: {g}: attribute '{name}' = {v} out of range [0, {2 ** 40}]")
@@ -376,15 +392,18 @@ class TraceWriter:
                 if mask is not None and not self.part and not mask.all():
                     e = int(np.argmin(mask))
                     raise CaptureError(f"{self.path}: /layers/{l}/weights/{name}: expert {e} never written")
-            if (l, "w1") in self.written and c.num_shared_experts > 0 and (l, "shared_w1") not in self.written and not self.part:
-                raise CaptureError(f"{self.path}: /layers/{l}/weights/shared_w1: missing (num_shared_experts is {c.num_shared_experts})")
-            if (l, "shared_w1") in self.written and (l, "w1") not in self.written and not self.part:
+            routed, shared = (l, "w1") in self.written, (l, "shared_w1") in self.written
+            if routed and c.num_shared_experts > 0 and not shared and not self.part:
+                raise CaptureError(f"{self.path}: /layers/{l}/weights/shared_w1: missing (num_shared_experts is "
+                                   f"{c.num_shared_experts})")
+            if shared and not routed and not self.part:
                 raise CaptureError(f"{self.path}: /layers/{l}/weights/w1: missing (shared weights were stored)")
             if not self.part:
                 pairs = sum(self.tokens[(l, r)] for r in self.ranks) * c.top_k
                 for r in self.ranks:
                     if self.total_recv.get((l, r), 0) > pairs:
-                        raise CaptureError(f"{self.path}: /layers/{l}/ranks/{r}/captured: total_recv {self.total_recv[(l, r)]} "
+                        raise CaptureError(f"{self.path}: /layers/{l}/ranks/{r}/captured: total_recv "
+                                           f"{self.total_recv[(l, r)]} "
                                            f"exceeds the layer's {pairs} (token, expert) pairs")
 
 
