@@ -76,11 +76,13 @@ def _refuse_unsupported(block, name):
     if ex is None or isinstance(ex, _torch().nn.ModuleList):
         raise CaptureError(f"{name} ({cls}): experts kept as a per-expert ModuleList (transformers 4.x layout): "
                            f"capture needs transformers 5's fused experts (gate_up_proj, down_proj)")
+    # GPT-OSS has both biases and a gate function of its own: name the second one too.
+    gate = " (and a gated activation of its own, _apply_gate)" if hasattr(ex, "_apply_gate") else ""
     for b in ("gate_up_proj_bias", "down_proj_bias", "gate_up_bias", "down_bias"):
         if getattr(ex, b, None) is not None:
-            raise CaptureError(f"{name} ({cls}): expert biases ({b}): schema v1 has no expert biases (issue 9)")
+            raise CaptureError(f"{name} ({cls}): expert biases ({b}){gate}: schema v1 has no expert biases (issue 9)")
     if getattr(ex, "has_bias", False):
-        raise CaptureError(f"{name} ({cls}): expert biases: schema v1 has no expert biases (issue 9)")
+        raise CaptureError(f"{name} ({cls}): expert biases{gate}: schema v1 has no expert biases (issue 9)")
     if not hasattr(ex, "gate_up_proj") or not hasattr(ex, "down_proj"):
         raise CaptureError(f"{name} ({cls}): experts module {type(ex).__name__} has no gate_up_proj/down_proj")
     if getattr(ex, "has_gate", True) is False:
