@@ -95,7 +95,9 @@ for rel, text in (("__init__.py", STUB_INIT), ("models/__init__.py", ""), ("mode
 
 script = os.path.join(here, "hf_families.py")
 env = dict(os.environ, PYTHONPATH=os.pathsep.join([stub, here, PACKAGE]))
-r = subprocess.run([sys.executable, script, moesim, "--tmp", tmp], env=env, capture_output=True, text=True)
+traces = os.path.join(tmp, "hf_script")   # family-named traces, kept apart from other tests' files
+os.makedirs(traces, exist_ok=True)
+r = subprocess.run([sys.executable, script, moesim, "--tmp", traces], env=env, capture_output=True, text=True)
 out = r.stdout
 rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
 check(r.returncode == 1, f"exit {r.returncode} (a flagged family must fail the run): {out}{r.stderr[-2000:]}")
