@@ -187,6 +187,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     families = args.only.split(",") if args.only else list(FAMILIES)
     tmp = args.tmp or tempfile.mkdtemp(prefix="hf_families_")
+    os.makedirs(tmp, exist_ok=True)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {args.device}, traces in {tmp}")
     rows, bad = [], 0
     for family in families:
