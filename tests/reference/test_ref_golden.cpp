@@ -45,7 +45,7 @@ TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with 
     const h5::File f = h5::File::open_read(out);
     CHECK(f.attr_string("/", "format") == "moesim-golden");
     CHECK(f.attr_string("/", "numerics") == name(n));
-    CHECK(f.attr_int("/", "schema_version") == 1);
+    CHECK(f.attr_int("/", "schema_version") == 2);
     CHECK(f.attr_string("/", "trace_hash") == trace_file_hash(trace_path));
     CHECK(f.attr_string("/", "trace_hash").size() == 16);
     CHECK(f.attr_string("/", "trace_path") == trace_path);

@@ -41,7 +41,7 @@ def check_trace(path, token_dtype):
     with h5py.File(path, "r") as f:
         name = os.path.basename(path)
         check(text(f.attrs["format"]) == "moesim-trace", f"{name}: format")
-        check(int(f.attrs["schema_version"]) == 1, f"{name}: schema_version")
+        check(int(f.attrs["schema_version"]) == 2, f"{name}: schema_version")
         check(text(f.attrs["command"]).startswith("moesim gen "), f"{name}: command")
         c = f["config"].attrs
         R, E, K, H = (int(c[k]) for k in ("num_ranks", "num_experts", "top_k", "hidden"))
@@ -90,7 +90,7 @@ for dt, name in (("fp8", "float8_e4m3fn"), ("fp8_fnuz", "float8_e4m3fnuz")):
 
 
 
-def write_capture(path):
+def write_capture(path, version):
     """A captured trace written the way traces/SCHEMA.md shows (variable-length UTF-8 strings)."""
     R, E, K, H, I, T, N = 2, 8, 2, 16, 8, 3, 8
     rng = np.random.default_rng(0)
@@ -99,13 +99,15 @@ def write_capture(path):
         return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
     with h5py.File(path, "w") as f:
-        f.attrs.update(format="moesim-trace", schema_version=1, command="captured from a test")
+        f.attrs.update(format="moesim-trace", schema_version=version, command="captured from a test")
         c = f.create_group("config")
         c.attrs.update(num_ranks=R, num_experts=E, top_k=K, hidden=H, intermediate=I,
                        activation="silu_and_mul", token_dtype="bfloat16", weight_dtype="bfloat16",
                        scale_block=128, num_shared_experts=0, shared_intermediate=0,
                        routed_scaling_factor=2.5, router_weight_on_input=0,
                        library="mori", library_version="abc")
+        if version >= 2:   # schema v2's model-family attributes (a v1 file has none)
+            c.attrs.update(topk_weights_include_scaling=0, expert_bias=0, shared_expert_gate=0)
         c.create_group("placement").attrs.update(kind="contiguous", num_logical=E)
         c.create_group("mori").attrs.update(max_num_inp_token_per_rank=4, max_total_recv_tokens=0,
                                             kernel_type="IntraNode", gpus_per_node=8)
@@ -130,10 +132,17 @@ def write_capture(path):
             out.attrs["dtype"] = "bfloat16"
 
 
-capture = os.path.join(tmp, "h5py_capture.h5")
-write_capture(capture)
+for version in (1, 2):   # the reader still accepts schema v1 files
+    capture = os.path.join(tmp, f"h5py_capture_v{version}.h5")
+    write_capture(capture, version)
+    v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
+    check(v.returncode == 0 and v.stdout == "ok\n", f"h5py-written v{version} capture: {v.stdout}{v.stderr}")
+# v2 requires its attributes: a v2 file without one is refused, naming it.
+with h5py.File(capture, "a") as f:
+    del f["config"].attrs["expert_bias"]
 v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
-check(v.returncode == 0 and v.stdout == "ok\n", f"h5py-written capture: {v.stdout}{v.stderr}")
+check(v.returncode == 2 and v.stderr.strip() == f"{capture}: /config: missing attribute 'expert_bias'",
+      f"v2 capture without expert_bias: {v.returncode} {v.stderr}")
 
 for f in failures:
     print("FAIL:", f)
