@@ -47,18 +47,19 @@ class MLP(torch.nn.Module):
 class SoftmaxBlock(torch.nn.Module):
     """Mixtral / Qwen3-MoE / OLMoE shape: softmax top-k, normalized; returns (out, logits)."""
 
-    def __init__(self, E=8, K=2, H=32, I=16, **kw):
+    def __init__(self, E=8, K=2, H=32, I=16, normalize=True, **kw):
         super().__init__()
         self.gate = torch.nn.Linear(H, E, bias=False)
         self.experts = Experts(E, H, I, **kw)
-        self.top_k = K
+        self.top_k, self.normalize = K, normalize
 
     def forward(self, hidden_states):
         b, s, h = hidden_states.shape
         x = hidden_states.view(-1, h)
         logits = self.gate(x)
         w, ids = torch.topk(F.softmax(logits, dim=-1), self.top_k, dim=-1)
-        w = w / w.sum(dim=-1, keepdim=True)
+        if self.normalize:
+            w = w / w.sum(dim=-1, keepdim=True)
         return self.experts(x, ids, w).view(b, s, h), logits
 
 
@@ -137,25 +138,20 @@ class Llama4Block(torch.nn.Module):
         return out + self.shared_expert(x), logits
 
 
-class Qwen2MoeBlock(torch.nn.Module):
+class Qwen2MoeBlock(SoftmaxBlock):
     """Qwen2-MoE shape: softmax top-k (not renormalized), and the shared expert's output scaled per
     token by sigmoid(x @ shared_expert_gate) before it is added."""
 
     def __init__(self, E=8, K=2, H=32, I=8, Is=16):
-        super().__init__()
-        self.gate = torch.nn.Linear(H, E, bias=False)
-        self.experts = Experts(E, H, I)
+        super().__init__(E, K, H, I, normalize=False)
         self.shared_expert = MLP(H, Is)
         self.shared_expert_gate = torch.nn.Linear(H, 1, bias=False)
-        self.top_k = K
 
     def forward(self, hidden_states):
-        b, s, h = hidden_states.shape
-        x = hidden_states.view(-1, h)
-        logits = self.gate(x)
-        w, ids = torch.topk(F.softmax(logits, dim=-1), self.top_k, dim=-1)
+        routed, logits = super().forward(hidden_states)
+        x = hidden_states.view(-1, hidden_states.shape[-1])
         shared = torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        return (self.experts(x, ids, w) + shared).view(b, s, h), logits
+        return routed + shared.view(hidden_states.shape), logits
 
 
 class GptOssExperts(torch.nn.Module):
