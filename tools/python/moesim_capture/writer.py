@@ -169,7 +169,7 @@ class TraceWriter:
         grp = self._f.require_group(base)
         for name, a, dname, total, first in todo:
             if name == "shared_gate":
-                write_dataset(grp, name, a[0], "hidden", dname)
+                write_dataset(grp, name, a[0], None, dname)   # no axes, like the other weights
                 self.written[(layer, name)] = np.ones(1, dtype=bool)
                 continue
             if name not in grp:
