@@ -141,7 +141,8 @@ for version in (1, 2):   # the reader still accepts schema v1 files
 with h5py.File(capture, "a") as f:
     del f["config"].attrs["expert_bias"]
 v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
-check(v.returncode == 2 and v.stderr.strip() == f"{capture}: /config: missing attribute 'expert_bias'",
+check(v.returncode == 2 and (v.stdout + v.stderr).strip() ==
+      f"moesim validate: {capture}: /config: missing attribute 'expert_bias'",
       f"v2 capture without expert_bias: {v.returncode} {v.stderr}")
 
 for f in failures:
