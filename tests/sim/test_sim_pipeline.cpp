@@ -63,6 +63,34 @@ std::vector<RankRun> identity_rows(const Trace& tr, const Dispatch& d) {
   return out;
 }
 
+// Every correct pairing on `tr` against the reference, in each mode: no bad token, within the
+// mode's tolerance, no wasted computation, and the weighted model (the reference's own combine
+// primitive on the same per-slot outputs) to the bit.
+void check_correct_pairings(const Trace& tr, std::initializer_list<Numerics> modes) {
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  for (Numerics n : modes) {
+    ReferenceOptions ro;
+    ro.numerics = n;
+    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+    for (const auto& p : kCorrect) {
+      CAPTURE(label(p));
+      CAPTURE(name(n));
+      const SimOptions o = options_for(p, n);
+      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
+      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+      const Agreement a = compare_final(run, ref, tr.config.hidden, n);
+      CHECK(a.bad_tokens == 0);
+      CHECK(a.relative() <= agreement_tolerance(n));
+      if (p.k == CombineModel::weighted)
+        for (int r = 0; r < tr.config.num_ranks; ++r)
+          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
+            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
+      CHECK(run.stats.waste() == 1.0);
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x times the sum of weights (weighted)") {
@@ -123,28 +151,7 @@ TEST_CASE("every correct pairing matches the reference on random traces") {
   shape.tokens = {13, 21, 0, 8};
   shape.minus_one_rate = 0.15;
   const Trace tr = test::make_trace(shape);
-  const ExpertMap map = make_expert_map(tr.config);
-  const WeightProvider wp(tr);
-  for (Numerics n : {Numerics::exact, Numerics::bf16}) {
-    ReferenceOptions ro;
-    ro.numerics = n;
-    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
-    for (const auto& p : kCorrect) {
-      CAPTURE(label(p));
-      CAPTURE(name(n));
-      const SimOptions o = options_for(p, n);
-      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
-      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
-      const Agreement a = compare_final(run, ref, shape.hidden, n);
-      CHECK(a.bad_tokens == 0);
-      CHECK(a.relative() <= agreement_tolerance(n));
-      if (p.k == CombineModel::weighted)  // same primitive, same per-slot outputs: the reference's bits
-        for (int r = 0; r < shape.ranks; ++r)
-          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
-      CHECK(run.stats.waste() == 1.0);
-    }
-  }
+  check_correct_pairings(tr, {Numerics::exact, Numerics::bf16});
 }
 
 TEST_CASE("every correct pairing matches the reference on schema v2's families") {
@@ -175,25 +182,7 @@ TEST_CASE("every correct pairing matches the reference on schema v2's families")
   origin(w.shared_b2, 1, c.hidden);
   origin(w.shared_gate, 1, c.hidden);
   tr.layers[0].weights = std::move(w);
-  const ExpertMap map = make_expert_map(c);
-  const WeightProvider wp(tr);
-  for (Numerics n : {Numerics::fp32, Numerics::bf16}) {
-    ReferenceOptions ro;
-    ro.numerics = n;
-    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
-    for (const auto& p : kCorrect) {
-      CAPTURE(label(p));
-      CAPTURE(name(n));
-      const LayerRun run = simulate_layer(tr, 0, wp, map, options_for(p, n));
-      const Agreement a = compare_final(run, ref, shape.hidden, n);
-      CHECK(a.bad_tokens == 0);
-      CHECK(a.relative() <= agreement_tolerance(n));
-      if (p.k == CombineModel::weighted)
-        for (int r = 0; r < shape.ranks; ++r)
-          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
-    }
-  }
+  check_correct_pairings(tr, {Numerics::fp32, Numerics::bf16});
 }
 
 TEST_CASE("every correct pairing matches the reference on the bundled traces") {
