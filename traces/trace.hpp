@@ -133,6 +133,7 @@ struct Trace {
   std::vector<Layer> layers;
   std::string command;  // the moesim gen command that made it, when it did
   std::string path;     // the file it was read from
+  int schema_version = 2;  // the file's (1 or 2); what the writer writes is always 2
 };
 
 // Builds the contiguous placement for num_experts over num_ranks.

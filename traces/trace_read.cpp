@@ -346,6 +346,7 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
                     std::to_string(kSchemaVersion) + ")");
   Trace t;
   t.path = path;
+  t.schema_version = static_cast<int>(version);
   t.command = opt_string(f, "/", "command");
   t.config = read_config(f, version);
   const TraceConfig& c = t.config;

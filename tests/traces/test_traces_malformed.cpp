@@ -335,6 +335,8 @@ TEST_CASE("schema v1 files read without v2's family attributes; v2 files must ca
   CHECK(!t.config.expert_bias);
   CHECK(!t.config.shared_expert_gate);
   CHECK(!t.config.topk_weights_include_scaling);
+  CHECK(t.schema_version == 1);
+  CHECK(moesim::test::run_moesim("info " + v1).output.find(v1 + ": moesim trace, schema v1\n") == 0);
   const std::string missing = valid("v2_missing_family");
   Rw(missing).remove_attr("/config", "expert_bias");
   expect_rejected(missing, "/config: missing attribute 'expert_bias'");
