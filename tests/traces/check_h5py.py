@@ -1,5 +1,7 @@
 """The bundled traces open in h5py with the dtypes traces/SCHEMA.md gives, and bf16/fp8 values
-decode with numpy alone. Usage: check_h5py.py BUNDLED_DIR MOESIM TMP_DIR (ctest runs it)."""
+decode with numpy alone; the weight generator reimplemented from SCHEMA.md's text gives
+default.h5's stored weights bit for bit; h5py-written v1 and v2 captures validate.
+Usage: check_h5py.py BUNDLED_DIR MOESIM TMP_DIR (ctest runs it)."""
 import os
 import subprocess
 import sys
@@ -131,6 +133,62 @@ def write_capture(path, version):
             out = cap.create_dataset("combine_out", data=bf16(rng.normal(size=(T, H))))
             out.attrs["dtype"] = "bfloat16"
 
+
+# The generator as traces/SCHEMA.md words it, reimplemented from the text: default.h5's stored
+# weights (uniform, bf16) are those values, bit for bit. Checks the text's mix64 (SplitMix64's
+# increment added first) and its two roundings (double to float, then float to bf16).
+M64 = (1 << 64) - 1
+
+
+def mix64(z, inc=0x9E3779B97F4A7C15):
+    """SplitMix64's finalizer, on a Python int or a numpy uint64 array."""
+    if isinstance(z, np.ndarray):
+        with np.errstate(over="ignore"):
+            z = z + np.uint64(inc)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+    z = (z + inc) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def stream_of(seed, keys, inc):
+    h = mix64(seed, inc)
+    for k in keys:
+        h = mix64(h ^ mix64((k + 0x632BE59BD9B4E019) & M64, inc), inc)
+    return h
+
+
+def float_to_bf16_bits(f):   # round to nearest even (finite values)
+    b = f.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def generated_uniform_bf16(seed, keys, n, std, inc=0x9E3779B97F4A7C15):
+    i = np.arange(n, dtype=np.uint64)
+    st = np.uint64(stream_of(seed, keys, inc))
+    u = (mix64(st ^ mix64(i, inc), inc) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return float_to_bf16_bits((np.sqrt(3.0) * std) * (2.0 * u - 1.0))   # double -> float -> bf16
+
+
+with h5py.File(os.path.join(bundled, "default.h5"), "r") as f:
+    c = f["config"].attrs
+    H, I = int(c["hidden"]), int(c["intermediate"])
+    seed = int(f["generator/weights"].attrs["seed"])
+    check(text(f["generator/weights"].attrs["distribution"]) == "uniform", "default.h5: uniform weights")
+    for layer, e in ((0, 3), (1, 11)):
+        w1 = f[f"layers/{layer}/weights/w1"][e].reshape(-1)
+        w2 = f[f"layers/{layer}/weights/w2"][e].reshape(-1)
+        got1 = generated_uniform_bf16(seed, (2, layer, e), w1.size, 1 / np.sqrt(H))
+        got2 = generated_uniform_bf16(seed, (3, layer, e), w2.size, 1 / np.sqrt(I))
+        check(np.array_equal(got1, w1) and np.array_equal(got2, w2),
+              f"default.h5 layer {layer} expert {e}: SCHEMA.md's generator does not give the stored weights "
+              f"({int((got1 != w1).sum())} of {w1.size} w1 values differ)")
+        # The text before it was fixed (no increment) gives other weights almost everywhere.
+        wrong = generated_uniform_bf16(seed, (2, layer, e), w1.size, 1 / np.sqrt(H), inc=0)
+        check((wrong != w1).mean() > 0.9, f"layer {layer} expert {e}: mix64 without its increment matches too often")
 
 for version in (1, 2):   # the reader still accepts schema v1 files
     capture = os.path.join(tmp, f"h5py_capture_v{version}.h5")
