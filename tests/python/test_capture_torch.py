@@ -175,6 +175,16 @@ for name, block, ranks in cases:
             check(np.array_equal(t["layers/0/weights/b2"][...], ex.down_proj_bias.detach().numpy()), "gpt-oss: b2")
         print(f"gpt_oss: gate values above the limit {stats['clamped'][0]}, up values outside it {stats['clamped'][1]}")
         check(min(stats["clamped"]) > 0, f"gpt-oss: the clamps never bit ({stats['clamped']})")
+        # bisect on the captured family: an injected fault shrinks to a minimal trace that keeps
+        # the biases, the activation and the stored weights every layer then needs.
+        small = os.path.join(tmp, "capture_gpt_oss_min.h5")
+        code, msg = run("bisect", path, "-o", small, "--numerics", "fp32", "--inject", "0,expert,1,2")
+        check(code == 1, f"gpt-oss bisect: exit {code}: {msg}")
+        code, msg = run("validate", small)
+        check(code == 0, f"gpt-oss minimal trace: validate: {msg}")
+        with h5py.File(small, "r") as t:
+            check(int(t["config"].attrs["expert_bias"]) == 1 and "b1" in t["layers/0/weights"],
+                  "gpt-oss minimal trace keeps its biases")
     if name.startswith("llama4"):
         with h5py.File(path, "r") as t:
             check(int(t["config"].attrs["router_weight_on_input"]) == 1, "llama4: router weight on the input")
