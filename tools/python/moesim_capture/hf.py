@@ -418,7 +418,7 @@ def _routing(block, call, name, E):
         w = w.gather(1, ids)     # DeepSeek-V2 style dense [T, E] weights
     if not torch.equal(call.experts_in.reshape(T, -1), call.x.reshape(T, -1)):
         raise CaptureError(f"{name}: the experts see a different input than the block (a scaling before the experts "
-                           f"that schema v1 cannot express)")
+                           f"that a trace cannot express)")
     return ids, w, False
 
 
