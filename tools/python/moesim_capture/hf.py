@@ -357,8 +357,8 @@ def _gate_function(ex, name, I):
     # Values on both sides of every clamp a gate function might have, gate and up values unalike.
     gen = torch.Generator().manual_seed(9)
     probe = (torch.randn(3, 2 * I, generator=gen, dtype=torch.float64) * 6).to(torch.float32)
-    with torch.no_grad():
-        got = apply_gate(probe).to(torch.float64)
+    with torch.no_grad():   # on the experts' device, in case _apply_gate uses tensors of its own
+        got = apply_gate(probe.to(ex.gate_up_proj.device)).to(device="cpu", dtype=torch.float64)
     layouts = (("concatenated", probe[:, :I], probe[:, I:]), ("interleaved", probe[:, 0::2], probe[:, 1::2]))
     for act_name, fn, params in candidates:
         for layout, g, u in layouts:
@@ -391,7 +391,7 @@ def _shared(block, name, act):
     w1 = torch.cat([gate.weight.detach(), up.weight.detach()], dim=0)[None]
     biases = None
     if any(l.bias is not None for l in lins):
-        z = lambda l, n: l.bias.detach() if l.bias is not None else torch.zeros(n, dtype=l.weight.dtype)
+        z = lambda l, n: l.bias.detach() if l.bias is not None else torch.zeros(n, dtype=l.weight.dtype, device=l.weight.device)
         biases = (torch.cat([z(gate, gate.out_features), z(up, up.out_features)])[None].contiguous(),
                   z(down, down.out_features)[None].contiguous())
     return w1.contiguous(), down.weight.detach()[None].contiguous(), biases
@@ -452,14 +452,13 @@ def _layer(name, block, call, verify, pre_weighted):
                    getattr(getattr(block, "gate", None), "routed_scaling_factor", None) or 1.0)
     layer = dict(name=name, x=x, ids=ids.to(torch.int32), weights=weights, out=out, w1=w1, w2=w2, config=cfg)
     if has_bias:   # a side without biases gets zeros (adding 0 changes no value)
-        layer["b1"], layer["b2"] = biases if biases is not None else (torch.zeros(E, 2 * I, dtype=w1.dtype),
-                                                                        torch.zeros(E, H, dtype=w1.dtype))
+        layer["b1"], layer["b2"] = biases if biases is not None else (w1.new_zeros(E, 2 * I), w1.new_zeros(E, H))
     if shared is not None:
         layer["shared_w1"], layer["shared_w2"] = shared[0], shared[1]
         if has_bias:
             Is = shared[1].shape[2]
             layer["shared_b1"], layer["shared_b2"] = shared[2] if shared[2] is not None else (
-                torch.zeros(1, 2 * Is, dtype=w1.dtype), torch.zeros(1, H, dtype=w1.dtype))
+                w1.new_zeros(1, 2 * Is), w1.new_zeros(1, H))
     if gate is not None:
         layer["shared_gate"] = gate.weight.detach().reshape(-1).contiguous()
     if factor != 1.0:   # folded into the weights (DeepSeek-V3's router) unless the check says otherwise
