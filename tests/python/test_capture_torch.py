@@ -162,6 +162,7 @@ for name, block, ranks in cases:
                                  block.shared_expert_gate.weight.detach().numpy()[0]), "qwen2-moe: the gate's row stored")
         ungated = numpy_block(path, gate=False)
         miss = float(np.linalg.norm(ungated - want) / np.linalg.norm(want))
+        print(f"qwen2_moe_shared_gate: the gate left out: relative L2 error {miss:.3g}")
         check(miss > 0.1, f"qwen2-moe: leaving the gate out changes the output by only {miss:.3g}")
     if name == "gpt_oss":
         with h5py.File(path, "r") as t:
