@@ -1,6 +1,7 @@
 // moesim bench CASE: speed figures measured side by side in one run (never timed tests).
-//   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one Eigen GEMM of
-//   the same total FLOPs, at several tokens per expert.
+//   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one core's measured
+//   peak, OpenBLAS on the same GEMMs and one Eigen GEMM of the same total FLOPs, at several tokens
+//   per expert.
 //   routing: routing-only statistics at scale (bench_routing.cpp).
 //   gpu: the GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp);
 //   --ranks, --experts, --numerics and --threads default to 8, 256, bf16 and every core there.
@@ -17,6 +18,7 @@
 #if MOESIM_HAVE_OPENBLAS
 #include <cblas.h>
 extern "C" void openblas_set_num_threads(int);  // not in every cblas.h
+extern "C" char* openblas_get_corename();
 #endif
 
 #include "bench.hpp"
@@ -113,9 +115,15 @@ int bench_reference(const po::variables_map& vm) {
   std::printf("bench reference: H=%d I=%d silu_gated, %d expert(s), numerics %s, %d thread(s), best of %d\n", H, I,
               experts, std::string(name(numerics)).c_str(), threads, reps);
   std::printf("  GEMM kernel %s; one core's fp32 peak: SSE2 mul+add %.1f, AVX2 mul+add %.1f, AVX2 FMA %.1f GFLOP/s\n"
-              "  (the %s column is against %.1f; every GFLOP/s below is per second of CPU time, so other jobs on\n"
+              "  (the %s column is against %.1f, the multiply-add peak where the kernel fuses, else mul+add,\n"
+              "  both with the kernel's 12 accumulators; every GFLOP/s below is per second of CPU time, so other jobs on\n"
               "  the machine do not skew the ratios)\n",
               gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, "of peak", ceiling);
+#if MOESIM_HAVE_OPENBLAS
+  // Its kernel depends on the core it recognises (OPENBLAS_CORETYPE overrides): say which ran.
+  std::printf("  OpenBLAS: the same two fp32 GEMMs per expert, one thread, kernels for core '%s'\n",
+              openblas_get_corename());
+#endif
   std::printf("  weight generation %.3f s/expert, first packing %.3f s/expert (page faults included)\n"
               "  neither is in the figures below\n",
               gen_s / experts, pack_s / experts);
