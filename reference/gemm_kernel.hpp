@@ -14,7 +14,7 @@
 #error "define MOESIM_GEMM_ISA and the vector helpers before including gemm_kernel.hpp"
 #endif
 
-constexpr int kDepthChunk = 256;  // depth per pass: a panel's chunk stays in L1
+constexpr int kDepthChunk = 128;  // depth per pass: a panel's chunk (6 or 12 KB) stays in L1 beside x
 constexpr int kRowBlock = 128;    // rows per pass: their depth chunk stays in L2
 constexpr int kRows = 4;          // rows of one micro-kernel call
 constexpr int kVecs = kPanelVectors;

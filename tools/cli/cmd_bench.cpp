@@ -118,7 +118,7 @@ int bench_reference(const po::variables_map& vm) {
               "  (the %s column is against %.1f, the multiply-add peak where the kernel fuses, else mul+add,\n"
               "  both with the kernel's 12 accumulators; every GFLOP/s below is per second of CPU time, so other jobs on\n"
               "  the machine do not skew the ratios)\n",
-              gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, "of peak", ceiling);
+              gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, "\"of peak\"", ceiling);
 #if MOESIM_HAVE_OPENBLAS
   // Its kernel depends on the core it recognises (OPENBLAS_CORETYPE overrides): say which ran.
   std::printf("  OpenBLAS: the same two fp32 GEMMs per expert, one thread, kernels for core '%s'\n",
