@@ -1,0 +1,437 @@
+// The verdict matrix (reference/NUMERICS.md, "How far two results may differ"): with the default
+// criterion, every golden mode x run mode of every correct pairing agrees (no false alarm), and
+// every bug model of diagnose's catalog plus four small bugs is reported at the stage where it
+// first changes a value, by diff (run file against golden) and by bisect alike. The stage a bug
+// must be reported at is found independently of the bound: the first stage whose values the bug
+// changes in exact arithmetic by more than 1e-9 of their largest magnitude (float64 reordering
+// moves them by 1e-16). Figures go to stdout (ctest -V -R verdict shows them).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "bisect.hpp"
+#include "diagnose.hpp"
+#include "diff.hpp"
+#include "error.hpp"
+#include "generate.hpp"
+#include "golden.hpp"
+#include "run_file.hpp"
+#include "trace_io.hpp"
+
+using namespace moesim;
+using namespace moesim::sim;
+
+namespace {
+
+const Numerics kModes[] = {Numerics::exact, Numerics::fp32, Numerics::bf16, Numerics::fp8};
+
+struct Variant {
+  std::string name;
+  GenOptions g;
+  bool on_input = false;
+};
+
+std::vector<Variant> variants() {
+  std::vector<Variant> v;
+  GenOptions base;
+  base.hidden = 64;
+  base.intermediate = 32;
+  base.tokens_per_rank = 8;
+  base.tokens_max = 12;
+  base.sentinel_rate = 0.1;
+  base.store_weights = true;
+  {
+    Variant a{"bf16 tokens, silu_and_mul", base};
+    v.push_back(a);
+  }
+  {
+    Variant b{"f32 tokens and weights, gelu_and_mul, sigmoid, 1 shared, scaling 2.5", base};
+    b.g.seed = 2;
+    b.g.token_dtype = DType::f32;
+    b.g.weight_dtype = DType::f32;
+    b.g.activation = Activation::gelu_erf_gated;
+    b.g.scoring = Scoring::sigmoid;
+    b.g.num_shared_experts = 1;
+    b.g.routed_scaling_factor = 2.5;
+    v.push_back(b);
+  }
+  {
+    Variant c{"fp8 tokens, plain silu, router weight on input, 2 shared", base};
+    c.g.seed = 3;
+    c.g.token_dtype = DType::e4m3;
+    c.g.activation = Activation::silu;
+    c.g.num_shared_experts = 2;
+    c.g.shared_intermediate = 16;
+    c.on_input = true;
+    v.push_back(c);
+  }
+  {
+    Variant d{"8 ranks, 64 experts, top-8, H 256, grouped, gelu_tanh_and_mul", base};
+    d.g.seed = 4;
+    d.g.num_ranks = 8;
+    d.g.num_experts = 64;
+    d.g.top_k = 8;
+    d.g.hidden = 256;
+    d.g.intermediate = 64;
+    d.g.routing = Routing::grouped;
+    d.g.activation = Activation::gelu_tanh_gated;
+    d.g.sentinel_rate = 0.05;
+    v.push_back(d);
+  }
+  return v;
+}
+
+std::string tmp(const std::string& leaf) { return std::string(MOESIM_TEST_TMP) + "/verdict-" + leaf; }
+
+Trace written(const GenOptions& g, bool on_input, const std::string& path) {
+  Trace t = generate(g);
+  t.config.router_weight_on_input = on_input;
+  write_trace(t, path);
+  return read_trace(path);
+}
+
+SimOptions correct_options(const TraceConfig& c, DispatchModel d, Numerics n) {
+  SimOptions o;
+  o.dispatch.model = d;
+  o.consumer.model = default_consumer(d);
+  o.combine = default_combine(d, c.mori.kernel_type);
+  o.numerics = n;
+  return o;
+}
+
+// A change in exact arithmetic, beyond the 1e-16 of a reordered float64 sum.
+bool changed(const Values& a, const Values& b) {
+  if (a.size() != b.size()) return true;
+  double d = 0, m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i])), m = std::max(m, std::fabs(b[i]));
+  return d > 1e-9 * m;
+}
+
+// The first stage a bug changes (golden layout: expert_out, final_out).
+diff::Stage first_changed(const std::vector<RankRun>& a, const std::vector<RankRun>& b) {
+  for (std::size_t r = 0; r < a.size(); ++r)
+    if (changed(a[r].expert_out, b[r].expert_out)) return diff::Stage::expert;
+  for (std::size_t r = 0; r < a.size(); ++r)
+    if (changed(a[r].final_out, b[r].final_out)) return diff::Stage::final_;
+  return diff::Stage::other;  // no output changes
+}
+
+// The same over every stage of two simulated runs (bisect's own comparison); dispatch copies
+// are compared bit for bit.
+diff::Stage first_changed(const LayerRun& a, const LayerRun& b) {
+  for (std::size_t r = 0; r < a.ranks.size(); ++r) {
+    const RecvBuffer &x = a.dispatch.ranks[r], &y = b.dispatch.ranks[r];
+    if (x.total_recv != y.total_recv || x.src_rank != y.src_rank || x.src_token != y.src_token || x.ids != y.ids ||
+        x.weights != y.weights || x.target != y.target || x.src_pos != y.src_pos)
+      return diff::Stage::dispatch;
+  }
+  for (std::size_t r = 0; r < a.ranks.size(); ++r)
+    if (changed(a.ranks[r].expert_rows, b.ranks[r].expert_rows) || changed(a.ranks[r].expert_out, b.ranks[r].expert_out))
+      return diff::Stage::expert;
+  for (std::size_t r = 0; r < a.ranks.size(); ++r)
+    if (changed(a.ranks[r].combine_out, b.ranks[r].combine_out)) return diff::Stage::combine;
+  for (std::size_t r = 0; r < a.ranks.size(); ++r)
+    if (changed(a.ranks[r].final_out, b.ranks[r].final_out)) return diff::Stage::final_;
+  return diff::Stage::other;
+}
+
+struct Seen {
+  bool different = false;
+  diff::Stage stage = diff::Stage::other;
+  double worst = 0;  // of the bound
+  std::string verdict;
+};
+
+Seen judge(const std::string& a, const std::string& b, const Trace& routing) {
+  diff::Options o;
+  o.routing = &routing;
+  const diff::Result r = diff::run(a, b, o);
+  Seen s;
+  s.different = r.different();
+  s.worst = r.worst.ratio;
+  s.verdict = r.verdict();
+  for (const auto& d : r.divergences())
+    if (d.layer >= 0) {
+      s.stage = d.stage;
+      break;
+    }
+  return s;
+}
+
+void write_candidate(const std::string& path, const Trace& t, const std::vector<RankRun>& ranks, const Dispatch& d,
+                     const SimOptions& o) {
+  const ExpertMap map = make_expert_map(t.config);
+  LayerRun run;
+  run.layer_index = t.layers[0].index;
+  run.dispatch = d;
+  run.ranks = ranks;
+  run.stats = routing_stats(stats_input(t.config, map, o), layer_sources(t, 0, map, o), &run.dispatch);
+  write_run(path, t, {run}, {o, judge_pairing(o.dispatch.model, o.consumer, o.combine), "test candidate"});
+}
+
+std::string golden_path(int v, Numerics n) { return tmp(std::to_string(v) + "-golden-" + std::string(name(n)) + ".h5"); }
+
+// One trace per variant, and its golden file in every mode.
+struct Fixture {
+  std::vector<Variant> vs = variants();
+  std::vector<Trace> traces;
+  Fixture() {
+    for (std::size_t v = 0; v < vs.size(); ++v) {
+      traces.push_back(written(vs[v].g, vs[v].on_input, tmp(std::to_string(v) + ".h5")));
+      for (Numerics n : kModes) {
+        ReferenceOptions ro;
+        ro.numerics = n;
+        write_golden(golden_path(static_cast<int>(v), n), traces.back(), run_reference(traces.back(), ro), n, "test");
+      }
+    }
+  }
+};
+const Fixture& fixture() {
+  static const Fixture f;
+  return f;
+}
+
+Origin identity(const Trace& t) {
+  Origin o(1);
+  for (std::size_t r = 0; r < t.layers[0].ranks.size(); ++r) {
+    o[0].emplace_back();
+    for (std::int64_t i = 0; i < t.layers[0].ranks[r].num_tokens; ++i) o[0].back().push_back({static_cast<int>(r), i});
+  }
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("no false alarm: every golden mode x run mode of every correct pairing is within the bound") {
+  const Fixture& f = fixture();
+  std::map<std::pair<int, int>, double> worst;  // (golden mode, run mode) -> worst ratio
+  int pairs = 0, alarms = 0;
+  for (std::size_t v = 0; v < f.vs.size(); ++v) {
+    const Trace& t = f.traces[v];
+    const ExpertMap map = make_expert_map(t.config);
+    const WeightProvider wp(t);
+    for (DispatchModel d : {DispatchModel::mori, DispatchModel::deepep_ht, DispatchModel::deepep_ll, DispatchModel::pplx,
+                            DispatchModel::pairs})
+      for (Numerics rn : kModes) {
+        const SimOptions o = correct_options(t.config, d, rn);
+        const std::string run = tmp(std::to_string(v) + "-run.h5");
+        write_run(run, t, {simulate_layer(t, 0, wp, map, o)}, {o, judge_pairing(d, o.consumer, o.combine), "test"});
+        for (Numerics gn : kModes) {
+          CAPTURE(f.vs[v].name);
+          CAPTURE(name(d));
+          CAPTURE(name(rn));
+          CAPTURE(name(gn));
+          const Seen s = judge(run, golden_path(static_cast<int>(v), gn), t);
+          CAPTURE(s.verdict);
+          CHECK_FALSE(s.different);
+          ++pairs;
+          alarms += s.different;
+          double& w = worst[{static_cast<int>(gn), static_cast<int>(rn)}];
+          w = std::max(w, s.worst);
+        }
+      }
+  }
+  std::cout << "verdict matrix: " << pairs << " correct (run, golden) pairs, " << alarms << " false alarms\n"
+            << "worst fraction of the bound used, golden mode (rows) x run mode (columns):\n        ";
+  for (Numerics n : kModes) std::cout << " " << name(n) << "  ";
+  for (Numerics g : kModes) {
+    std::cout << "\n  " << name(g) << (g == Numerics::exact ? "" : std::string(5 - name(g).size(), ' '));
+    for (Numerics n : kModes) {
+      char b[16];
+      std::snprintf(b, sizeof b, " %5.3f ", worst[{static_cast<int>(g), static_cast<int>(n)}]);
+      std::cout << b;
+    }
+  }
+  std::cout << "\n";
+}
+
+TEST_CASE("every bug model of diagnose's catalog is caught at the stage it first changes, by diff and bisect") {
+  const Fixture& f = fixture();
+  int cases = 0, missed = 0, no_effect = 0, simulated = 0, sim_missed = 0;
+  for (std::size_t v = 0; v < f.vs.size(); ++v) {
+    const Trace& t = f.traces[v];
+    const ExpertMap map = make_expert_map(t.config);
+    const WeightProvider wp(t);
+    SimOptions exact;
+    const auto exact_hyps = catalog(t.config, DispatchModel::mori, exact);
+    const Prediction exact_ok = predict(t, 0, exact_hyps[0], wp, map);
+    for (Numerics n : kModes) {
+      SimOptions base;
+      base.numerics = n;
+      const auto hyps = catalog(t.config, DispatchModel::mori, base);
+      for (std::size_t i = 1; i < hyps.size(); ++i) {
+        const Hypothesis& h = hyps[i];
+        CAPTURE(f.vs[v].name);
+        CAPTURE(name(n));
+        CAPTURE(h.key);
+        Prediction p, pe;
+        try {
+          p = predict(t, 0, h, wp, map);
+          pe = predict(t, 0, exact_hyps[i], wp, map);
+        } catch (const Error&) {
+          continue;  // the simulator rejects this configuration on this trace
+        }
+        if (!p.tested) continue;
+        const diff::Stage want = first_changed(pe.ranks, exact_ok.ranks);
+        const std::string cand = tmp(std::to_string(v) + "-bug.h5");
+        write_candidate(cand, t, p.ranks, p.dispatch, h.options);
+        const Seen s = judge(cand, golden_path(static_cast<int>(v), n), t);
+        const RecordedDivergence rec = locate_recorded(t, cand, n, {}, MOESIM_TEST_TMP);
+        if (want == diff::Stage::other) {
+          // Changes no output (a whole-buffer read of zeroed rows, -1 slots of weight 0 sent to
+          // rank 0, a fitted model without a capture to fit).
+          ++no_effect;
+          CHECK_FALSE(s.different);
+          CHECK_FALSE(rec.first.found);
+        } else {
+          ++cases;
+          CAPTURE(s.verdict);
+          CHECK(s.different);
+          CHECK(s.stage == want);
+          CHECK(rec.first.found);
+          CHECK(rec.first.stage == want);
+          missed += !(s.different && s.stage == want && rec.first.found && rec.first.stage == want);
+        }
+        if (h.mutation != Mutation::none) continue;
+        // A simulator configuration: bisect runs it against the correct pairing, stage by stage.
+        BisectOptions bo;
+        bo.candidate = h.options;
+        bo.reference = correct_options(t.config, DispatchModel::mori, n);
+        bo.work_dir = MOESIM_TEST_TMP;
+        const diff::Stage sim_want =
+            first_changed(simulate_layer(t, 0, wp, map, exact_hyps[i].options),
+                          simulate_layer(t, 0, wp, map, correct_options(t.config, DispatchModel::mori, Numerics::exact)));
+        int tests = 0;
+        const Divergence d = find_divergence(t, identity(t), bo, tests);
+        CHECK(d.found == (sim_want != diff::Stage::other));
+        if (d.found) CHECK(d.stage == sim_want);
+        ++simulated;
+        sim_missed += d.found != (sim_want != diff::Stage::other) || (d.found && d.stage != sim_want);
+      }
+    }
+  }
+  std::cout << "catalog bugs against the golden (diff, bisect --candidate): " << cases
+            << " (variant, mode, model) cases with an output effect, " << missed << " missed or at a wrong stage; "
+            << no_effect << " change no output, none reported\n"
+            << "catalog bugs as simulator configurations (bisect): " << simulated << " cases, " << sim_missed
+            << " missed or at a wrong stage\n";
+  CHECK(cases > 0);
+}
+
+namespace {
+enum class Small { wrong_expert, weight_off, scaling_twice, no_renormalization };
+const char* small_name(Small s) {
+  switch (s) {
+    case Small::wrong_expert: return "one slot sent to the wrong expert";
+    case Small::weight_off: return "one router weight off";
+    case Small::scaling_twice: return "routed scaling applied twice";
+    default: return "weight renormalization left out";
+  }
+}
+
+// The trace a buggy integration effectively ran: rank 1, token 3, slot `slot` (a valid one).
+Trace mutate(const Trace& t, const Variant& v, Small s, double delta) {
+  Trace m = t;
+  RankInput& in = m.layers[0].ranks[1];
+  const int K = t.config.top_k;
+  int slot = 0;
+  while (in.topk_ids[3 * K + slot] < 0) ++slot;
+  switch (s) {
+    case Small::wrong_expert: {
+      std::int32_t& id = in.topk_ids[3 * K + slot];
+      for (int e = 0; e < t.config.num_experts; ++e) {
+        const bool used = std::find(&in.topk_ids[3 * K], &in.topk_ids[3 * K] + K, e) != &in.topk_ids[3 * K] + K;
+        if (!used) {
+          id = e;
+          break;
+        }
+      }
+      break;
+    }
+    case Small::weight_off: in.topk_weights[3 * K + slot] *= static_cast<float>(1 + delta); break;
+    case Small::scaling_twice: m.config.routed_scaling_factor *= m.config.routed_scaling_factor; break;
+    case Small::no_renormalization: {
+      GenOptions g = v.g;
+      g.normalize = false;
+      const Trace raw = generate(g);
+      for (std::size_t r = 0; r < m.layers[0].ranks.size(); ++r)
+        m.layers[0].ranks[r].topk_weights = raw.layers[0].ranks[r].topk_weights;
+      break;
+    }
+  }
+  return m;
+}
+
+// max |change| / max |output| over the changed tokens' final outputs, in exact arithmetic.
+double relative_size(const LayerOutputs& a, const LayerOutputs& b) {
+  double d = 0, m = 0;
+  for (std::size_t r = 0; r < a.ranks.size(); ++r)
+    for (std::size_t i = 0; i < a.ranks[r].final_out.size(); ++i) {
+      d = std::max(d, std::fabs(a.ranks[r].final_out[i] - b.ranks[r].final_out[i]));
+      m = std::max(m, std::fabs(b.ranks[r].final_out[i]));
+    }
+  return m > 0 ? d / m : d;
+}
+}  // namespace
+
+TEST_CASE("small bugs: caught at the right stage by diff and bisect where they exceed the bound") {
+  const Fixture& f = fixture();
+  std::ostringstream report;
+  for (std::size_t v = 0; v < f.vs.size(); ++v) {
+    const Trace& t = f.traces[v];
+    for (Small s : {Small::wrong_expert, Small::weight_off, Small::scaling_twice, Small::no_renormalization}) {
+      if (s == Small::scaling_twice && t.config.routed_scaling_factor == 1.0) continue;  // nothing to apply twice
+      const std::vector<double> deltas =
+          s == Small::weight_off ? std::vector<double>{1e-2, 1e-4, 1e-6} : std::vector<double>{0};
+      for (double delta : deltas) {
+        Trace m = mutate(t, f.vs[v], s, delta);
+        const std::string mpath = tmp(std::to_string(v) + "-mutated.h5");
+        write_trace(m, mpath);
+        m = read_trace(mpath);
+        const ExpertMap map = make_expert_map(m.config);
+        const WeightProvider wp(m);
+        // Where the bug first changes a value, and by how much, in exact arithmetic.
+        const LayerOutputs bad = run_layer(m, 0, wp, {}), good = run_layer(t, 0, WeightProvider(t), {});
+        std::vector<RankRun> x(bad.ranks.size()), y(bad.ranks.size());
+        for (std::size_t r = 0; r < x.size(); ++r) {
+          x[r].expert_out = bad.ranks[r].expert_out, x[r].final_out = bad.ranks[r].final_out;
+          y[r].expert_out = good.ranks[r].expert_out, y[r].final_out = good.ranks[r].final_out;
+        }
+        const diff::Stage want = first_changed(x, y);
+        const double size = relative_size(bad, good);
+        for (Numerics n : kModes) {
+          CAPTURE(f.vs[v].name);
+          CAPTURE(small_name(s));
+          CAPTURE(delta);
+          CAPTURE(name(n));
+          const SimOptions o = correct_options(m.config, DispatchModel::mori, n);
+          const LayerRun run = simulate_layer(m, 0, wp, map, o);
+          const std::string cand = tmp(std::to_string(v) + "-small.h5");
+          write_run(cand, m, {run}, {o, judge_pairing(o.dispatch.model, o.consumer, o.combine), "test"});
+          const Seen seen = judge(cand, golden_path(static_cast<int>(v), n), t);
+          const RecordedDivergence rec = locate_recorded(t, cand, n, {}, MOESIM_TEST_TMP);
+          // diff and bisect give one verdict.
+          CHECK(seen.different == rec.first.found);
+          if (seen.different) {
+            CHECK(seen.stage == want);
+            CHECK(rec.first.stage == want);
+          }
+          char line[256];
+          std::snprintf(line, sizeof line, "  %-32s %-6s size %.2e: %s (%s)\n", small_name(s), std::string(name(n)).c_str(),
+                        size, seen.different ? "caught" : "within the bound", seen.verdict.c_str());
+          report << f.vs[v].name << ":" << line;
+          // Everything but a small weight error is far past any rounding: it must be caught.
+          if (s != Small::weight_off) CHECK(seen.different);
+          // A 1e-2 weight error is caught wherever the outputs are not rounded to bf16.
+          if (s == Small::weight_off && delta >= 1e-2 && (n == Numerics::exact || n == Numerics::fp32))
+            CHECK(seen.different);
+        }
+      }
+    }
+  }
+  std::cout << "small bugs:\n" << report.str();
+}
