@@ -22,6 +22,24 @@ struct Agreement {
   std::string verdict() const { return bound::verdict_text(label, worst); }
 };
 
+// The bounds of one rank's token outputs, one token at a time, from the reference side's slot
+// outputs [T, K, H], the router weights [T, K] and its final output (nullptr for combine_out).
+class TokenBounds {
+ public:
+  TokenBounds(const bound::Budget& budget, const Values& slot_out, const std::vector<float>& weights,
+              const Values* final_out, int top_k, int hidden);
+  const double* row(std::int64_t token);  // H bounds
+
+ private:
+  const bound::Budget& budget_;
+  const Values& slots_;
+  const std::vector<float>& weights_;
+  const Values* final_;
+  int K_, H_;
+  std::int64_t token_ = -1;
+  std::vector<double> y_, f_, out_;
+};
+
 // `final_out` [rank][T * H] of a pipeline whose combine is `combine`, against the reference's
 // final and slot outputs for layer `layer_pos` of `trace`, both in `numerics`.
 Agreement compare_final(const std::vector<RankRun>& ranks, const LayerOutputs& reference, const Trace& trace,

@@ -204,8 +204,8 @@ TEST_CASE("one final_out element of a correct bf16 run changed by 42% is a diver
   // Layer 1, rank 2, token 3, column 7 scaled by 1.42 (rounded to bf16 as the file stores it).
   REQUIRE(shell("/usr/bin/python3 -c \"import h5py, numpy as np; f = h5py.File('" + run +
                 "', 'a'); d = f['layers/1/ranks/2/final_out']; a = d[...]; "
-                "v = (a[3, 7].astype(np.uint32) << 16).view(np.float32) * np.float32(1.42); "
-                "a[3, 7] = (v.view(np.uint32) + 0x8000) >> 16; d[...] = a\"")
+                "u = np.uint32; v = (a[3:4, 7].astype(u) << u(16)).view(np.float32) * np.float32(1.42); "
+                "a[3, 7] = ((v.view(u) + u(0x8000)) >> u(16))[0]; d[...] = a\"")
               .code == 0);
   const Ran b = run_moesim("bisect " + trace_path() + " --candidate " + run);
   CHECK(b.code == 1);
