@@ -63,17 +63,19 @@ std::vector<std::pair<TokenKey, Tally>> Result::worst_tokens(int n) const {
 
 std::string Result::verdict() const {
   if (!bound_used()) return "";
-  bound::Worst w = worst;
-  if (w.within() && different()) w.ratio = INFINITY;  // structure or layouts differ: never "within"
-  return bound::verdict_text(bound_label, w);
+  const std::string v = bound::verdict_text(bound_label, worst);
+  if (!worst.within() || !different()) return v;
+  // Outputs within the bound, yet something else differs (structure, statistics, attributes).
+  const auto div = divergences();
+  return v + "; but " + (div.empty() ? std::string("the files' structure differs") : div.front().path + " differs");
 }
 
 bound::Place place_of(const Location& l) {
   bound::Place p;
   p.layer = l.layer;
-  p.rank = l.token >= 0 || l.src_rank < 0 ? l.rank : l.src_rank;
-  p.token = l.token >= 0 ? l.token : l.src_token;
-  p.row = l.token >= 0 ? -1 : l.row;
+  p.rank = l.rank;  // a received row is named on the rank that holds it
+  p.token = l.token;
+  p.row = l.row;
   p.slot = l.slot;
   p.column = l.column;
   return p;

@@ -163,8 +163,9 @@ bool Worst::add(double r, const Place& p, const std::string& ds) {
 std::string verdict_text(const std::string& label, const Worst& w) {
   if (w.within()) return "within " + label + " (worst element used " + ratio_text(w.ratio) + " of it)";
   const std::string where = place_text(w.at);
-  return "exceeds " + label + " " + (std::isinf(w.ratio) ? std::string("(a zero bound or a non-finite value)") : "by " + ratio_text(w.ratio) + "x") +
-         (where.empty() ? "" : " at " + where) + (w.dataset.empty() ? "" : " (" + w.dataset + ")");
+  const std::string at = (where.empty() ? "" : " at " + where) + (w.dataset.empty() ? "" : " (" + w.dataset + ")");
+  if (std::isinf(w.ratio)) return "exceeds " + label + at + ": a value that allows no rounding differs, or is not finite";
+  return "exceeds " + label + " by " + ratio_text(w.ratio) + "x" + at;
 }
 
 }  // namespace moesim::bound

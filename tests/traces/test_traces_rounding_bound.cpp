@@ -120,7 +120,8 @@ TEST_CASE("the verdict sentence: how much of the bound the worst element used, o
   Worst z;
   z.add(std::numeric_limits<double>::infinity(), {0, 0, 0, -1, -1, 0}, "");
   CHECK(verdict_text("the exact rounding bound", z) ==
-        "exceeds the exact rounding bound (a zero bound or a non-finite value) at layer 0, rank 0, token 0, column 0");
+        "exceeds the exact rounding bound at layer 0, rank 0, token 0, column 0: a value that allows no rounding "
+        "differs, or is not finite");
   CHECK(Budget(config(), {Numerics::fp32, 0}, {Numerics::fp8, 0}).label() == "the fp8 rounding bound");
   CHECK(Budget(config(), {Numerics::exact, 0}, {Numerics::exact, 0}).label() == "the exact rounding bound");
 }
