@@ -93,7 +93,7 @@ TEST_CASE("exit codes: 1 whenever the result disagrees, 0 when it agrees or noth
   std::filesystem::remove(out);
 }
 
-TEST_CASE("--help of run, diff, bisect and diagnose lists the exit codes and names the rounding bound") {
+TEST_CASE("--help of every command lists its exit codes; run, diff, bisect and diagnose name the rounding bound") {
   for (const char* cmd : {"run", "diff", "bisect", "diagnose"}) {
     CAPTURE(cmd);
     const std::string o = kTmp + "/help_" + std::to_string(::getpid()) + ".out";
@@ -105,6 +105,13 @@ TEST_CASE("--help of run, diff, bisect and diagnose lists the exit codes and nam
     CHECK(contains(out, "; 1: "));
     CHECK(contains(out, "2: "));
     CHECK(contains(out, "rounding bound of reference/NUMERICS.md"));
+  }
+  for (const char* cmd : {"gen", "golden", "validate", "info", "bench"}) {
+    CAPTURE(cmd);
+    const std::string o = kTmp + "/help_" + std::to_string(::getpid()) + ".out";
+    REQUIRE(std::system((kBin + " " + cmd + " --help >" + o + " 2>&1").c_str()) == 0);
+    CHECK(contains(slurp(o), "Exit 0: done; 2: bad input"));
+    std::remove(o.c_str());
   }
 }
 
