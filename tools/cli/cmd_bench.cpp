@@ -181,7 +181,7 @@ int run_bench(const std::vector<std::string>& args) {
       {"routing", bench_routing},
       {"gpu", bench_gpu},
   };
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing or gpu")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
