@@ -66,11 +66,14 @@ struct ExpertKernel {
                   std::string(name(o.numerics)));
     if ((sizeof(T) == 8) != is_f64(e.numerics_))
       throw Error("expert output type does not match numerics " + std::string(name(e.numerics_)));
-    constexpr int P = gemm::panel_width<T>();
+    const int P = gemm::panel_width<T>();
     const int H = e.hidden_, I = e.inter_;
     const int rows1 = e.gated_ ? 2 * I : I;
     const std::int64_t ld1 = gemm::padded(rows1, P), ld2 = gemm::padded(H, P);
     const bool rnd = rounds_bf16(e.numerics_);
+    // Where both operands are bf16 values (NUMERICS.md): GEMM1 in bf16 mode (fp8 mode's dequantized
+    // rows are wider), GEMM2 in bf16 and fp8.
+    const bool fuse1 = e.numerics_ == Numerics::bf16, fuse2 = rnd;
     const std::vector<T>& w1 = pick<T>(e.w1_f64_, e.w1_f32_);
     const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
     const std::vector<T>& b1 = pick<T>(e.b1_f64_, e.b1_f32_);
@@ -92,7 +95,7 @@ struct ExpertKernel {
     for (std::int64_t r0 = 0; r0 < in.rows; r0 += chunk) {
       const std::int64_t n = std::min(chunk, in.rows - r0);
       for (std::int64_t r = 0; r < n; ++r) input_row<T>(in, r0 + r, H, o, a + r * H);
-      gemm::multiply<T>(a, n, H, w1, rows1, H, g, ld1, scratch);
+      gemm::multiply<T>(a, n, H, w1, rows1, H, g, ld1, scratch, fuse1);
       for (std::int64_t r = 0; r < n; ++r) {
         const T* gr = g + r * ld1;
         T* hr = h + r * I;
@@ -107,7 +110,7 @@ struct ExpertKernel {
           }
         }
       }
-      gemm::multiply<T>(h, n, I, w2, H, I, y, ld2, scratch);
+      gemm::multiply<T>(h, n, I, w2, H, I, y, ld2, scratch, fuse2);
       for (std::int64_t r = 0; r < n; ++r)
         for (int c = 0; c < H; ++c)
           out[(r0 + r) * H + c] = maybe_bf16(bias ? y[r * ld2 + c] + b2[c] : y[r * ld2 + c], rnd);

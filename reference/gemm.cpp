@@ -1,95 +1,75 @@
 #include "gemm.hpp"
 
 #include <algorithm>
-#include <cstring>
+#include <cstdlib>
+#include <string>
 
 #include "dtype.hpp"
+#include "error.hpp"
 
 namespace moesim::gemm {
-namespace {
 
-constexpr int kDepthChunk = 256;  // depth per pass: a panel's chunk (12 KB) stays in L1
-constexpr int kRowBlock = 128;    // rows per pass: their depth chunk stays in L2
-constexpr int kRows = 4;          // rows of one micro-kernel call
-constexpr int kVecs = kPanelVectors;
+// Each instruction set's kernel (gemm_kernel.hpp compiled in its own file and namespace).
+#define MOESIM_GEMM_KERNEL_API(ns)                                                                              \
+  namespace ns {                                                                                                \
+  template <class T>                                                                                            \
+  int panel_width();                                                                                            \
+  template <class T>                                                                                            \
+  std::size_t scratch_size();                                                                                   \
+  template <class T>                                                                                            \
+  void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out, std::int64_t ldo, \
+                T* scratch, bool fused);                                                                        \
+  }
+MOESIM_GEMM_KERNEL_API(sse2)
+#if MOESIM_GEMM_AVX2
+MOESIM_GEMM_KERNEL_API(avx2)
+#endif
+#undef MOESIM_GEMM_KERNEL_API
 
-template <class T>
-struct Vec {
-  typedef T type __attribute__((vector_size(16)));
-  static constexpr int lanes = static_cast<int>(16 / sizeof(T));
-};
-
-template <class T>
-inline typename Vec<T>::type load(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+bool supported(Isa isa) {
+  if (isa == Isa::sse2) return true;
+#if MOESIM_GEMM_AVX2
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
 }
 
-template <class T>
-inline void store(T* p, typename Vec<T>::type v) {
-  std::memcpy(p, &v, sizeof v);
-}
+const char* name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "sse2"; }
 
-// rows x kVecs vectors of outputs over depth [0, kc); x is packed [kc][rows] with every value
-// already splatted across a vector. `first`: the accumulators start at 0, else at the partial
-// sums already in c.
-template <class T, int rows>
-void micro(const T* x, const T* wp, int kc, T* c, std::int64_t ldc, bool first) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::lanes, P = kVecs * L;
-  V acc[rows][kVecs];
-  for (int r = 0; r < rows; ++r)
-    for (int j = 0; j < kVecs; ++j) acc[r][j] = first ? V{} : load(c + r * ldc + j * L);
-  for (int k = 0; k < kc; ++k) {
-    V w[kVecs];
-    for (int j = 0; j < kVecs; ++j) w[j] = load(wp + k * P + j * L);
-    for (int r = 0; r < rows; ++r) {
-      const V b = load(x + (k * rows + r) * L);
-      for (int j = 0; j < kVecs; ++j) acc[r][j] = acc[r][j] + b * w[j];
+Isa active_isa() {
+  static const Isa chosen = [] {
+    if (const char* e = std::getenv("MOESIM_GEMM_ISA")) {
+      const std::string v = e;
+      if (v != "sse2" && v != "avx2") throw Error("MOESIM_GEMM_ISA: '" + v + "' is not sse2 or avx2");
+      const Isa isa = v == "avx2" ? Isa::avx2 : Isa::sse2;
+      if (!supported(isa)) throw Error("MOESIM_GEMM_ISA: this CPU (or build) has no " + v);
+      return isa;
     }
-  }
-  for (int r = 0; r < rows; ++r)
-    for (int j = 0; j < kVecs; ++j) store(c + r * ldc + j * L, acc[r][j]);
-}
-
-template <class T, int rows = kRows>
-void micro_any(int n, const T* x, const T* wp, int kc, T* c, std::int64_t ldc, bool first) {
-  if constexpr (rows == 1) {
-    micro<T, 1>(x, wp, kc, c, ldc, first);
-  } else {
-    if (n == rows) return micro<T, rows>(x, wp, kc, c, ldc, first);
-    micro_any<T, rows - 1>(n, x, wp, kc, c, ldc, first);
-  }
-}
-
-// Copies rows [0, n) x depth [0, kc) of x into groups of kRows rows, each [kc][rows][lanes] with
-// every value splatted: the micro-kernel then loads its broadcasts from one contiguous stream,
-// whatever x's row stride (a power-of-two stride would map every row to the same cache sets).
-template <class T>
-void pack_rows(const T* x, std::int64_t n, std::int64_t ldx, int kc, T* out) {
-  constexpr int L = Vec<T>::lanes;
-  for (std::int64_t g = 0; g < n; g += kRows) {
-    const int rows = static_cast<int>(std::min<std::int64_t>(kRows, n - g));
-    T* dst = out + g * kc * L;
-    for (int r = 0; r < rows; ++r) {
-      const T* src = x + (g + r) * ldx;
-      for (int k = 0; k < kc; ++k)
-        for (int l = 0; l < L; ++l) dst[(k * rows + r) * L + l] = src[k];
-    }
-  }
-}
-
-}  // namespace
-
-template <class T>
-std::size_t scratch_size() {
-  return static_cast<std::size_t>(kRowBlock) * kDepthChunk * Vec<T>::lanes;
+    return supported(Isa::avx2) ? Isa::avx2 : Isa::sse2;
+  }();
+  return chosen;
 }
 
 template <class T>
-void pack(const float* w, int m, int k, bool bf16, std::vector<T>& out) {
-  constexpr int P = panel_width<T>();
+int panel_width(Isa isa) {
+#if MOESIM_GEMM_AVX2
+  if (isa == Isa::avx2) return avx2::panel_width<T>();
+#endif
+  return sse2::panel_width<T>();
+}
+
+template <class T>
+std::size_t scratch_size(Isa isa) {
+#if MOESIM_GEMM_AVX2
+  if (isa == Isa::avx2) return avx2::scratch_size<T>();
+#endif
+  return sse2::scratch_size<T>();
+}
+
+template <class T>
+void pack(const float* w, int m, int k, bool bf16, std::vector<T>& out, Isa isa) {
+  const int P = panel_width<T>(isa);
   const std::int64_t panels = padded(m, P) / P;
   out.assign(static_cast<std::size_t>(panels * k * P), T(0));
   for (std::int64_t p = 0; p < panels; ++p) {
@@ -107,36 +87,22 @@ void pack(const float* w, int m, int k, bool bf16, std::vector<T>& out) {
 
 template <class T>
 void multiply(const T* x, std::int64_t n, std::int64_t ldx, const std::vector<T>& wp, int m, int k, T* out,
-              std::int64_t ldo, T* xp) {
-  constexpr int P = panel_width<T>();
-  const std::int64_t panels = padded(m, P) / P;
-  if (k == 0) {  // an empty sum is 0
-    for (std::int64_t r = 0; r < n; ++r) std::fill(out + r * ldo, out + r * ldo + panels * P, T(0));
-    return;
-  }
-  for (int k0 = 0; k0 < k; k0 += kDepthChunk) {
-    const int kc = std::min(kDepthChunk, k - k0);
-    for (std::int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
-      const std::int64_t r1 = std::min(n, r0 + kRowBlock);
-      pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, kc, xp);
-      for (std::int64_t p = 0; p < panels; ++p) {
-        const T* w = wp.data() + p * k * P + static_cast<std::int64_t>(k0) * P;
-        for (std::int64_t r = r0; r < r1; r += kRows) {
-          const int rows = static_cast<int>(std::min<std::int64_t>(kRows, r1 - r));
-          micro_any<T>(rows, xp + (r - r0) * kc * Vec<T>::lanes, w, kc, out + r * ldo + p * P, ldo, k0 == 0);
-        }
-      }
-    }
-  }
+              std::int64_t ldo, T* scratch, bool bf16_operands, Isa isa) {
+#if MOESIM_GEMM_AVX2
+  if (isa == Isa::avx2) return avx2::multiply<T>(x, n, ldx, wp.data(), m, k, out, ldo, scratch, bf16_operands);
+#endif
+  sse2::multiply<T>(x, n, ldx, wp.data(), m, k, out, ldo, scratch, bf16_operands);
 }
 
-template std::size_t scratch_size<float>();
-template std::size_t scratch_size<double>();
-template void pack<float>(const float*, int, int, bool, std::vector<float>&);
-template void pack<double>(const float*, int, int, bool, std::vector<double>&);
+template int panel_width<float>(Isa);
+template int panel_width<double>(Isa);
+template std::size_t scratch_size<float>(Isa);
+template std::size_t scratch_size<double>(Isa);
+template void pack<float>(const float*, int, int, bool, std::vector<float>&, Isa);
+template void pack<double>(const float*, int, int, bool, std::vector<double>&, Isa);
 template void multiply<float>(const float*, std::int64_t, std::int64_t, const std::vector<float>&, int, int, float*,
-                              std::int64_t, float*);
+                              std::int64_t, float*, bool, Isa);
 template void multiply<double>(const double*, std::int64_t, std::int64_t, const std::vector<double>&, int, int,
-                               double*, std::int64_t, double*);
+                               double*, std::int64_t, double*, bool, Isa);
 
 }  // namespace moesim::gemm

@@ -11,17 +11,9 @@
 #include "error.hpp"
 #include "temp_files.hpp"
 #include "run_file.hpp"
-#include "report.hpp"
+#include "agreement.hpp"
 
 namespace moesim::sim {
-
-diff::Tolerance default_bisect_tolerance(Numerics n) {
-  switch (n) {
-    case Numerics::exact: return {1e-9, 1e-9};
-    case Numerics::fp32: return {1e-4, 1e-4};
-    default: return {3e-2, 3e-2};
-  }
-}
 
 namespace {
 
@@ -55,6 +47,7 @@ struct Scratch {
 
 Divergence locate(const diff::Result& r, const RankOrigin& origin, int layer_index) {
   Divergence d;
+  d.verdict = r.verdict();
   for (const auto& v : r.divergences()) {
     if (v.layer < 0) continue;  // /stats and root objects are not pipeline stages
     d.found = true;
@@ -87,6 +80,8 @@ Divergence find_divergence(const Trace& trace, const Origin& origin, const Bisec
   diff::Options dopt;
   dopt.tolerances = o.tolerances;
   Scratch scratch(o.work_dir);
+  Divergence none;
+  double worst = -1;
   for (std::size_t pos = 0; pos < trace.layers.size(); ++pos) {
     if (tokens_of(trace.layers[pos]) == 0) continue;
     ++tests;
@@ -102,10 +97,13 @@ Divergence find_divergence(const Trace& trace, const Origin& origin, const Bisec
                       "moesim bisect (reference)"};
     write_run(scratch.a, one, {cand}, dc);
     write_run(scratch.b, one, {ref}, dr);
-    const Divergence d = locate(diff::run(scratch.a, scratch.b, dopt), origin[pos], one.layers[0].index);
+    dopt.routing = &one;  // the cut trace's routing, not the file the run files name
+    const diff::Result r = diff::run(scratch.a, scratch.b, dopt);
+    const Divergence d = locate(r, origin[pos], one.layers[0].index);
     if (d.found) return d;
+    if (r.worst.ratio >= worst) worst = r.worst.ratio, none.verdict = d.verdict;  // the layer nearest its bound
   }
-  return {};
+  return none;
 }
 
 namespace {
@@ -217,11 +215,12 @@ BisectResult bisect(const Trace& trace, const BisectOptions& o) {
     ro.numerics = o.reference.numerics;
     ro.fp8_format = o.reference.fp8_format;
     ro.threads = o.reference.threads;
-    const Agreement a = compare_final(ref, run_layer(one, 0, weights, ro), one.config.hidden, o.reference.numerics);
-    res.reference_agrees = a.bad_tokens == 0;
+    const Agreement a = compare_final(ref, run_layer(one, 0, weights, ro), one, 0, o.reference.numerics, o.reference.combine);
+    res.reference_agrees = a.agrees();
     if (!res.reference_agrees)
       res.reference_note = "the correct pairing disagrees with the reference model on " +
-                           std::to_string(a.bad_tokens) + " tokens of layer " + std::to_string(layer.index);
+                           std::to_string(a.bad_tokens) + " tokens of layer " + std::to_string(layer.index) + ": " +
+                           a.verdict();
   }
 
   int budget = o.max_tests;

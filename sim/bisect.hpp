@@ -38,13 +38,10 @@ struct BisectOptions {
   SimOptions candidate;
   std::optional<Fault> fault;
   SimOptions reference;             // the correct pairing; bisect_defaults() fills it
-  diff::ToleranceRules tolerances;  // defaults by numerics: see default_bisect_tolerance
+  diff::ToleranceRules tolerances;  // empty: the rounding bound, as diff's default
   int max_tests = 4000;
   std::string work_dir;  // scratch files; must exist
 };
-
-// vLLM's MoE tests: atol = rtol = 3e-2 for bf16 and fp8; 1e-4 fp32; 1e-9 exact.
-diff::Tolerance default_bisect_tolerance(Numerics n);
 
 // Where a run first diverges.
 struct Divergence {
@@ -55,6 +52,7 @@ struct Divergence {
   int rank = -1;             // the worst source token of that layer and stage
   std::int64_t token = -1;
   double max_abs = 0;
+  std::string verdict;  // diff's: "within the bf16 rounding bound (...)" or "exceeds it ... at ..."
 };
 
 struct BisectResult {

@@ -15,10 +15,12 @@ namespace moesim::sim {
 
 namespace {
 // The trace's captured outputs laid out as a run file, so diff lines them up with the golden.
-void write_captured_outputs(const Trace& t, const std::string& path) {
+// Its numerics are the mode the capture is judged in.
+void write_captured_outputs(const Trace& t, Numerics numerics, const std::string& path) {
   h5::AtomicOutput out(path);
   h5::File& f = out.file();
   f.set_attr("/", "format", "moesim-capture");
+  f.set_attr("/", "numerics", std::string(name(numerics)));
   const auto H = static_cast<std::uint64_t>(t.config.hidden);
   bool any = false;
   for (const Layer& l : t.layers)
@@ -76,7 +78,7 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
   }
   if (compared == cand) {
     const Trace captured = candidate == trace.path ? trace : read_trace(candidate);
-    write_captured_outputs(captured, cand);
+    write_captured_outputs(captured, numerics, cand);
   }
   ReferenceOptions ro;
   ro.numerics = numerics;
@@ -85,7 +87,9 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
   res.numerics = numerics;
   diff::Options o;
   o.tolerances = tolerances;
+  o.routing = &trace;
   const diff::Result r = diff::run(compared, gold, o);
+  res.first.verdict = r.verdict();
   for (const auto& v : r.divergences()) {
     if (v.layer < 0) continue;
     res.first.found = true;

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "agreement.hpp"
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
@@ -38,15 +39,19 @@ std::string fmt_g(double v) {
 }
 
 // Adds `rows` rows of H captured values against predicted ones (nullptr: zeros), noting the
-// row with the largest difference.
+// row with the largest difference; `bound(i)`, when given, is row i's H rounding bounds.
+using RowBound = std::function<const double*(std::int64_t)>;
 template <class Pred>
 void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred, const std::string& what,
-                 double& worst, const std::function<std::string(std::int64_t)>& label) {
+                 double& worst, const std::function<std::string(std::int64_t)>& label, const RowBound& bound = {}) {
   t.present = true;
+  t.bounded = t.bounded || static_cast<bool>(bound);
   for (std::int64_t i = 0; i < rows; ++i) {
     double row_max = 0;
+    const double* lim = bound ? bound(i) : nullptr;
     for (int h = 0; h < H; ++h) {
       const double a = cap[i * H + h], b = pred(i, h);
+      if (lim) t.worst_ratio = std::max(t.worst_ratio, bound::ratio(a, b, lim[h]));
       const double d = a - b;
       t.dd += d * d;
       t.cc += a * a;
@@ -64,8 +69,8 @@ void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred
 
 double value(const Values& v, std::size_t i) { return v[i]; }
 
-void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol, Evaluation& e,
-                std::vector<double>& worst) {
+void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol,
+                const bound::Budget& budget, Evaluation& e, std::vector<double>& worst) {
   const Captured& cap = layer.ranks[r].captured;
   const int K = c.top_k, H = c.hidden;
   const RecvBuffer& b = p.dispatch.ranks[r];
@@ -161,9 +166,16 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
         if (m.first < cap.expert_rows) rows.push_back(m);
       std::vector<float> got(rows.size() * H);
       for (std::size_t q = 0; q < rows.size(); ++q) std::copy_n(&cap.expert_out[rows[q].first * H], H, &got[q * H]);
+      std::vector<double> lim(H);
+      auto row_bound = [&](std::int64_t q) -> const double* {  // a received row: its largest |value|
+        double m = 0;
+        for (int h = 0; h < H; ++h) m = std::max(m, std::fabs(value(run.expert_rows, rows[q].second * H + h)));
+        std::fill(lim.begin(), lim.end(), budget.received_row() * m);
+        return lim.data();
+      };
       add_numeric(e.obs[obs_expert], got.data(), static_cast<std::int64_t>(rows.size()), H,
                   [&](std::int64_t q, int h) { return value(run.expert_rows, rows[q].second * H + h); }, at,
-                  worst[obs_expert], [&](std::int64_t q) { return "row " + std::to_string(rows[q].first); });
+                  worst[obs_expert], [&](std::int64_t q) { return "row " + std::to_string(rows[q].first); }, row_bound);
     }
   }
 
@@ -193,12 +205,18 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
   }
   const std::int64_t T = layer.ranks[r].num_tokens;
   auto token = [](std::int64_t t) { return "token " + std::to_string(t); };
+  // Token outputs: the bound from the hypothesis's own slot outputs, as run and diff take the reference's.
+  TokenBounds combine_bounds(budget, run.expert_out, layer.ranks[r].topk_weights, nullptr, K, H);
+  TokenBounds final_bounds(budget, run.expert_out, layer.ranks[r].topk_weights, &run.final_out, K, H);
+  const bool slots = run.expert_out.size() == static_cast<std::size_t>(T) * K * H;
   if (!cap.combine_out.empty())
     add_numeric(e.obs[obs_combine], cap.combine_out.data(), T, H,
-                [&](std::int64_t t, int h) { return value(run.combine_out, t * H + h); }, at, worst[obs_combine], token);
+                [&](std::int64_t t, int h) { return value(run.combine_out, t * H + h); }, at, worst[obs_combine], token,
+                slots ? RowBound([&](std::int64_t t) { return combine_bounds.row(t); }) : RowBound());
   if (!cap.final_out.empty())
     add_numeric(e.obs[obs_final], cap.final_out.data(), T, H,
-                [&](std::int64_t t, int h) { return value(run.final_out, t * H + h); }, at, worst[obs_final], token);
+                [&](std::int64_t t, int h) { return value(run.final_out, t * H + h); }, at, worst[obs_final], token,
+                slots ? RowBound([&](std::int64_t t) { return final_bounds.row(t); }) : RowBound());
 }
 
 void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base, std::vector<BufferFinding>& out) {
@@ -247,6 +265,7 @@ double Tally::calc_diff() const { return xx_yy > 0 ? 1.0 - 2.0 * xy / xx_yy : 0.
 bool Evaluation::explains(int o, double tol) const {
   const Tally& t = obs[o];
   if (!t.present) return true;
+  if (obs_numeric(o) && by_bound && t.bounded) return t.worst_ratio <= 1;
   return obs_numeric(o) ? t.error(true) <= tol : t.bad == 0;
 }
 
@@ -274,6 +293,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
   if (!d.has_rows && !d.has_outputs)
     throw Error(where(trace.path, "/layers") + "nothing captured: diagnose needs captured receive rows or outputs");
   d.tolerance = o.tolerance >= 0 ? o.tolerance : tolerance_for(o.base.numerics);
+  const bool by_bound = o.tolerance < 0;
 
   const DispatchModel lib = o.library_set ? o.base.dispatch.model : default_dispatch(c);
   d.hypotheses = catalog(c, lib, o.base);
@@ -299,6 +319,11 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     const Hypothesis& h = d.hypotheses[i];
     Evaluation e;
     e.index = i;
+    e.by_bound = by_bound;
+    // The capture and the hypothesis are judged as two results of the same numerics and combine.
+    const bound::Side side{o.base.numerics, bound::partial_levels(name(h.options.combine))};
+    const bound::Budget budget(c, side, side);
+    if (by_bound && d.bound_label.empty()) d.bound_label = budget.label();
     if (!d.has_outputs && !h.structural && !h.correct) {
       e.tested = false;
       e.note = "predicts the correct integration's buffers: needs captured outputs";
@@ -315,7 +340,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
           break;
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
-        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, d.tolerance, e, worst);
+        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, d.tolerance, budget, e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;

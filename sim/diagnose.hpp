@@ -53,6 +53,8 @@ struct Tally {
   double dd = 0, cc = 0;         // numeric: sum (captured - predicted)^2, sum captured^2
   double xy = 0, xx_yy = 0;      // numeric: DeepEP calc_diff sums over x' = x + 1, y' = y + 1
   std::string first;             // the first disagreement, one line
+  bool bounded = false;          // numeric, judged against the rounding bound: worst_ratio says
+  double worst_ratio = 0;        // largest |captured - predicted| / bound
   double error(bool numeric) const;  // fraction of rows, or relative L2 (0 when absent)
   double calc_diff() const;
 };
@@ -64,6 +66,9 @@ struct Evaluation {
   Tally obs[kNumObs];
   int unexplained = 0;
   double score = 0;  // sum over present observations of min(error, 1)
+  bool by_bound = true;  // numeric observations are judged by the rounding bound where they have one
+  // Structural: no row disagrees; numeric: every element within the rounding bound (by_bound,
+  // bounded) or relative L2 <= tol.
   bool explains(int o, double tol) const;
 };
 
@@ -79,7 +84,10 @@ struct DiagnoseOptions {
   SimOptions base;          // numerics, fp8 format, threads, capacities
   bool library_set = false; // base.dispatch.model names the library; else the trace's library
   std::optional<int> layer; // position in trace.layers; all layers otherwise
-  double tolerance = -1;    // relative L2 under which a numeric observation is explained; <0: by numerics
+  // Relative L2 under which a numeric observation is explained; <0: the rounding bound
+  // (rounding_bound.hpp), the verdict run, diff and bisect give, with relative L2 by numerics for
+  // what it does not cover (stale rows).
+  double tolerance = -1;
   std::vector<std::string> only;  // evaluate just these catalog keys (and the correct integration)
 };
 
@@ -90,7 +98,8 @@ struct Diagnosis {
   std::vector<BufferFinding> buffers;
   bool has_outputs = false;  // some rank captured expert_out, combine_out or final_out
   bool has_rows = false;     // some rank captured receive rows or counts
-  double tolerance = 0;
+  double tolerance = 0;       // relative L2 where the bound does not judge
+  std::string bound_label;    // "the bf16 rounding bound" when it judges the numeric observations
   std::vector<Evaluation> ranked;  // best first; untested hypotheses last
   bool consistent() const;         // the correct integration is first and explains everything
   const Hypothesis& hypothesis(const Evaluation& e) const { return hypotheses[e.index]; }

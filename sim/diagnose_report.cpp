@@ -32,7 +32,8 @@ std::string obs_text(const Evaluation& e, int o) {
   const Tally& t = e.obs[o];
   std::string s = obs_name(o);
   if (obs_numeric(o))
-    s += " (relative L2 " + g(t.error(true)) + ", calc_diff " + g(t.calc_diff()) + ")";
+    s += " (" + (e.by_bound && t.bounded ? "worst element used " + g(t.worst_ratio) + " of the rounding bound, " : std::string()) +
+         "relative L2 " + g(t.error(true)) + ", calc_diff " + g(t.calc_diff()) + ")";
   else
     s += " (" + g(t.bad) + " of " + g(t.total) + " " + (o == obs_counts ? "ranks" : "rows") + " differ)";
   return s;
@@ -66,7 +67,11 @@ void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, 
     }
   }
 
-  out << "hypotheses, best first (a numeric observation is explained under relative L2 " << g(d.tolerance) << "):\n";
+  if (!d.bound_label.empty())
+    out << "hypotheses, best first (a numeric observation is explained when every element is within "
+        << d.bound_label << "; stale rows under relative L2 " << g(d.tolerance) << "):\n";
+  else
+    out << "hypotheses, best first (a numeric observation is explained under relative L2 " << g(d.tolerance) << "):\n";
   int shown = 0;
   for (std::size_t i = 0; i < d.ranked.size(); ++i) {
     const Evaluation& e = d.ranked[i];
@@ -111,6 +116,7 @@ void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, 
 void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis& d) {
   out << "{\"trace\": " << json_str(trace.path) << ", \"consistent\": " << (d.consistent() ? "true" : "false")
       << ", \"best\": " << json_str(d.hypothesis(d.ranked.front()).key) << ", \"tolerance\": " << json_num(d.tolerance)
+      << ", \"bound\": " << json_str(d.bound_label)
       << ", \"has_outputs\": " << (d.has_outputs ? "true" : "false") << ",\n \"structural\": [";
   bool first = true;
   for (std::size_t l = 0; l < d.checks.size(); ++l)
@@ -145,6 +151,7 @@ void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis
       out << (f2 ? "" : ", ") << json_str(obs_name(o)) << ": {\"explained\": " << (e.explains(o, d.tolerance) ? "true" : "false")
           << ", \"error\": " << json_num(t.error(obs_numeric(o)));
       if (obs_numeric(o)) out << ", \"calc_diff\": " << json_num(t.calc_diff());
+      if (obs_numeric(o) && t.bounded) out << ", \"bound_used\": " << json_num(t.worst_ratio);
       out << ", \"evidence\": " << json_str(t.first) << "}";
       f2 = false;
     }

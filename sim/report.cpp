@@ -74,38 +74,4 @@ void print_stats(std::ostream& out, const RoutingStats& s, bool per_rank) {
   }
 }
 
-double agreement_tolerance(Numerics n) {
-  switch (n) {
-    case Numerics::exact: return 1e-9;
-    case Numerics::fp32: return 1e-4;
-    default: return 2e-2;
-  }
-}
-
-Agreement compare_final(const LayerRun& run, const LayerOutputs& ref, int H, Numerics numerics) {
-  Agreement a;
-  for (std::size_t r = 0; r < run.ranks.size(); ++r)
-    for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-      if (std::isfinite(ref.ranks[r].final_out[i])) a.max_ref = std::max(a.max_ref, std::fabs(ref.ranks[r].final_out[i]));
-  const double tol = agreement_tolerance(numerics) * std::max(a.max_ref, 1e-30);
-  for (std::size_t r = 0; r < run.ranks.size(); ++r) {
-    const Values& got = run.ranks[r].final_out;
-    const Values& want = ref.ranks[r].final_out;
-    const std::size_t T = want.size() / H;
-    a.tokens += static_cast<std::int64_t>(T);
-    for (std::size_t t = 0; t < T; ++t) {
-      double worst = 0;
-      for (int h = 0; h < H; ++h) {
-        // A non-finite output on either side never matches: inf - inf would hide it.
-        const double g = got[t * H + h], w = want[t * H + h];
-        const double d = std::isfinite(g) && std::isfinite(w) ? std::fabs(g - w) : INFINITY;
-        worst = std::max(worst, d);
-      }
-      a.max_abs = std::max(a.max_abs, worst);
-      if (worst > tol) ++a.bad_tokens;
-    }
-  }
-  return a;
-}
-
 }  // namespace moesim::sim

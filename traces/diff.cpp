@@ -9,8 +9,10 @@
 #include <set>
 
 #include "diff_attrib.hpp"
+#include "diff_bound.hpp"
 #include "diff_read.hpp"
 #include "error.hpp"
+#include "trace_io.hpp"
 
 namespace moesim::diff {
 
@@ -57,6 +59,26 @@ std::vector<std::pair<TokenKey, Tally>> Result::worst_tokens(int n) const {
   });
   if (static_cast<int>(v.size()) > n) v.resize(static_cast<size_t>(std::max(n, 0)));
   return v;
+}
+
+std::string Result::verdict() const {
+  if (!bound_used()) return "";
+  const std::string v = bound::verdict_text(bound_label, worst);
+  if (!worst.within() || !different()) return v;
+  // Outputs within the bound, yet something else differs (structure, statistics, attributes).
+  const auto div = divergences();
+  return v + "; but " + (div.empty() ? std::string("the files' structure differs") : div.front().path + " differs");
+}
+
+bound::Place place_of(const Location& l) {
+  bound::Place p;
+  p.layer = l.layer;
+  p.rank = l.rank;  // a received row is named on the rank that holds it
+  p.token = l.token;
+  p.row = l.row;
+  p.slot = l.slot;
+  p.column = l.column;
+  return p;
 }
 
 bool Result::different() const {
@@ -194,8 +216,8 @@ std::vector<std::uint64_t> row_permutation(const h5::File& a, const h5::File& b,
   return {};
 }
 
-void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routing, const std::string& ds,
-                     const Options& o, Result& r) {
+void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routing, const DiffBound* bound,
+                     const std::string& ds, const Options& o, Result& r) {
   const PathInfo where = parse_path(ds);
   const Stage stage = stage_of(a.has_attr(ds, "stage") ? a : b, ds);
   if (!is_numeric(a, ds) || !is_numeric(b, ds)) {
@@ -222,7 +244,10 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
   d.tolerance = o.tolerances.lookup(ds, ct.type);
   Criterion crit = Criterion::tolerance;
   double threshold = 0;
-  if (o.delta) crit = Criterion::delta, threshold = *o.delta, d.criterion = "delta";
+  std::unique_ptr<ElementBounds> bounds =
+      bound ? bound->for_dataset(a, b, ds, da, stage == Stage::dispatch, o.raw, r.bound_note) : nullptr;
+  if (bounds) crit = Criterion::bound, d.criterion = "bound";
+  else if (o.delta) crit = Criterion::delta, threshold = *o.delta, d.criterion = "delta";
   else if (o.relative) crit = Criterion::relative, threshold = *o.relative, d.criterion = "relative";
   else d.criterion = (d.tolerance.atol == 0 && d.tolerance.rtol == 0) ? "exact" : "atol+rtol";
   const bool native_f32 = ta.type == DType::f32 && tb.type == DType::f32 && !ta.integer && !tb.integer;
@@ -239,10 +264,14 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
 
   BlockReader ra(a, ds, o.raw, o.block_elements), rb(b, ds, o.raw, o.block_elements);
   bool first_found = false;
+  const auto perm = o.match_rows ? row_permutation(a, b, ds, da, at.axes()) : std::vector<std::uint64_t>{};
   auto process = [&](const std::vector<double>& va, const std::vector<double>& vb, std::uint64_t first) {
     for (size_t i = 0; i < va.size(); ++i) {
-      const auto e = cmp.add(va[i], vb[i]);
       const std::uint64_t flat = first + i, row = flat / row_elems;
+      // The bound comes from the second file's element: its row of the same source when matched.
+      const double limit = bounds ? bounds->at(perm.empty() ? flat : perm[row] * row_elems + flat % row_elems) : 0;
+      const auto e = cmp.add(va[i], vb[i], limit);
+      if (e.new_max_ratio) d.max_ratio_at = at.locate(flat);
       if (e.differ) d.row_max_abs[row] = std::max(d.row_max_abs[row], e.abs);
       if (std::isfinite(e.abs)) d.row_mean_abs[row] += e.abs, ++row_finite[row];
       if (e.new_max_abs) d.max_abs_at = at.locate(flat);
@@ -258,7 +287,6 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
     }
   };
   std::vector<double> va, vb;
-  const auto perm = o.match_rows ? row_permutation(a, b, ds, da, at.axes()) : std::vector<std::uint64_t>{};
   if (!perm.empty()) {
     // Received rows arrive in a different order (atomics-based slot reservation): compare
     // each row of the first file with the row of the second that came from the same source.
@@ -278,6 +306,7 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
   for (std::uint64_t i = 0; i < rows; ++i)
     if (row_finite[i]) d.row_mean_abs[i] /= static_cast<double>(row_finite[i]);
   d.metrics = cmp.metrics();
+  if (bounds) r.worst.add(d.metrics.max_ratio, place_of(d.max_ratio_at), ds);
   r.datasets.push_back(std::move(d));
 }
 
@@ -325,6 +354,30 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
     if (!a.exists(obj) && !b.exists(obj)) throw Error(obj + ": in neither " + file_a + " nor " + file_b);
 
   Result r;
+  // The rounding bound, unless a tolerance was asked for; its routing is the trace's.
+  const bool explicit_tolerance =
+      o.delta || o.relative || o.tolerances.atol || o.tolerances.rtol || !o.tolerances.rules.empty();
+  std::optional<Trace> routing_trace;
+  std::string unreadable;
+  const Trace* routing_data = o.routing;
+  if (!routing_data && !routing_path.empty()) {
+    ReadOptions ro;
+    ro.tensors = ro.captured = ro.weights = false;
+    try {
+      routing_trace = read_trace(routing_path, ro);
+      routing_data = &*routing_trace;
+    } catch (const Error& e) {
+      unreadable = e.what();  // attribution still reads its topk_ids; the bound needs a whole trace
+    }
+  }
+  std::optional<DiffBound> bound;
+  if (o.rounding_aware && !explicit_tolerance) {
+    bound = DiffBound::make(a, b, routing_data, r.bound_note);
+    if (!bound && !r.bound_note.empty() && !unreadable.empty())
+      r.bound_note = "the rounding bound needs the trace, which is not readable (" + unreadable +
+                     "): using torch.testing's tolerances";
+  }
+  if (bound) r.bound_label = bound->label();
   r.file_a = file_a;
   r.file_b = file_b;
   r.format_a = root_format(a);
@@ -358,7 +411,7 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
       continue;
     }
     compare_attributes(a, b, path, stage, r);
-    if (!group) compare_dataset(a, b, routing ? &*routing : nullptr, path, o, r);
+    if (!group) compare_dataset(a, b, routing ? &*routing : nullptr, bound ? &*bound : nullptr, path, o, r);
   }
   for (const auto& [path, group] : ob)
     if (!oa.count(path) && !listed_parent(r.only_b, path)) r.only_b.push_back(path);

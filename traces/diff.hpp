@@ -12,6 +12,8 @@
 
 #include "diff_metrics.hpp"
 #include "diff_tolerance.hpp"
+#include "rounding_bound.hpp"
+#include "trace.hpp"
 
 namespace moesim::diff {
 
@@ -20,6 +22,10 @@ enum class Stage { input, dispatch, expert, combine, final_, other };
 std::string_view name(Stage s);
 
 struct Options {
+  // Files that both record their numerics are judged by the rounding bound (diff_bound.hpp)
+  // unless a tolerance, -d or -p is given; false keeps torch.testing's defaults.
+  bool rounding_aware = true;
+  const Trace* routing = nullptr;  // routing and configuration for the bound, already read (bisect)
   ToleranceRules tolerances;
   std::optional<double> delta;     // h5diff -d: differ when |a-b| > delta
   std::optional<double> relative;  // h5diff -p: differ when |a-b|/|a| > relative (a = first file)
@@ -52,10 +58,10 @@ struct DatasetResult {
   Stage stage = Stage::other;
   int layer = -1, rank = -1;
   Tolerance tolerance;
-  std::string criterion;  // "atol+rtol", "delta", "relative", "exact"
+  std::string criterion;  // "atol+rtol", "delta", "relative", "exact", "bound"
   Metrics metrics;
   bool rows_matched = false;  // rows of the second file reordered to the first's sources
-  Location max_abs_at, max_rel_at, first_mismatch_at;
+  Location max_abs_at, max_rel_at, first_mismatch_at, max_ratio_at;
   // Per first-axis row (token or received row): largest |a-b|, mean |a-b|, mismatched count.
   std::vector<double> row_max_abs, row_mean_abs;
   std::vector<std::int64_t> row_mismatched;
@@ -105,6 +111,14 @@ struct Result {
   std::map<int, Tally> per_expert;
   std::map<TokenKey, Tally> per_token;
   std::string routing_note;  // where slot -> expert attribution came from
+  std::string bound_label;   // "the bf16 rounding bound" when the bound judged the outputs; else ""
+  std::string bound_note;    // why the bound was not used, or not for some dataset
+  bound::Worst worst;        // the element that used most of the bound
+
+  bool bound_used() const { return !bound_label.empty(); }
+  // "within the bf16 rounding bound (worst element used 0.31 of it)" or "exceeds ... at ...";
+  // empty when the bound was not used.
+  std::string verdict() const;
 
   std::int64_t failed_datasets() const;
   // Failing datasets, incomparable shapes and numeric attribute differences in pipeline
@@ -115,6 +129,7 @@ struct Result {
 };
 
 Result run(const std::string& file_a, const std::string& file_b, const Options& options);
+bound::Place place_of(const Location& l);
 
 // Renderers (diff_format.cpp, diff_report.cpp).
 std::string format_text(const Result& r, const Options& options);

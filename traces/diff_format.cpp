@@ -42,6 +42,7 @@ std::string criterion(const DatasetResult& d, const Options& o) {
   if (d.criterion == "delta") return "|a-b| > " + num(*o.delta);
   if (d.criterion == "relative") return "|a-b|/|a| > " + num(*o.relative);
   if (d.criterion == "exact") return "exact";
+  if (d.criterion == "bound") return "rounding bound";
   return "atol " + num(d.tolerance.atol) + " rtol " + num(d.tolerance.rtol);
 }
 
@@ -60,6 +61,8 @@ std::string format_text(const Result& r, const Options& o) {
   auto fmt = [](const std::string& f) { return f.empty() ? std::string() : " (" + f + ")"; };
   out << "moesim diff " << r.file_a << fmt(r.format_a) << " vs " << r.file_b << fmt(r.format_b) << "\n";
   const auto div = r.divergences();
+  if (r.bound_used()) out << "verdict: " << r.verdict() << "\n";
+  if (!r.bound_note.empty()) out << "note: " << r.bound_note << "\n";
   if (div.empty()) {
     out << "no divergence\n";
   } else {
@@ -107,6 +110,8 @@ std::string format_text(const Result& r, const Options& o) {
     if (m.not_comparable) out << ", not comparable (a = 0) " << m.not_comparable;
     out << "\n     max abs " << num(m.max_abs) << " at " << where(d.max_abs_at) << "; mean abs " << num(m.mean_abs())
         << "\n     max rel " << num(m.max_rel) << " at " << where(d.max_rel_at) << "\n     ";
+    if (d.criterion == "bound")
+      out << "worst element used " << num(m.max_ratio) << " of the bound, at " << where(d.max_ratio_at) << "\n     ";
     if (m.max_ulp >= 0) out << "max ulp " << num(m.max_ulp) << "; ";
     out << "calc_diff " << num(m.calc_diff()) << "; cosine " << num(m.cosine()) << "; nan " << m.nan_a << "/"
         << m.nan_b << ", inf " << m.inf_a << "/" << m.inf_b << "\n";
@@ -213,7 +218,8 @@ void tallies(Json& j, const std::string& k, const std::string& id, const std::ma
 std::string format_json(const Result& r, const Options& o) {
   Json j;
   j.open('{').field("file_a", r.file_a).field("file_b", r.file_b).field("format_a", r.format_a)
-      .field("format_b", r.format_b).field("different", r.different()).field("structure_counts", r.structure_counts);
+      .field("format_b", r.format_b).field("different", r.different()).field("structure_counts", r.structure_counts)
+      .field("bound", r.bound_label).field("verdict", r.verdict()).field("bound_note", r.bound_note);
   const auto div = r.divergences();
   j.key("divergences").open('[');
   for (const auto& d : div)
@@ -227,7 +233,7 @@ std::string format_json(const Result& r, const Options& o) {
     for (auto x : d.dims) j.value(x);
     j.close(']').field("dtype_a", d.dtype_a).field("dtype_b", d.dtype_b).field("stage", std::string(name(d.stage)))
         .field("layer", d.layer).field("rank", d.rank).field("axes", d.axes).field("criterion", d.criterion).field("rows_matched", d.rows_matched)
-        .field("atol", d.tolerance.atol).field("rtol", d.tolerance.rtol).field("failed", d.failed())
+        .field("atol", d.tolerance.atol).field("rtol", d.tolerance.rtol).field("max_ratio", d.metrics.max_ratio).field("failed", d.failed())
         .field("elements", m.elements).field("mismatched", m.mismatched).field("mismatch_percent", m.mismatch_percent())
         .field("unequal", m.differ).field("not_comparable", m.not_comparable).field("max_abs", m.max_abs)
         .field("mean_abs", m.mean_abs()).field("max_rel", m.max_rel).field("max_ulp", m.max_ulp)

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "rounding_bound.hpp"
+
 namespace moesim::diff {
 
 double Metrics::calc_diff() const {
@@ -76,9 +78,13 @@ Comparator::Comparator(DType compare_type, Criterion criterion, Tolerance tol, d
   if (has_ulp_) m_.max_ulp = 0;
 }
 
-Comparator::Element Comparator::add(double a, double b) {
+Comparator::Element Comparator::add(double a, double b, double bound) {
   Element e;
   ++m_.elements;
+  if (criterion_ == Criterion::bound) {
+    e.ratio = bound::ratio(a, b, bound);
+    if (e.ratio > m_.max_ratio) m_.max_ratio = e.ratio, e.new_max_ratio = true;
+  }
   const bool nan_a = std::isnan(a), nan_b = std::isnan(b);
   const bool inf_a = std::isinf(a), inf_b = std::isinf(b);
   m_.nan_a += nan_a;
@@ -88,6 +94,7 @@ Comparator::Element Comparator::add(double a, double b) {
   if (nan_a || nan_b) {
     // NaN equals NaN (h5diff; torch with equal_nan); NaN against anything else differs.
     e.differ = e.mismatch = nan_a != nan_b;
+    if (criterion_ == Criterion::bound) e.mismatch = true;  // never within a rounding bound
     e.abs = e.rel = e.differ ? std::numeric_limits<double>::infinity() : 0;
     m_.nonfinite_mismatch += e.differ;
     m_.differ += e.differ;
@@ -149,6 +156,7 @@ Comparator::Element Comparator::add(double a, double b) {
       e.mismatch = r > threshold_;
       break;
     }
+    case Criterion::bound: e.mismatch = e.ratio > 1; break;
   }
   m_.differ += e.differ;
   m_.mismatched += e.mismatch;

@@ -14,6 +14,7 @@ enum class Criterion {
   delta,      // h5diff -d: differ when |a-b| > delta
   relative,   // h5diff -p: differ when |a-b|/|a| > relative; a = 0 "not comparable" differs
               // (zero meaning |x| < DBL_EPSILON, as h5diff 1.10.8 does)
+  bound,      // the rounding bound: |a-b| <= the element's bound (rounding_bound.hpp)
 };
 
 struct Metrics {
@@ -24,6 +25,7 @@ struct Metrics {
   std::uint64_t not_comparable = 0;  // -p: a = 0 with b != 0 (counted as mismatched, as h5diff)
   double max_abs = 0, sum_abs = 0;
   double max_rel = 0;  // |a-b|/|b|, infinite when b = 0 != a
+  double max_ratio = 0;  // bound criterion: the largest |a-b| / bound
   double max_ulp = -1;  // in the comparison dtype; -1 when it has no ULP (integers)
   // DeepEP calc_diff and cosine similarity, over finite pairs.
   double sum_xy1 = 0, sum_sq1 = 0, sum_ab = 0, sum_aa = 0, sum_bb = 0;
@@ -44,9 +46,11 @@ class Comparator {
   struct Element {
     double abs = 0, rel = 0;
     bool mismatch = false, differ = false;
-    bool new_max_abs = false, new_max_rel = false;  // this pair set the dataset's maximum
+    bool new_max_abs = false, new_max_rel = false, new_max_ratio = false;  // this pair set the maximum
+    double ratio = 0;  // bound criterion: |a-b| / bound
   };
-  Element add(double a, double b);
+  // `bound`: the element's rounding bound (Criterion::bound only).
+  Element add(double a, double b, double bound = 0);
   const Metrics& metrics() const { return m_; }
 
  private:

@@ -51,7 +51,9 @@ TEST_CASE("weights applied twice: exit 1, the model first with its evidence, --j
   // The correct integration's entry says which observations it does not explain.
   const auto at = r.output.find(". correct:");
   REQUIRE(at != std::string::npos);
-  CHECK(r.output.find("does not explain: final_out (relative L2", at) != std::string::npos);
+  CHECK(r.output.find("does not explain: final_out (worst element used ", at) != std::string::npos);
+  CHECK(r.output.find("within the fp32 rounding bound; stale rows under relative L2") != std::string::npos);
+  CHECK(r.output.find(" of the rounding bound, relative L2 ", at) != std::string::npos);
 
   const CliRun j = run_moesim("diagnose '" + path + "' --json");
   INFO(j.output);

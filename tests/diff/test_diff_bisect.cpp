@@ -34,8 +34,7 @@ BisectOptions options(const TraceConfig& c) {
   o.candidate.consumer.model = default_consumer(DispatchModel::mori);
   o.candidate.combine = default_combine(DispatchModel::mori, c.mori.kernel_type);
   o.candidate.numerics = Numerics::bf16;
-  o.reference = o.candidate;
-  o.tolerances.rules.push_back({"*", default_bisect_tolerance(Numerics::bf16)});
+  o.reference = o.candidate;  // no tolerances: the rounding bound, as diff's default
   o.work_dir = MOESIM_TEST_TMP;
   return o;
 }
@@ -170,9 +169,7 @@ TEST_CASE("a recorded candidate: a trace's captured outputs are localized agains
   const std::string path = tmp("bisect_captured.h5");
   write_trace(t, path);
   const Trace captured = read_trace(path);
-  diff::ToleranceRules tol;
-  tol.rules.push_back({"*", default_bisect_tolerance(Numerics::bf16)});
-  const RecordedDivergence r = locate_recorded(captured, path, Numerics::bf16, tol, MOESIM_TEST_TMP);
+  const RecordedDivergence r = locate_recorded(captured, path, Numerics::bf16, {}, MOESIM_TEST_TMP);
   REQUIRE(r.first.found);
   CHECK(r.first.layer == 2);
   CHECK(r.first.stage == diff::Stage::final_);
@@ -192,12 +189,33 @@ TEST_CASE("a recorded run file that matches the reference does not diverge") {
   REQUIRE(run_moesim("run " + trace_path() + " -o " + run + " --numerics bf16").code == 0);
   const Ran ok = run_moesim("bisect " + trace_path() + " --candidate " + run);
   CHECK(ok.code == 0);
-  CHECK(ok.out.find("no divergence beyond tolerance") != std::string::npos);
+  CHECK(ok.out.find("no divergence: within the bf16 rounding bound (worst element used ") != std::string::npos);
   const std::string bad = tmp("bisect_run_allk.h5");
-  REQUIRE(run_moesim("run " + trace_path() + " -o " + bad + " --numerics bf16 --consumer all-k").code == 0);
+  REQUIRE(run_moesim("run " + trace_path() + " -o " + bad + " --numerics bf16 --consumer all-k").code == 1);
   const Ran wrong = run_moesim("bisect " + trace_path() + " --candidate " + bad);
   CHECK(wrong.code == 1);
   CHECK(wrong.out.find("first divergence: layer 0, stage ") != std::string::npos);
+}
+
+TEST_CASE("one final_out element of a correct bf16 run changed by 42% is a divergence for bisect and diff alike") {
+  const std::string run = tmp("bisect_run_edited.h5"), gold = tmp("bisect_run_edited_golden.h5");
+  REQUIRE(run_moesim("run " + trace_path() + " -o " + run + " --numerics bf16").code == 0);
+  REQUIRE(run_moesim("golden " + trace_path() + " -o " + gold + " --numerics bf16").code == 0);
+  // Layer 1, rank 2, token 3, column 7 scaled by 1.42 (rounded to bf16 as the file stores it).
+  REQUIRE(shell("/usr/bin/python3 -c \"import h5py, numpy as np; f = h5py.File('" + run +
+                "', 'a'); d = f['layers/1/ranks/2/final_out']; a = d[...]; "
+                "u = np.uint32; v = (a[3:4, 7].astype(u) << u(16)).view(np.float32) * np.float32(1.42); "
+                "a[3, 7] = ((v.view(u) + u(0x8000)) >> u(16))[0]; d[...] = a\"")
+              .code == 0);
+  const Ran b = run_moesim("bisect " + trace_path() + " --candidate " + run);
+  CHECK(b.code == 1);
+  CHECK(b.out.find("first divergence: layer 1, stage final (/layers/1/ranks/2/final_out: 1 of ") != std::string::npos);
+  CHECK(b.out.find("exceeds the bf16 rounding bound by ") != std::string::npos);
+  CHECK(b.out.find("at layer 1, rank 2, token 3, column 7") != std::string::npos);
+  const Ran d = run_moesim("diff " + run + " " + gold);
+  CHECK(d.code == 1);
+  CHECK(d.out.find("verdict: exceeds the bf16 rounding bound by ") != std::string::npos);
+  CHECK(d.out.find("at layer 1, rank 2, token 3, column 7 (/layers/1/ranks/2/final_out)") != std::string::npos);
 }
 
 TEST_CASE("old MORI's -1 to rank 0 shrinks to one token with a -1 slot, named at dispatch") {

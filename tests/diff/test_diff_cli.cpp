@@ -127,7 +127,7 @@ TEST_CASE("golden against a run diverging only in final: the note points to a ru
                     ok = tmp("note_ok.h5");
   REQUIRE(run_moesim("gen -o " + t + " --seed 5 --tokens 8 --ranks 4 --experts 16 --top-k 4 --hidden 128").code == 0);
   REQUIRE(run_moesim("golden " + t + " -o " + g + " --numerics bf16").code == 0);
-  REQUIRE(run_moesim("run " + t + " -o " + bad + " --consumer all-k").code == 0);
+  REQUIRE(run_moesim("run " + t + " -o " + bad + " --consumer all-k").code == 1);  // its result is wrong
   REQUIRE(run_moesim("run " + t + " -o " + ok).code == 0);
   const std::string note = "note: a golden file has no per-row expert or combine stages";
   const Ran golden_vs_bad = run_moesim("diff " + g + " " + bad);
@@ -139,4 +139,43 @@ TEST_CASE("golden against a run diverging only in final: the note points to a ru
   CHECK(ok_vs_bad.code == 1);
   CHECK(ok_vs_bad.out.find("first divergence: layer 0, stage expert") != std::string::npos);
   CHECK(ok_vs_bad.out.find(note) == std::string::npos);
+}
+
+TEST_CASE("default verdict: a correct run agrees with the golden of every mode; explicit tolerances keep torch's") {
+  const std::string t = tmp("bound_trace.h5"), run = tmp("bound_run_fp8.h5");
+  REQUIRE(run_moesim("gen -o " + t + " --seed 9 --tokens 8 --ranks 4 --experts 16 --top-k 4 --hidden 128").code == 0);
+  REQUIRE(run_moesim("run " + t + " -o " + run + " --numerics fp8").code == 0);
+  for (const char* n : {"exact", "fp32", "bf16", "fp8"}) {
+    CAPTURE(n);
+    const std::string g = tmp(std::string("bound_golden_") + n + ".h5");
+    REQUIRE(run_moesim("golden " + t + " -o " + g + " --numerics " + n).code == 0);
+    const Ran d = run_moesim("diff " + run + " " + g);
+    CHECK(d.code == 0);
+    CHECK(d.out.find("verdict: within the fp8 rounding bound (worst element used ") != std::string::npos);
+    const Ran v = run_moesim("diff -v " + run + " " + g);
+    CHECK(v.out.find("/layers/0/ranks/1/final_out  bfloat16") != std::string::npos);
+    CHECK(v.out.find(", rounding bound\n") != std::string::npos);
+    const Ran j = run_moesim("diff --json " + run + " " + g);
+    CHECK(j.out.find("\"bound\":\"the fp8 rounding bound\",\"verdict\":\"within the fp8 rounding bound") != std::string::npos);
+  }
+  // An explicit criterion is today's: torch.testing's atol + rtol, or h5diff's -d, with no verdict line.
+  const Ran strict = run_moesim("diff " + run + " " + tmp("bound_golden_exact.h5") + " --atol 1e-5 --rtol 1e-5");
+  CHECK(strict.code == 1);
+  CHECK(strict.out.find("verdict:") == std::string::npos);
+  CHECK(strict.out.find("atol 1e-05 rtol 1e-05") != std::string::npos);
+  CHECK(run_moesim("diff -d 1e-6 " + run + " " + tmp("bound_golden_exact.h5")).code == 1);
+  // Without the trace the bound cannot be computed: said so, torch.testing's defaults judge.
+  const std::string alone = tmp("bound_alone");
+  std::filesystem::create_directories(alone);
+  std::filesystem::copy_file(run, alone + "/run.h5", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(tmp("bound_golden_fp8.h5"), alone + "/golden.h5", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(t, t + ".moved");
+  const Ran lost = run_moesim("diff " + alone + "/run.h5 " + alone + "/golden.h5");
+  std::filesystem::rename(t + ".moved", t);
+  CHECK(lost.out.find("note: the rounding bound needs the trace (its router weights and configuration): pass --trace") !=
+        std::string::npos);
+  CHECK(lost.out.find("verdict:") == std::string::npos);
+  const Ran given = run_moesim("diff " + alone + "/run.h5 " + alone + "/golden.h5 --trace " + t);
+  CHECK(given.code == 0);
+  CHECK(given.out.find("verdict: within the fp8 rounding bound") != std::string::npos);
 }

@@ -1,5 +1,6 @@
-// `moesim run` end to end: the README's main job, the run file's layout, and bad input giving
-// one line, exit code 2 and no output file.
+// `moesim run` end to end: the README's main job, exit codes (0 matches or nothing compared, 1
+// disagrees, 2 bad input), the run file's layout, and bad input giving one line, exit code 2
+// and no output file.
 #include <doctest/doctest.h>
 #include <unistd.h>
 #include <sys/wait.h>
@@ -53,17 +54,80 @@ TEST_CASE("moesim run TRACE alone: the correct default pairing, a summary, nothi
   CHECK(r.code == 0);
   CHECK(contains(r.out, "pairing: dispatch mori, consumer aiter-mask, combine rank-sum  (a correct integration)"));
   CHECK(contains(r.out, "waste factor 1.000"));
-  CHECK(contains(r.out, ": matches"));
+  CHECK(contains(r.out, ": matches: within the bf16 rounding bound (worst element used "));
+  CHECK(contains(r.out, "\nresult: matches the reference\n"));
   CHECK_FALSE(contains(r.out, "wrote"));
 }
 
-TEST_CASE("the seed's all-k flow is flagged, over-computes K times and is wrong") {
+TEST_CASE("the seed's all-k flow is flagged, over-computes K times and is wrong: exit 1") {
   const Result r = run(kSeed + " --dispatch pairs --consumer all-k --combine rank-sum");
-  CHECK(r.code == 0);
+  CHECK(r.code == 1);
   CHECK(contains(r.out, "FLAGGED"));
   CHECK(contains(r.out, "why: all-k computes every id"));
   CHECK(contains(r.out, "waste factor 8.000"));
-  CHECK(contains(r.out, "WRONG on 512 of 512 tokens"));
+  CHECK(contains(r.out, "WRONG on 512 of 512 tokens: exceeds the bf16 rounding bound by "));
+  CHECK(contains(r.out, "\nresult: DISAGREES with the reference\n"));
+}
+
+TEST_CASE("exit codes: 1 whenever the result disagrees, 0 when it agrees or nothing is compared") {
+  // Weights applied twice (a weighted combine after AITER's weighted partials), in every mode.
+  for (const char* n : {"exact", "fp32", "bf16", "fp8"}) {
+    CAPTURE(n);
+    CHECK(run(kDefault + " --numerics " + std::string(n)).code == 0);
+    const Result twice = run(kDefault + " --combine weighted --numerics " + std::string(n));
+    CHECK(twice.code == 1);
+    CHECK(contains(twice.out, "FLAGGED"));
+    CHECK(contains(twice.out, "result: DISAGREES with the reference"));
+  }
+  // A flagged pairing that happens to compute the right numbers is judged by its numbers.
+  CHECK(run(kDefault + " --consumer dedup-filter").code == 0);
+  // Nothing compared: exit 0, and no verdict printed.
+  const Result none = run(kSeed + " --consumer all-k --no-reference");
+  CHECK(none.code == 0);
+  CHECK_FALSE(contains(none.out, "result:"));
+  CHECK(run(kSeed + " --consumer all-k --routing-only").code == 0);
+  // Writing the run file does not change the verdict.
+  const std::string out = kTmp + "/sim_cli_exit_" + std::to_string(::getpid()) + ".h5";
+  CHECK(run(kSeed + " --consumer all-k -o " + out).code == 1);
+  CHECK(std::filesystem::exists(out));
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("--help of every command lists its exit codes; run, diff, bisect and diagnose name the rounding bound") {
+  for (const char* cmd : {"run", "diff", "bisect", "diagnose"}) {
+    CAPTURE(cmd);
+    const std::string o = kTmp + "/help_" + std::to_string(::getpid()) + ".out";
+    const int st = std::system((kBin + " " + cmd + " --help >" + o + " 2>&1").c_str());
+    const std::string out = slurp(o);
+    std::remove(o.c_str());
+    CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+    CHECK(contains(out, "Exit 0: "));
+    CHECK(contains(out, "; 1: "));
+    CHECK(contains(out, "2: "));
+    CHECK(contains(out, "rounding bound of reference/NUMERICS.md"));
+  }
+  for (const char* cmd : {"gen", "golden", "validate", "info", "bench"}) {
+    CAPTURE(cmd);
+    const std::string o = kTmp + "/help_" + std::to_string(::getpid()) + ".out";
+    REQUIRE(std::system((kBin + " " + cmd + " --help >" + o + " 2>&1").c_str()) == 0);
+    CHECK(contains(slurp(o), "Exit 0: done; 2: bad input"));
+    std::remove(o.c_str());
+  }
+}
+
+TEST_CASE("the README's main job exits 0, says what matches means, shows both flows and ends with a summary") {
+  const std::string o = kTmp + "/main_job_" + std::to_string(::getpid()) + ".out";
+  const int st = std::system((std::string(MOESIM_SOURCE_DIR) + "/tools/main-job.sh " + kBin + " >" + o + " 2>&1").c_str());
+  const std::string out = slurp(o);
+  std::remove(o.c_str());
+  CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  CHECK(out.rfind("\"matches\" means: every element of the layer's final output is within the rounding bound", 0) == 0);
+  CHECK(contains(out, "result: matches the reference"));
+  CHECK(contains(out, "result: DISAGREES with the reference"));
+  const std::string last = out.substr(out.rfind('\n', out.size() - 2) + 1);
+  CHECK(last ==
+        "summary: the correct integration matches the reference (exit 0); the seed's all-k flow does not (exit 1), as "
+        "expected\n");
 }
 
 TEST_CASE("-o writes a run file in the golden layout plus every stage") {
@@ -111,9 +175,9 @@ TEST_CASE("bad input: one line, exit code 2, no output file") {
   CHECK(r.code == 2);
   CHECK(contains(r.err, eplb + ": /layers/0/ranks/0/topk_ids: index [0, 1]: logical id 10 out of range"));
   CHECK_FALSE(std::filesystem::exists(out));
-  // The silent drop of old MORI runs, and says so.
+  // The silent drop of old MORI runs, says so, and the dropped rows make the result wrong.
   r = run(kDefault + " --max-total-recv 50 --overflow drop");
-  CHECK(r.code == 0);
+  CHECK(r.code == 1);
   CHECK(contains(r.out, "OVERFLOW:"));
 }
 

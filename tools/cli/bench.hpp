@@ -10,4 +10,11 @@ int bench_routing(const po::variables_map& vm);
 // The GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp).
 int bench_gpu(const po::variables_map& vm);
 
+// One core's measured fp32 arithmetic peaks in GFLOP/s of thread CPU time (0 where the CPU lacks
+// the instructions): SSE2 and AVX2 multiply-then-add, and AVX2 fused multiply-add.
+struct CorePeak {
+  double sse2_muladd = 0, avx2_muladd = 0, avx2_fma = 0;
+};
+CorePeak core_peak();
+
 }  // namespace moesim::cli

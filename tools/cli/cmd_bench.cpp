@@ -1,6 +1,7 @@
 // moesim bench CASE: speed figures measured side by side in one run (never timed tests).
-//   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one Eigen GEMM of
-//   the same total FLOPs, at several tokens per expert.
+//   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one core's measured
+//   peak, OpenBLAS on the same GEMMs and one Eigen GEMM of the same total FLOPs, at several tokens
+//   per expert.
 //   routing: routing-only statistics at scale (bench_routing.cpp).
 //   gpu: the GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp);
 //   --ranks, --experts, --numerics and --threads default to 8, 256, bf16 and every core there.
@@ -14,7 +15,14 @@
 #include <sstream>
 #include <time.h>
 
+#if MOESIM_HAVE_OPENBLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);  // not in every cblas.h
+extern "C" char* openblas_get_corename();
+#endif
+
 #include "bench.hpp"
+#include "gemm.hpp"
 #include "command.hpp"
 #include "expert.hpp"
 #include "options.hpp"
@@ -96,12 +104,31 @@ int bench_reference(const po::variables_map& vm) {
 
   Eigen::setNbThreads(1);
   const Eigen::MatrixXf b = Eigen::MatrixXf::Random(H, 3 * I);
+#if MOESIM_HAVE_OPENBLAS
+  openblas_set_num_threads(1);
+  std::vector<float> w1(static_cast<std::size_t>(2) * I * H, 0.01f), w2(static_cast<std::size_t>(H) * I, 0.01f);
+#endif
+  const CorePeak peak = core_peak();
+  // The kernel's ceiling: FMA where it fuses (bf16 operands on AVX2), a multiply and an add elsewhere.
+  const bool avx2 = gemm::active_isa() == gemm::Isa::avx2;
+  const double ceiling = !avx2 ? peak.sse2_muladd : numerics == Numerics::bf16 ? peak.avx2_fma : peak.avx2_muladd;
   std::printf("bench reference: H=%d I=%d silu_gated, %d expert(s), numerics %s, %d thread(s), best of %d\n", H, I,
               experts, std::string(name(numerics)).c_str(), threads, reps);
+  std::printf("  GEMM kernel %s; one core's fp32 peak: SSE2 mul+add %.1f, AVX2 mul+add %.1f, AVX2 FMA %.1f GFLOP/s\n"
+              "  (the %s column is against %.1f, the multiply-add peak where the kernel fuses, else mul+add,\n"
+              "  both with the kernel's 12 accumulators; every GFLOP/s below is per second of CPU time, so other jobs on\n"
+              "  the machine do not skew the ratios)\n",
+              gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, "\"of peak\"", ceiling);
+#if MOESIM_HAVE_OPENBLAS
+  // Its kernel depends on the core it recognises (OPENBLAS_CORETYPE overrides): say which ran.
+  std::printf("  OpenBLAS: the same two fp32 GEMMs per expert, one thread, kernels for core '%s'\n",
+              openblas_get_corename());
+#endif
   std::printf("  weight generation %.3f s/expert, first packing %.3f s/expert (page faults included)\n"
               "  neither is in the figures below\n",
               gen_s / experts, pack_s / experts);
-  std::printf("  %8s %14s %14s %8s %14s\n", "tok/exp", "ref GFLOP/s", "eigen GFLOP/s", "ratio", "ratio (cpu s)");
+  std::printf("  %8s %12s %8s %14s %10s %14s %10s\n", "tok/exp", "ref GFLOP/s", "of peak", "openblas", "ref/blas",
+              "eigen GFLOP/s", "ref/eigen");
   for (int n : sizes) {
     std::vector<float> x(static_cast<std::size_t>(n) * H);
     fill_generated(x.data(), x.size(), spec, stream_of(2, {std::uint64_t(n)}), 1.0, DType::bf16);
@@ -119,13 +146,31 @@ int bench_reference(const po::variables_map& vm) {
     const Eigen::MatrixXf a = Eigen::MatrixXf::Random(static_cast<Eigen::Index>(n) * experts, H);
     Eigen::MatrixXf c(a.rows(), b.cols());
     auto run_eigen = [&] { c.noalias() = a * b; };
-    Timing ref, eig;
-    for (int r = 0; r < reps; ++r) {  // interleaved, so load from other jobs hits both alike
+    Timing ref, eig, blas;
+#if MOESIM_HAVE_OPENBLAS
+    // The same two GEMMs per expert in fp32 (OpenBLAS has no bf16 GEMM on AVX2), single-threaded.
+    std::vector<float> g(static_cast<std::size_t>(n) * 2 * I), out(static_cast<std::size_t>(n) * H);
+    auto run_blas = [&] {
+      for (int e = 0; e < experts; ++e) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * I, H, 1.0f, x.data(), H, w1.data(), H, 0.0f,
+                    g.data(), 2 * I);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, H, I, 1.0f, g.data(), 2 * I, w2.data(), I, 0.0f,
+                    out.data(), H);
+      }
+    };
+#endif
+    for (int r = 0; r < reps; ++r) {  // interleaved, so load from other jobs hits all alike
       ref.run(run_ref);
       eig.run(run_eigen);
+#if MOESIM_HAVE_OPENBLAS
+      blas.run(run_blas);
+#endif
     }
-    std::printf("  %8d %14.2f %14.2f %8.3f %14.3f\n", n, flops / ref.wall * 1e-9, flops / eig.wall * 1e-9,
-                eig.wall / ref.wall, eig.cpu / ref.cpu);
+    const double ref_g = flops / ref.cpu * 1e-9, eig_g = flops / eig.cpu * 1e-9;  // per core: CPU time sums threads
+    const double blas_g = blas.cpu < 1e300 ? flops / blas.cpu * 1e-9 : 0;
+    std::printf("  %8d %12.2f %8.3f %14s %10s %14.2f %10.3f\n", n, ref_g, ref_g / ceiling,
+                blas_g ? std::to_string(blas_g).substr(0, 7).c_str() : "(absent)",
+                blas_g ? std::to_string(ref_g / blas_g).substr(0, 5).c_str() : "", eig_g, ref_g / eig_g);
   }
   return 0;
 }
@@ -136,7 +181,7 @@ int run_bench(const std::vector<std::string>& args) {
       {"routing", bench_routing},
       {"gpu", bench_gpu},
   };
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing or gpu")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(

@@ -1,6 +1,7 @@
 // moesim bisect TRACE -o MIN.h5 [candidate options]: where a candidate pipeline first diverges
 // from the correct one, and a minimal trace that still diverges there. Exit 0 when nothing
-// diverges, 1 when it does (MIN.h5 written), 2 on error.
+// diverges, 1 when it does (MIN.h5 written), 2 on error. "Diverges" is diff's default verdict: an
+// element past the rounding bound (traces/rounding_bound.hpp), unless --atol/--rtol are given.
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -22,11 +23,16 @@ std::string where_text(const Divergence& d, int step = 0) {
   std::ostringstream s;
   s << "layer " << d.layer << (step ? " (step " + std::to_string(step) + ")" : "") << ", stage " << diff::name(d.stage) << " (" << d.dataset << ": " << d.what << ")";
   if (d.token >= 0) s << "; worst token: rank " << d.rank << " token " << d.token << ", max abs " << d.max_abs;
+  if (!d.verdict.empty()) s << "\n  " << d.verdict;
   return s.str();
 }
 
 int run_bisect(const std::vector<std::string>& args) {
-  po::options_description desc("options");
+  po::options_description desc(
+      "A stage diverges when an element is past the rounding bound of reference/NUMERICS.md (\"How far\n"
+      "two results may differ\"), the verdict run, diff and diagnose give; --atol/--rtol replace it.\n"
+      "Exit 0: nothing diverges; 1: a divergence (MIN.h5 written for a simulated candidate); 2: bad input.\n\n"
+      "options");
   desc.add_options()
       ("trace", po::value<std::string>()->required(), "trace file")
       ("output,o", po::value<std::string>(), "minimal trace to write")
@@ -39,8 +45,8 @@ int run_bisect(const std::vector<std::string>& args) {
       ("non-local", po::value<std::string>()->default_value("wrap"), "all-k: non-local ids wrap, clamp or mask")
       ("whole-buffer", po::bool_switch(), "the consumer reads the whole receive buffer")
       ("inject", po::value<std::string>(), "inject a fault into the candidate: LAYER,STAGE,RANK,TOKEN[,DELTA]")
-      ("atol", po::value<double>(), "absolute tolerance (default by numerics: 3e-2 bf16/fp8, 1e-4 fp32, 1e-9 exact)")
-      ("rtol", po::value<double>(), "relative tolerance (same defaults)")
+      ("atol", po::value<double>(), "absolute tolerance instead of the rounding bound (|a-b| <= atol + rtol*|b|)")
+      ("rtol", po::value<double>(), "relative tolerance instead of the rounding bound")
       ("max-tests", po::value<int>()->default_value(4000), "most candidate runs delta debugging may spend")
       ("threads", po::value<int>()->default_value(1), "threads for the expert math (results do not depend on it)");
   po::positional_options_description pos;
@@ -74,12 +80,13 @@ int run_bisect(const std::vector<std::string>& args) {
   o.reference.combine = default_combine(s.dispatch.model, c.mori.kernel_type);
   o.reference.dispatch.negative = NegativeIds::skip;
   if (vm.count("inject")) o.fault = parse_fault(vm["inject"].as<std::string>());
-  const diff::Tolerance tol = default_bisect_tolerance(s.numerics);
-  o.tolerances.rules.push_back({"*", {vm.count("atol") ? vm["atol"].as<double>() : tol.atol,
-                                      vm.count("rtol") ? vm["rtol"].as<double>() : tol.rtol}});
-  o.tolerances.rules.push_back({"*/src_*", {0, 0}});  // layouts are exact
-  o.tolerances.rules.push_back({"*/recv_topk_ids", {0, 0}});
-  o.tolerances.rules.push_back({"*/target_expert", {0, 0}});
+  if (vm.count("atol") || vm.count("rtol")) {
+    o.tolerances.rules.push_back({"*", {vm.count("atol") ? vm["atol"].as<double>() : 0.0,
+                                        vm.count("rtol") ? vm["rtol"].as<double>() : 0.0}});
+    o.tolerances.rules.push_back({"*/src_*", {0, 0}});  // layouts are exact
+    o.tolerances.rules.push_back({"*/recv_topk_ids", {0, 0}});
+    o.tolerances.rules.push_back({"*/target_expert", {0, 0}});
+  }
   o.max_tests = vm["max-tests"].as<int>();
 
   if (vm.count("candidate")) {
@@ -89,7 +96,7 @@ int run_bisect(const std::vector<std::string>& args) {
     const RecordedDivergence rec = locate_recorded(trace, vm["candidate"].as<std::string>(), s.numerics, o.tolerances, dir);
     std::cout << trace.path << ": candidate " << rec.source << " vs the reference model, numerics " << name(rec.numerics) << "\n";
     if (!rec.first.found) {
-      std::cout << "no divergence beyond tolerance\n";
+      std::cout << "no divergence: " << (rec.first.verdict.empty() ? "within tolerance" : rec.first.verdict) << "\n";
       return 0;
     }
     std::cout << "first divergence: " << where_text(rec.first, trace.layers[static_cast<std::size_t>(rec.first.layer)].step)
@@ -109,7 +116,8 @@ int run_bisect(const std::vector<std::string>& args) {
   if (o.fault) std::cout << ", injected fault " << fault_text(*o.fault);
   std::cout << "\n";
   if (!r.first.found) {
-    std::cout << "no divergence beyond tolerance; nothing written\n";
+    std::cout << "no divergence: " << (r.first.verdict.empty() ? "within tolerance" : r.first.verdict)
+              << "; nothing written\n";
     return 0;
   }
   std::cout << "first divergence: " << where_text(r.first, trace.layers[static_cast<std::size_t>(r.first.layer)].step)

@@ -23,7 +23,9 @@ int run_diagnose(const std::vector<std::string>& args) {
       "with distinct sources), then a catalog of bug models, each a simulator configuration, ranked by\n"
       "how many captured observations (row counts, row sources, ids and weights, recv_x, per-row expert\n"
       "outputs, stale rows past total_recv, combine_out, final_out) it leaves unexplained, then by\n"
-      "relative L2 (calc_diff is reported too). Catalog: correct; weights-twice; weights-never;\n"
+      "relative L2 (calc_diff is reported too). A numeric observation is explained when every element is\n"
+      "within the rounding bound of reference/NUMERICS.md, the verdict run, diff and bisect give.\n"
+      "Catalog: correct; weights-twice; weights-never;\n"
       "all-k-wrap/clamp (the seed's consumer); seed-all-k-wrap/clamp/mask (per-(token, expert) rows);\n"
       "whole-buffer and seed-all-k-wrap-whole-buffer; global-as-local; local-as-global;\n"
       "minus-one-to-rank0 (old MORI); silent-overflow (mori 356); combine-recv-ids (mori 475);\n"
@@ -37,7 +39,7 @@ int run_diagnose(const std::vector<std::string>& args) {
       ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
       ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
       ("max-tokens", po::value<std::int64_t>(), "per-rank token capacity positions were encoded with (default: the trace's, else the largest rank)")
-      ("tolerance", po::value<double>(), "relative L2 under which a numeric observation counts as explained (default: 1e-9 exact, 1e-5 fp32, 1e-2 bf16/fp8)")
+      ("tolerance", po::value<double>(), "relative L2 under which a numeric observation counts as explained, instead of the rounding bound (which leaves stale rows to relative L2 1e-9 exact, 1e-5 fp32, 1e-2 bf16/fp8)")
       ("ids", po::value<std::string>()->default_value("physical"), "trace ids are physical, or logical (eplb: a replica is picked)")
       ("replica", po::value<std::string>()->default_value("round-robin"), "logical ids: first | round-robin | same-rank")
       ("only", po::value<std::string>(), "evaluate only these hypotheses (comma-separated keys) besides the correct integration")

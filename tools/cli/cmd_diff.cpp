@@ -1,5 +1,6 @@
 // moesim diff A.h5 B.h5 [OBJECT...]: compares two moesim HDF5 files; exit 0 same, 1 different,
-// 2 error, as h5diff. B is the reference: relative errors and the tolerance divide by |b|
+// 2 error, as h5diff. Golden and run files (both record their numerics) are judged by the rounding
+// bound (traces/diff_bound.hpp) unless a tolerance, -d or -p is given. B is the reference: relative errors and the tolerance divide by |b|
 // (torch.testing's "expected"), except -p, which follows h5diff 1.10.8 and divides by |a|:
 // |a-b|/|a| > R differs, |x| < DBL_EPSILON counts as zero, a zero a against a non-zero b is
 // "not comparable" and differs, and -p below DBL_EPSILON compares exactly. -d and -p on
@@ -18,7 +19,14 @@ namespace moesim::cli {
 namespace {
 
 int run_diff(const std::vector<std::string>& args) {
-  po::options_description desc("options");
+  po::options_description desc(
+      "When both files record their numerics (golden and run files), every output element is judged\n"
+      "against the rounding bound of reference/NUMERICS.md (\"How far two results may differ\"), the\n"
+      "verdict run, bisect and diagnose give, computed from the second file's magnitudes and the trace's\n"
+      "router weights (the trace the files name, or --trace); dispatch-stage data must be equal. Other\n"
+      "files, or any of --atol/--rtol/--tol/--tol-file/-d/-p, use those tolerances as before.\n"
+      "Exit 0: no difference; 1: a difference; 2: bad input.\n\n"
+      "options");
   desc.add_options()("a", po::value<std::string>()->required(), "first file (the candidate)")(
       "b", po::value<std::string>()->required(), "second file (the reference)")(
       "objects", po::value<std::vector<std::string>>(), "compare only these datasets or groups")(
@@ -28,7 +36,8 @@ int run_diff(const std::vector<std::string>& args) {
       "delta,d", po::value<double>(), "h5diff -d: an element differs when |a-b| > D")(
       "relative,p", po::value<double>(), "h5diff -p: an element differs when |a-b|/|a| > R (a = 0 differs unless b = 0)")(
       "atol", po::value<double>(), "absolute tolerance for every float dataset; an element passes when "
-                                   "|a-b| <= atol + rtol*|b| (b: the second file); defaults per dtype as torch.testing")(
+                                   "|a-b| <= atol + rtol*|b| (b: the second file), instead of the rounding bound; other files "
+                                   "default per dtype as torch.testing")(
       "rtol", po::value<double>(), "relative tolerance for every float dataset")(
       "tol", po::value<std::vector<std::string>>(), "PATTERN=ATOL,RTOL for datasets matching the glob (repeatable)")(
       "tol-file", po::value<std::string>(), "file of 'PATTERN ATOL RTOL' lines")(

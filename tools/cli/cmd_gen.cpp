@@ -40,7 +40,7 @@ int run_gen(const std::vector<std::string>& args) {
   std::string out, activation = "silu_and_mul", token_dtype = "bf16", weight_dtype = "bf16", routing = "uniform";
   std::string scoring = "softmax", placement = "contiguous", weights = "seed", x = "stored";
   std::uint64_t weight_seed = 0, x_seed = 0;
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()
       ("output,o", po::value(&out)->required(), "trace file to write")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed of everything random")

@@ -15,7 +15,7 @@ namespace moesim::cli {
 namespace {
 
 int run_golden(const std::vector<std::string>& args) {
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("trace", po::value<std::string>()->required(), "trace file")(
       "output,o", po::value<std::string>()->required(), "golden file to write")(
       "numerics", po::value<std::string>()->default_value("exact"), "exact, fp32, bf16 or fp8")(

@@ -27,7 +27,7 @@ std::string spec_text(const GeneratorSpec& s) {
 }
 
 int run_info(const std::vector<std::string>& args) {
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("trace", po::value<std::string>()->required(), "trace file");
   po::positional_options_description pos;
   pos.add("trace", 1);

@@ -9,7 +9,7 @@ namespace moesim::cli {
 namespace {
 
 int run_validate(const std::vector<std::string>& args) {
-  po::options_description desc("options");
+  po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("trace", po::value<std::string>()->required(), "trace file");
   po::positional_options_description pos;
   pos.add("trace", 1);

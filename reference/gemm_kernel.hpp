@@ -1,0 +1,152 @@
+// The reference GEMM's kernel, compiled once per instruction set: gemm_sse2.cpp and
+// gemm_avx2.cpp include it inside their own namespace (MOESIM_GEMM_ISA) with their own vector
+// width and broadcast. It uses no library templates, only builtins: an inline std:: function
+// instantiated here with AVX2 flags could be the copy the linker keeps for SSE2 callers too.
+// Every output element is still one accumulator adding x*w for k ascending (gemm.hpp); the
+// instruction set only decides how many outputs advance together.
+//
+// The including file defines, before including it:
+//   Vec<T>::type, lanes, splat       its vector of T; how many copies of each x value the
+//                                    packed rows hold (what its broadcast reads)
+//   broadcast(const T* p)            a vector of *p from a packed x value
+//   madd<T, fused>(acc, b, w)        acc + b*w, fused only when `fused` (bf16 operands)
+#ifndef MOESIM_GEMM_ISA
+#error "define MOESIM_GEMM_ISA and the vector helpers before including gemm_kernel.hpp"
+#endif
+
+constexpr int kDepthChunk = 128;  // depth per pass: a panel's chunk (6 or 12 KB) stays in L1 beside x
+constexpr int kRowBlock = 128;    // rows per pass: their depth chunk stays in L2
+constexpr int kRows = 4;          // rows of one micro-kernel call
+constexpr int kVecs = kPanelVectors;
+
+inline std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+
+template <class T>
+constexpr int panel() {
+  return kVecs * Vec<T>::lanes;
+}
+
+template <class T>
+inline typename Vec<T>::type load(const T* p) {
+  typename Vec<T>::type v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class T>
+inline void store(T* p, typename Vec<T>::type v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+
+// rows x kVecs vectors of outputs over depth [0, kc); x is packed [kc][rows][splat].
+// `first`: the accumulators start at 0, else at the partial sums already in c.
+template <class T, int rows, bool fused>
+void micro(const T* x, const T* wp, int kc, T* c, std::int64_t ldc, bool first) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::lanes, P = panel<T>(), S = Vec<T>::splat;
+  V acc[rows][kVecs];  // unrolled first, so the compiler keeps the array in registers
+#pragma GCC unroll 16
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < kVecs; ++j) acc[r][j] = first ? V{} : load(c + r * ldc + j * L);
+  for (int k = 0; k < kc; ++k) {
+    V w[kVecs];
+#pragma GCC unroll 16
+    for (int j = 0; j < kVecs; ++j) w[j] = load(wp + k * P + j * L);
+#pragma GCC unroll 16
+    for (int r = 0; r < rows; ++r) {
+      const V b = broadcast(x + (k * rows + r) * S);
+#pragma GCC unroll 16
+      for (int j = 0; j < kVecs; ++j) acc[r][j] = madd<T, fused>(acc[r][j], b, w[j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < kVecs; ++j) store(c + r * ldc + j * L, acc[r][j]);
+}
+
+template <class T, bool fused, int rows = kRows>
+void micro_any(int n, const T* x, const T* wp, int kc, T* c, std::int64_t ldc, bool first) {
+  if constexpr (rows == 1) {
+    micro<T, 1, fused>(x, wp, kc, c, ldc, first);
+  } else {
+    if (n == rows) return micro<T, rows, fused>(x, wp, kc, c, ldc, first);
+    micro_any<T, fused, rows - 1>(n, x, wp, kc, c, ldc, first);
+  }
+}
+
+// Copies rows [0, n) x depth [0, kc) of x into groups of kRows rows, each [kc][rows][splat]:
+// the micro-kernel then reads its broadcasts from one contiguous stream, whatever x's row
+// stride (a power-of-two stride would map every row to the same cache sets).
+template <class T>
+void pack_rows(const T* x, std::int64_t n, std::int64_t ldx, int kc, T* out) {
+  constexpr int S = Vec<T>::splat;
+  for (std::int64_t g = 0; g < n; g += kRows) {
+    const int rows = static_cast<int>(smaller(kRows, n - g));
+    T* dst = out + g * kc * S;
+    for (int r = 0; r < rows; ++r) {
+      const T* src = x + (g + r) * ldx;
+      for (int k = 0; k < kc; ++k)
+        for (int l = 0; l < S; ++l) dst[(k * rows + r) * S + l] = src[k];
+    }
+  }
+}
+
+template <class T>
+std::size_t scratch_elements() {
+  return static_cast<std::size_t>(kRowBlock) * kDepthChunk * Vec<T>::splat;
+}
+
+template <class T, bool fused>
+void multiply_panels(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out,
+                     std::int64_t ldo, T* xp) {
+  constexpr int P = panel<T>();
+  const std::int64_t panels = (m + P - 1) / P;
+  if (k == 0) {  // an empty sum is 0
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t c = 0; c < panels * P; ++c) out[r * ldo + c] = T(0);
+    return;
+  }
+  for (int k0 = 0; k0 < k; k0 += kDepthChunk) {
+    const int kc = static_cast<int>(smaller(kDepthChunk, k - k0));
+    for (std::int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
+      const std::int64_t r1 = smaller(n, r0 + kRowBlock);
+      pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, kc, xp);
+      for (std::int64_t p = 0; p < panels; ++p) {
+        const T* w = wp + p * k * P + static_cast<std::int64_t>(k0) * P;
+        for (std::int64_t r = r0; r < r1; r += kRows) {
+          const int rows = static_cast<int>(smaller(kRows, r1 - r));
+          micro_any<T, fused>(rows, xp + (r - r0) * kc * Vec<T>::splat, w, kc, out + r * ldo + p * P, ldo, k0 == 0);
+        }
+      }
+    }
+  }
+}
+
+// What gemm.cpp calls, one set per instruction set.
+template <class T>
+int panel_width() {
+  return panel<T>();
+}
+template <class T>
+std::size_t scratch_size() {
+  return scratch_elements<T>();
+}
+template <class T>
+void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out, std::int64_t ldo,
+              T* scratch, bool fused) {
+  if (fused)
+    multiply_panels<T, true>(x, n, ldx, wp, m, k, out, ldo, scratch);
+  else
+    multiply_panels<T, false>(x, n, ldx, wp, m, k, out, ldo, scratch);
+}
+
+template int panel_width<float>();
+template int panel_width<double>();
+template std::size_t scratch_size<float>();
+template std::size_t scratch_size<double>();
+template void multiply<float>(const float*, std::int64_t, std::int64_t, const float*, int, int, float*, std::int64_t,
+                              float*, bool);
+template void multiply<double>(const double*, std::int64_t, std::int64_t, const double*, int, int, double*,
+                               std::int64_t, double*, bool);
