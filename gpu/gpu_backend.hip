@@ -61,6 +61,11 @@ class GpuBackend final : public ExpertBackend {
  public:
   GpuBackend(const Trace& trace, const WeightProvider& weights, int device)
       : trace_(trace), weights_(weights), device_(device) {
+    // Not in the device kernels yet: refused rather than computed without them.
+    if (trace.config.expert_bias || trace.config.activation == Activation::swiglu_oai)
+      throw Error(where(trace.path) + "gpu backend: " +
+                  (trace.config.expert_bias ? "expert biases (expert_bias = 1)" : "activation swiglu_oai_and_mul") +
+                  " not supported on the GPU yet; run with --backend cpu");
     MOESIM_GPU_CHECK(hipSetDevice(device));
     stream_ = std::make_unique<Stream>();
   }

@@ -30,8 +30,28 @@ MOESIM_HD inline T apply_activation(Activation a, T x) {
     case Activation::gelu_tanh_gated:
     case Activation::gelu_tanh:
       return half * x * (one + detail::act_tanh(T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)));
+    case Activation::swiglu_oai: break;  // needs the up value: apply_gated below
   }
   return x;
+}
+
+// GPT-OSS's clamped SwiGLU (transformers' GptOssExperts): gate clamped above at limit, up to
+// [-limit, limit], glu = gate * sigmoid(gate * alpha), result (up + 1) * glu. A NaN passes the
+// clamps unchanged, as torch.clamp lets it.
+template <class T>
+MOESIM_HD inline T swiglu_oai(T gate, T up, T alpha, T limit) {
+  const T one = T(1);
+  const T g = gate > limit ? limit : gate;
+  const T u = up > limit ? limit : (up < -limit ? -limit : up);
+  const T glu = g * (one / (one + detail::act_exp(-(g * alpha))));
+  return (u + one) * glu;
+}
+
+// The gated expert's h[i] from GEMM1's gate and up values: act(gate) * up, or swiglu_oai.
+template <class T>
+MOESIM_HD inline T apply_gated(Activation a, T gate, T up, T alpha, T limit) {
+  if (a == Activation::swiglu_oai) return swiglu_oai(gate, up, alpha, limit);
+  return apply_activation(a, gate) * up;
 }
 
 }  // namespace moesim

@@ -76,6 +76,10 @@ struct ExpertKernel {
     const bool fuse1 = e.numerics_ == Numerics::bf16, fuse2 = rnd;
     const std::vector<T>& w1 = pick<T>(e.w1_f64_, e.w1_f32_);
     const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
+    const std::vector<T>& b1 = pick<T>(e.b1_f64_, e.b1_f32_);
+    const std::vector<T>& b2 = pick<T>(e.b2_f64_, e.b2_f32_);
+    const bool bias = !b1.empty();
+    const T alpha = static_cast<T>(e.alpha_), limit = static_cast<T>(e.limit_);
     const std::int64_t chunk = std::min<std::int64_t>(kRowChunk, std::max<std::int64_t>(in.rows, 1));
     ExpertWorkspace local;
     ExpertWorkspace& ws = workspace ? *workspace : local;
@@ -96,30 +100,58 @@ struct ExpertKernel {
         const T* gr = g + r * ld1;
         T* hr = h + r * I;
         for (int i = 0; i < I; ++i) {
-          const T gate = maybe_bf16(gr[i], rnd);  // GEMM1 output stored as bf16
-          T v = apply_activation(e.activation_, gate);
-          if (e.gated_) v = v * maybe_bf16(gr[I + i], rnd);
-          hr[i] = maybe_bf16(v, rnd);
+          // GEMM1 output (plus its bias) stored as bf16
+          const T gate = maybe_bf16(bias ? gr[i] + b1[i] : gr[i], rnd);
+          if (e.gated_) {
+            const T up = maybe_bf16(bias ? gr[I + i] + b1[I + i] : gr[I + i], rnd);
+            hr[i] = maybe_bf16(apply_gated(e.activation_, gate, up, alpha, limit), rnd);
+          } else {
+            hr[i] = maybe_bf16(apply_activation(e.activation_, gate), rnd);
+          }
         }
       }
       gemm::multiply<T>(h, n, I, w2, H, I, y, ld2, scratch, fuse2);
       for (std::int64_t r = 0; r < n; ++r)
-        for (int c = 0; c < H; ++c) out[(r0 + r) * H + c] = maybe_bf16(y[r * ld2 + c], rnd);
+        for (int c = 0; c < H; ++c)
+          out[(r0 + r) * H + c] = maybe_bf16(bias ? y[r * ld2 + c] + b2[c] : y[r * ld2 + c], rnd);
     }
   }
 };
 
-PreparedExpert::PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics) {
-  assign(m, activation, numerics);
+PreparedExpert::PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics, double alpha,
+                               double limit) {
+  assign(m, activation, numerics, alpha, limit);
 }
 
-void PreparedExpert::assign(const ExpertMatrices& m, Activation activation, Numerics numerics) {
+namespace {
+// Biases are converted like weights: to the compute type, bf16-rounded in bf16/fp8 modes.
+template <class T>
+void convert_bias(const std::vector<float>& b, bool rnd, std::vector<T>& out) {
+  out.resize(b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) out[i] = static_cast<T>(rnd ? round_bf16(b[i]) : b[i]);
+}
+}  // namespace
+
+void PreparedExpert::assign(const ExpertMatrices& m, Activation activation, Numerics numerics, double alpha,
+                            double limit) {
   if (m.gated != is_gated(activation)) throw Error("expert matrices do not match the activation");
   if (m.w1.size() != static_cast<std::size_t>(m.rows1()) * m.hidden ||
       m.w2.size() != static_cast<std::size_t>(m.hidden) * m.inter)
     throw Error("expert matrices have the wrong size");
+  if ((!m.b1.empty() || !m.b2.empty()) && (m.b1.size() != static_cast<std::size_t>(m.rows1()) ||
+                                            m.b2.size() != static_cast<std::size_t>(m.hidden)))
+    throw Error("expert biases have the wrong size");
   hidden_ = m.hidden, inter_ = m.inter, gated_ = m.gated, activation_ = activation, numerics_ = numerics;
+  alpha_ = alpha, limit_ = limit;
   const bool rnd = rounds_bf16(numerics);
+  b1_f64_.clear(), b2_f64_.clear(), b1_f32_.clear(), b2_f32_.clear();
+  if (is_f64(numerics)) {
+    convert_bias(m.b1, false, b1_f64_);
+    convert_bias(m.b2, false, b2_f64_);
+  } else {
+    convert_bias(m.b1, rnd, b1_f32_);
+    convert_bias(m.b2, rnd, b2_f32_);
+  }
   if (is_f64(numerics)) {
     gemm::pack<double>(m.w1.data(), m.rows1(), m.hidden, false, w1_f64_);
     gemm::pack<double>(m.w2.data(), m.hidden, m.inter, false, w2_f64_);

@@ -33,9 +33,12 @@ struct TokenRows {
 class PreparedExpert {
  public:
   PreparedExpert() = default;
-  PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics);
+  // alpha, limit: swiglu_oai's (TraceConfig::swiglu_alpha, swiglu_limit); unused otherwise.
+  PreparedExpert(const ExpertMatrices& m, Activation activation, Numerics numerics, double alpha = 1.702,
+                 double limit = 7.0);
   // Re-prepares for another expert, reusing this one's storage (fresh pages are slow to fault in).
-  void assign(const ExpertMatrices& m, Activation activation, Numerics numerics);
+  void assign(const ExpertMatrices& m, Activation activation, Numerics numerics, double alpha = 1.702,
+              double limit = 7.0);
   int hidden() const { return hidden_; }
   int inter() const { return inter_; }
   Numerics numerics() const { return numerics_; }
@@ -47,8 +50,9 @@ class PreparedExpert {
   bool gated_ = true;
   Activation activation_ = Activation::silu_gated;
   Numerics numerics_ = Numerics::exact;
-  std::vector<double> w1_f64_, w2_f64_;  // exact mode
-  std::vector<float> w1_f32_, w2_f32_;   // every other mode
+  double alpha_ = 1.702, limit_ = 7.0;
+  std::vector<double> w1_f64_, w2_f64_, b1_f64_, b2_f64_;  // exact mode (biases empty when none)
+  std::vector<float> w1_f32_, w2_f32_, b1_f32_, b2_f32_;   // every other mode
 };
 
 // Intermediate buffers run_expert reuses between calls; one per thread. Optional: without one,

@@ -53,7 +53,7 @@ class CpuBackend final : public ExpertBackend {
         weights_.shared(t.layer_pos, t.expert, z.m);
       else
         weights_.routed(t.layer_pos, t.expert, z.m);
-      z.prepared.assign(z.m, c.activation, t.options.numerics);
+      z.prepared.assign(z.m, c.activation, t.options.numerics, c.swiglu_alpha, c.swiglu_limit);
       z.key = key;
     }
     const int H = c.hidden, S = c.scales_per_token();

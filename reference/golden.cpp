@@ -38,8 +38,9 @@ std::string trace_file_hash(const std::string& path) {
   return hex;
 }
 
-void write_result_header(h5::File& f, const std::string& format, Numerics numerics, const std::string& trace_path,
-                         const std::string& command, const std::string& backend) {
+void write_result_header(h5::File& f, const std::string& format, Numerics numerics, const Trace& trace,
+                         const std::string& command, const std::string& backend, DType fp8_option) {
+  const std::string& trace_path = trace.path;
   f.set_attr("/", "format", format);
   f.set_attr("/", "schema_version", kSchemaVersion);
   f.set_attr("/", "moesim_version", std::string(version));
@@ -48,6 +49,9 @@ void write_result_header(h5::File& f, const std::string& format, Numerics numeri
   f.set_attr("/", "trace_path", trace_path);
   f.set_attr("/", "command", command);
   f.set_attr("/", "backend", backend);
+  if (numerics == Numerics::fp8)
+    f.set_attr("/", "fp8_format",
+               std::string(name(is_fp8(trace.config.token_dtype) ? trace.config.token_dtype : fp8_option)));
 }
 
 void write_reference_outputs(h5::File& f, const Trace& trace, const std::vector<LayerOutputs>& outputs,
@@ -73,9 +77,9 @@ void write_reference_outputs(h5::File& f, const Trace& trace, const std::vector<
 }
 
 void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
-                  Numerics numerics, const std::string& command, const std::string& backend) {
+                  Numerics numerics, const std::string& command, const std::string& backend, DType fp8_option) {
   h5::AtomicOutput out(out_path);
-  write_result_header(out.file(), kGoldenFormat, numerics, trace.path, command, backend);
+  write_result_header(out.file(), kGoldenFormat, numerics, trace, command, backend, fp8_option);
   write_reference_outputs(out.file(), trace, outputs, numerics);
   out.commit();
 }

@@ -17,8 +17,11 @@ std::string trace_file_hash(const std::string& path);
 
 // Root attributes every golden or run file carries.
 // backend: "cpu" or "gpu", where the expert FFNs ran (the bits are the same; the record says which).
-void write_result_header(h5::File& file, const std::string& format, Numerics numerics, const std::string& trace_path,
-                         const std::string& command, const std::string& backend = "cpu");
+// fp8 numerics also record `fp8_format`, the dispatch quantizer's format: the token dtype for fp8
+// tokens, `fp8_option` (--fp8) otherwise.
+void write_result_header(h5::File& file, const std::string& format, Numerics numerics, const Trace& trace,
+                         const std::string& command, const std::string& backend = "cpu",
+                         DType fp8_option = DType::e4m3);
 
 // /layers/<l>/ranks/<r>/final_out [T,H] (stage "final") and expert_out [T,K,H] (stage "expert"),
 // stored as output_dtype(numerics). Also /layers num_layers and /layers/<l> step attributes.
@@ -31,6 +34,7 @@ void write_output(h5::File& file, const std::string& ds, const std::vector<std::
 
 // A whole golden file, written to a temporary name and renamed into place.
 void write_golden(const std::string& out_path, const Trace& trace, const std::vector<LayerOutputs>& outputs,
-                  Numerics numerics, const std::string& command, const std::string& backend = "cpu");
+                  Numerics numerics, const std::string& command, const std::string& backend = "cpu",
+                  DType fp8_option = DType::e4m3);
 
 }  // namespace moesim

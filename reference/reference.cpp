@@ -5,6 +5,7 @@
 
 #include "error.hpp"
 #include "parallel.hpp"
+#include "shared_gate.hpp"
 #include "trace_io.hpp"
 
 namespace moesim {
@@ -160,6 +161,7 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
   });
 
   const CombineSpec spec = combine_spec(c, options.numerics);
+  const SharedGate gate(trace, layer_pos, weights, eo);
   parallel_items(static_cast<std::size_t>(R), options.threads, [&](std::size_t ri) {
     const int r = static_cast<int>(ri);
     const RankInput& in = layer.ranks[r];
@@ -173,6 +175,7 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
       if (S > 0) {
         for (int s = 0; s < S; ++s) sh[s] = shared_out[s][r].data() + t * H;
         sum_shared(spec, H, S, sh.data(), shared_sum.data());
+        gate.apply(r, t, shared_sum.data());
       }
       combine_token(spec, H, K, slots.data(), in.topk_weights.data() + t * K, S > 0 ? shared_sum.data() : nullptr,
                     fo.data() + t * H);
@@ -195,7 +198,8 @@ ExpertOptions expert_options(const TraceConfig& c, const ReferenceOptions& optio
 CombineSpec combine_spec(const TraceConfig& c, Numerics numerics) {
   CombineSpec s;
   s.numerics = numerics;
-  s.routed_scaling_factor = c.routed_scaling_factor;
+  // Weights that already hold the factor (DeepSeek-V3's router) must not get it twice.
+  s.routed_scaling_factor = c.topk_weights_include_scaling ? 1.0 : c.routed_scaling_factor;
   s.router_weight_on_input = c.router_weight_on_input;
   return s;
 }

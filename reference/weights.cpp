@@ -34,6 +34,14 @@ void WeightProvider::shared(int layer_pos, int shared, ExpertMatrices& out) cons
   make(layer_pos, shared, true, out);
 }
 
+const std::vector<float>& WeightProvider::shared_gate(int layer_pos) const {
+  const Layer& layer = trace_.layers.at(layer_pos);
+  if (!layer.weights || layer.weights->shared_gate.size() != static_cast<std::size_t>(trace_.config.hidden))
+    throw Error(where(trace_.path, "/layers/" + std::to_string(layer.index) + "/weights/shared_gate") +
+                "missing (shared_expert_gate = 1 needs it)");
+  return layer.weights->shared_gate;
+}
+
 void WeightProvider::make(int layer_pos, int expert, bool shared, ExpertMatrices& m) const {
   const TraceConfig& c = trace_.config;
   if (layer_pos < 0 || layer_pos >= static_cast<int>(trace_.layers.size()))
@@ -45,6 +53,8 @@ void WeightProvider::make(int layer_pos, int expert, bool shared, ExpertMatrices
   const std::size_t H = static_cast<std::size_t>(m.hidden), I = static_cast<std::size_t>(m.inter);
   const std::size_t n1 = static_cast<std::size_t>(m.rows1()) * H, n2 = H * I;
   const std::size_t e = static_cast<std::size_t>(expert);
+  m.b1.clear();
+  m.b2.clear();
   if (layer.weights) {
     const std::vector<float>& w1 = shared ? layer.weights->shared_w1 : layer.weights->w1;
     const std::vector<float>& w2 = shared ? layer.weights->shared_w2 : layer.weights->w2;
@@ -53,8 +63,20 @@ void WeightProvider::make(int layer_pos, int expert, bool shared, ExpertMatrices
                   (shared ? "shared expert " : "expert ") + std::to_string(expert) + " missing from stored weights");
     m.w1.assign(w1.begin() + e * n1, w1.begin() + (e + 1) * n1);
     m.w2.assign(w2.begin() + e * n2, w2.begin() + (e + 1) * n2);
+    if (c.expert_bias) {
+      const std::vector<float>& b1 = shared ? layer.weights->shared_b1 : layer.weights->b1;
+      const std::vector<float>& b2 = shared ? layer.weights->shared_b2 : layer.weights->b2;
+      const std::size_t r1 = static_cast<std::size_t>(m.rows1());
+      if (b1.size() < (e + 1) * r1 || b2.size() < (e + 1) * H)
+        throw Error(where(trace_.path, "/layers/" + std::to_string(layer.index) + "/weights") +
+                    (shared ? "shared expert " : "expert ") + std::to_string(expert) + " missing from stored biases");
+      m.b1.assign(b1.begin() + e * r1, b1.begin() + (e + 1) * r1);
+      m.b2.assign(b2.begin() + e * H, b2.begin() + (e + 1) * H);
+    }
     return;
   }
+  // The reader refuses biases without stored weights; a trace built in memory might not.
+  if (c.expert_bias) throw Error(where(trace_.path) + "expert biases need stored weights");
   // Generated: the same streams `moesim gen` stores weights from (traces/expert_weights.hpp).
   m.w1.resize(n1);
   m.w2.resize(n2);

@@ -16,6 +16,8 @@ struct ExpertMatrices {
   bool gated = true;
   std::vector<float> w1;
   std::vector<float> w2;
+  std::vector<float> b1;  // [rows1] added to GEMM1's output, or empty (no expert biases)
+  std::vector<float> b2;  // [H] added to GEMM2's output, or empty
   int rows1() const { return gated ? 2 * inter : inter; }
 };
 
@@ -34,6 +36,8 @@ class WeightProvider {
   // The same into `out`, reusing its storage (fresh pages are slow to fault in).
   void routed(int layer_pos, int logical, ExpertMatrices& out) const;
   void shared(int layer_pos, int shared, ExpertMatrices& out) const;
+  // The layer's shared-expert gate vector [H] (config.shared_expert_gate; stored weights only).
+  const std::vector<float>& shared_gate(int layer_pos) const;
 
  private:
   void make(int layer_pos, int expert, bool shared, ExpertMatrices& out) const;

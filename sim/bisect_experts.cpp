@@ -52,12 +52,21 @@ std::optional<Trace> compact_experts(const Trace& original, std::size_t pos, con
     const ExpertMatrices m = provider.routed(static_cast<int>(pos), original.config.logical_of(old));
     w.w1.insert(w.w1.end(), m.w1.begin(), m.w1.end());
     w.w2.insert(w.w2.end(), m.w2.begin(), m.w2.end());
+    w.b1.insert(w.b1.end(), m.b1.begin(), m.b1.end());
+    w.b2.insert(w.b2.end(), m.b2.begin(), m.b2.end());
   }
   for (int s = 0; s < c.num_shared_experts; ++s) {
     const ExpertMatrices m = provider.shared(static_cast<int>(pos), s);
     w.shared_w1.insert(w.shared_w1.end(), m.w1.begin(), m.w1.end());
     w.shared_w2.insert(w.shared_w2.end(), m.w2.begin(), m.w2.end());
+    w.shared_b1.insert(w.shared_b1.end(), m.b1.begin(), m.b1.end());
+    w.shared_b2.insert(w.shared_b2.end(), m.b2.begin(), m.b2.end());
   }
+  if (c.shared_expert_gate) w.shared_gate = provider.shared_gate(static_cast<int>(pos));
+  // Biases or a shared gate need stored weights in every layer; the earlier layers have no
+  // tokens, so any of the right shape do.
+  if (c.expert_bias || c.shared_expert_gate)
+    for (std::size_t l = 0; l < pos; ++l) out.layers[l].weights = w;
   out.layers[pos].weights = std::move(w);
   return out;
 }

@@ -50,6 +50,7 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
   const temp_files::Scratch cand_file(stem + "-recorded.h5"), gold_file(stem + "-golden.h5");
   const std::string &cand = cand_file.path(), &gold = gold_file.path();
   std::string compared = candidate;
+  DType fp8_format = DType::e4m3;  // a run file records the one it quantized to
   {
     const h5::File f = h5::File::open_read(candidate);
     const std::string format = f.has_attr("/", "format") ? f.attr_string("/", "format") : "";
@@ -65,6 +66,14 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
           f.fail("/", std::string("attribute 'numerics': ") + e.what());  // name the file and where
         }
       }
+      if (f.has_attr("/", "fp8_format")) {
+        try {
+          fp8_format = parse_dtype(f.attr_string("/", "fp8_format"));
+        } catch (const Error& e) {
+          f.fail("/", std::string("attribute 'fp8_format': ") + e.what());
+        }
+        if (!is_fp8(fp8_format)) f.fail("/", "attribute 'fp8_format' is not an fp8 format");
+      }
     }
   }
   if (compared == cand) {
@@ -73,7 +82,8 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
   }
   ReferenceOptions ro;
   ro.numerics = numerics;
-  write_golden(gold, trace, run_reference(trace, ro), numerics, "moesim bisect (reference)");
+  ro.fp8_format = fp8_format;
+  write_golden(gold, trace, run_reference(trace, ro), numerics, "moesim bisect (reference)", "cpu", fp8_format);
   res.numerics = numerics;
   diff::Options o;
   o.tolerances = tolerances;

@@ -8,6 +8,7 @@
 
 #include "error.hpp"
 #include "expert_side.hpp"
+#include "shared_gate.hpp"
 
 namespace moesim::sim {
 
@@ -43,6 +44,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   ro.numerics = o.numerics;
   ro.fp8_format = o.fp8_format;
   const ExpertOptions eo = expert_options(c, ro);
+  const SharedGate gate(tr, lp, wp, eo);
   std::unique_ptr<ExpertBackend> cpu;
   ExpertBackend* backend = o.backend;
   if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
@@ -141,6 +143,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
       for (std::int64_t t = 0; t < T_s; ++t) {
         for (int j = 0; j < c.num_shared_experts; ++j) ptrs[j] = &outs[j][t * H];
         sum_shared(full, H, c.num_shared_experts, ptrs.data(), &shared[t * H]);
+        gate.apply(s, t, &shared[t * H]);
       }
     }
     const float one = 1.0f;

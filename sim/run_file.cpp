@@ -58,7 +58,7 @@ void write_stats(h5::File& f, int layer_index, const RoutingStats& s) {
 namespace {
 void write_header(h5::File& f, const Trace& trace, const RunDescription& d) {
   const SimOptions& o = d.options;
-  write_result_header(f, kRunFormat, o.numerics, trace.path, d.command, d.backend);
+  write_result_header(f, kRunFormat, o.numerics, trace, d.command, d.backend, o.fp8_format);
   f.set_attr("/", "dispatch", std::string(name(o.dispatch.model)));
   f.set_attr("/", "consumer", std::string(name(o.consumer.model)));
   f.set_attr("/", "combine", std::string(name(o.combine)));

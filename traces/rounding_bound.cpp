@@ -47,6 +47,10 @@ double expert_steps(const TraceConfig& c, Numerics n, bool shared, bool inputs) 
   if (round_w && inputs) out += b;  // rb(w2)
   const int inter = shared ? c.shared_intermediate : c.intermediate;
   out += inter * u + b;     // GEMM2: I products and sums, then rb(y)
+  if (c.expert_bias) out += 2 * u;  // the bias adds after GEMM1 and GEMM2
+  // The shared-expert gate: x . gate (H products and sums), rb(z), the sigmoid, then s * shared
+  // and rb; the sigmoid's relative condition |z (1 - sigmoid(z))| stays under 0.28 for z >= 0.
+  if (shared && c.shared_expert_gate) out += kKappa * (c.hidden * u + b) + 6 * u + 2 * b;
   return carry * in + out;
 }
 
@@ -78,7 +82,8 @@ Budget::Budget(const TraceConfig& c, Side a, Side b)
       top_k_(c.top_k),
       num_shared_(c.num_shared_experts),
       weight_on_input_(c.router_weight_on_input),
-      scale_(std::fabs(c.routed_scaling_factor)),
+      // Weights that hold the factor already: combine applies none (NUMERICS.md, "Combine").
+      scale_(c.topk_weights_include_scaling ? 1.0 : std::fabs(c.routed_scaling_factor)),
       coarser_(std::max(a.numerics, b.numerics)) {
   // fp8 mode's shared experts run the bf16 pipeline (NUMERICS.md, "The expert input row").
   auto shared_of = [](Numerics n) { return n == Numerics::fp8 ? Numerics::bf16 : n; };
@@ -87,7 +92,7 @@ Budget::Budget(const TraceConfig& c, Side a, Side b)
     expert_ += expert_steps(c, s.numerics, false, a.numerics != b.numerics);
     shared_expert_ += expert_steps(c, shared_mode, true, shared_of(a.numerics) != shared_of(b.numerics));
     sum_ += sum_steps(c, s);
-    if (c.routed_scaling_factor != 1.0) scaling_ += op_steps(s.numerics);
+    if (c.routed_scaling_factor != 1.0 && !c.topk_weights_include_scaling) scaling_ += op_steps(s.numerics);
     if (c.num_shared_experts > 0) add_shared_ += op_steps(shared_mode);
     if (c.num_shared_experts > 1)
       sum_shared_ += c.num_shared_experts * compute_unit(shared_mode) + (rounds_bf16(shared_mode) ? kBf16 : 0);

@@ -7,13 +7,14 @@
 namespace moesim {
 
 namespace {
-constexpr std::array<std::pair<Activation, std::string_view>, 6> kActivations{{
+constexpr std::array<std::pair<Activation, std::string_view>, 7> kActivations{{
     {Activation::silu_gated, "silu_and_mul"},
     {Activation::gelu_erf_gated, "gelu_and_mul"},
     {Activation::gelu_tanh_gated, "gelu_tanh_and_mul"},
     {Activation::silu, "silu"},
     {Activation::gelu_erf, "gelu"},
     {Activation::gelu_tanh, "gelu_tanh"},
+    {Activation::swiglu_oai, "swiglu_oai_and_mul"},
 }};
 constexpr std::array<std::pair<PlacementKind, std::string_view>, 3> kPlacements{{
     {PlacementKind::contiguous, "contiguous"},
@@ -32,11 +33,12 @@ Activation parse_activation(std::string_view s) {
   for (auto& [k, n] : kActivations)
     if (n == s) return k;
   throw Error("unknown activation '" + std::string(s) +
-              "' (expected silu_and_mul, gelu_and_mul, gelu_tanh_and_mul, silu, gelu, gelu_tanh)");
+              "' (expected silu_and_mul, gelu_and_mul, gelu_tanh_and_mul, swiglu_oai_and_mul, silu, gelu, gelu_tanh)");
 }
 
 bool is_gated(Activation a) {
-  return a == Activation::silu_gated || a == Activation::gelu_erf_gated || a == Activation::gelu_tanh_gated;
+  return a == Activation::silu_gated || a == Activation::gelu_erf_gated || a == Activation::gelu_tanh_gated ||
+         a == Activation::swiglu_oai;
 }
 
 std::string_view name(PlacementKind k) {

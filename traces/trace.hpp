@@ -1,5 +1,5 @@
 #pragma once
-// The in-memory form of a moesim trace (traces/SCHEMA.md, schema v1): the configuration of
+// The in-memory form of a moesim trace (traces/SCHEMA.md, schema v2; v1 files read too): the configuration of
 // one expert-parallel MoE layer, the routing each rank fed to dispatch, and whatever the user
 // captured of the receive side. Shapes are row-major, as stored.
 #include <cstdint>
@@ -13,7 +13,8 @@
 
 namespace moesim {
 
-enum class Activation { silu_gated, gelu_erf_gated, gelu_tanh_gated, silu, gelu_erf, gelu_tanh };
+// swiglu_oai: GPT-OSS's clamped SwiGLU, gated, with TraceConfig::swiglu_alpha and swiglu_limit.
+enum class Activation { silu_gated, gelu_erf_gated, gelu_tanh_gated, silu, gelu_erf, gelu_tanh, swiglu_oai };
 std::string_view name(Activation a);
 Activation parse_activation(std::string_view s);  // throws Error on an unknown name
 bool is_gated(Activation a);
@@ -63,6 +64,13 @@ struct TraceConfig {
   int shared_intermediate = 0;
   double routed_scaling_factor = 1.0;
   bool router_weight_on_input = false;  // vLLM's apply_router_weight_on_input
+  // The stored topk_weights already hold routed_scaling_factor (DeepSeek-V2/V3, dots1, GLM4-MoE,
+  // LFM2 routers multiply before returning them): combine must not apply it again.
+  bool topk_weights_include_scaling = false;
+  bool expert_bias = false;         // stored weights carry b1/b2 (GPT-OSS): added after each GEMM
+  bool shared_expert_gate = false;  // shared output scaled by sigmoid(x . shared_gate) (Qwen2-MoE)
+  double swiglu_alpha = 1.702;      // swiglu_oai only
+  double swiglu_limit = 7.0;
   std::string library;                  // what a capture came from: "mori", "deepep", "pplx", "" (synthetic)
   std::string library_version;
   MoriSettings mori;
@@ -106,6 +114,9 @@ struct ExpertWeights {
   std::vector<float> w2;         // [E_logical, H, I]
   std::vector<float> shared_w1;  // [S, 2Is or Is, H]
   std::vector<float> shared_w2;  // [S, H, Is]
+  std::vector<float> b1, b2;                // expert_bias: [E_logical, 2I or I], [E_logical, H]
+  std::vector<float> shared_b1, shared_b2;  // expert_bias and S > 0: [S, 2Is or Is], [S, H]
+  std::vector<float> shared_gate;           // shared_expert_gate: [H]
 };
 
 struct Layer {
@@ -122,6 +133,7 @@ struct Trace {
   std::vector<Layer> layers;
   std::string command;  // the moesim gen command that made it, when it did
   std::string path;     // the file it was read from
+  int schema_version = 2;  // the file's (1 or 2); what the writer writes is always 2
 };
 
 // Builds the contiguous placement for num_experts over num_ranks.

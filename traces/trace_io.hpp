@@ -9,7 +9,7 @@
 
 namespace moesim {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;  // written; the reader accepts 1 and 2
 inline constexpr const char* kTraceFormat = "moesim-trace";
 
 struct ReadOptions {

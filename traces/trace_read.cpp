@@ -108,7 +108,33 @@ GeneratorSpec read_spec(const h5::File& f, const std::string& g) {
   return s;
 }
 
-TraceConfig read_config(const h5::File& f) {
+double real_attr(const h5::File& f, const std::string& obj, const std::string& n, double lo, double hi) {
+  const double v = f.attr_double(obj, n);
+  if (!(v > lo && v <= hi))
+    f.fail(obj, "attribute '" + n + "' = " + std::to_string(v) + " out of range (" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
+  return v;
+}
+
+// Schema v2's model-family attributes; v1 files have none of them (their defaults).
+void read_family(const h5::File& f, const std::string& g, std::int64_t version, TraceConfig& c) {
+  if (version < 2) {
+    if (c.activation == Activation::swiglu_oai)
+      f.fail(g, "attribute 'activation' = 'swiglu_oai_and_mul' needs schema_version 2");
+    return;
+  }
+  c.topk_weights_include_scaling = int_attr(f, g, "topk_weights_include_scaling", 0, 1) != 0;
+  c.expert_bias = int_attr(f, g, "expert_bias", 0, 1) != 0;
+  c.shared_expert_gate = int_attr(f, g, "shared_expert_gate", 0, 1) != 0;
+  if (c.shared_expert_gate && c.num_shared_experts == 0)
+    f.fail(g, "attribute 'shared_expert_gate' = 1 needs num_shared_experts > 0");
+  if (c.activation == Activation::swiglu_oai) {
+    c.swiglu_alpha = real_attr(f, g, "swiglu_alpha", 0, kMaxScale);
+    c.swiglu_limit = real_attr(f, g, "swiglu_limit", 0, 1e6);
+  }
+}
+
+TraceConfig read_config(const h5::File& f, std::int64_t version) {
   const std::string g = "/config";
   if (!f.is_group(g)) f.fail(g, "missing group");
   TraceConfig c;
@@ -136,6 +162,7 @@ TraceConfig read_config(const h5::File& f) {
   c.router_weight_on_input = int_attr(f, g, "router_weight_on_input", 0, 1) != 0;
   c.library = opt_string(f, g, "library");
   c.library_version = opt_string(f, g, "library_version");
+  read_family(f, g, version, c);
 
   const std::string p = g + "/placement";
   c.placement.kind = has_group(f, p) ? parsed_attr(f, p, "kind", parse_placement) : PlacementKind::contiguous;
@@ -252,6 +279,21 @@ void read_weights(const h5::File& f, const TraceConfig& c, const std::string& ba
     w.shared_w2 = read_values(f, base + "/shared_w2", {S, H, Is}, c.weight_dtype);
     check_finite(f, base + "/shared_w2", w.shared_w2, Is);
   }
+  auto vec = [&](const std::string& n, const std::vector<std::uint64_t>& dims) {
+    std::vector<float> v = read_values(f, base + "/" + n, dims, c.weight_dtype);
+    check_finite(f, base + "/" + n, v, dims.size() > 1 ? dims[1] : 1);
+    return v;
+  };
+  if (c.expert_bias) {
+    w.b1 = vec("b1", {L, g1 * I});
+    w.b2 = vec("b2", {L, H});
+    if (c.num_shared_experts > 0) {
+      const auto S = static_cast<std::uint64_t>(c.num_shared_experts);
+      w.shared_b1 = vec("shared_b1", {S, g1 * static_cast<std::uint64_t>(c.shared_intermediate)});
+      w.shared_b2 = vec("shared_b2", {S, H});
+    }
+  }
+  if (c.shared_expert_gate) w.shared_gate = vec("shared_gate", {H});
   layer.weights = std::move(w);
 }
 }  // namespace
@@ -299,13 +341,14 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kTraceFormat)
     f.fail("/", "not a moesim trace (attribute 'format' is not '" + std::string(kTraceFormat) + "')");
   const std::int64_t version = f.attr_int("/", "schema_version");
-  if (version != kSchemaVersion)
-    f.fail("/", "schema_version " + std::to_string(version) + " is not supported (this moesim reads " +
+  if (version < 1 || version > kSchemaVersion)
+    f.fail("/", "schema_version " + std::to_string(version) + " is not supported (this moesim reads 1 to " +
                     std::to_string(kSchemaVersion) + ")");
   Trace t;
   t.path = path;
+  t.schema_version = static_cast<int>(version);
   t.command = opt_string(f, "/", "command");
-  t.config = read_config(f);
+  t.config = read_config(f, version);
   const TraceConfig& c = t.config;
   if (has_group(f, "/generator/weights")) t.weight_spec = read_spec(f, "/generator/weights");
   if (has_group(f, "/generator/x")) t.x_spec = read_spec(f, "/generator/x");
@@ -322,6 +365,9 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
     layer.step = f.has_attr(lp, "step") ? static_cast<int>(f.attr_int(lp, "step")) : 0;
     if (has_group(f, lp + "/weights")) {
       if (opt.weights) read_weights(f, c, lp + "/weights", layer);
+    } else if (c.expert_bias || c.shared_expert_gate) {
+      f.fail(lp + "/weights", std::string("missing: ") + (c.expert_bias ? "expert_bias" : "shared_expert_gate") +
+                                  " = 1 needs stored weights");
     } else if (!f.is_group("/generator/weights")) {
       f.fail(lp + "/weights", "missing: neither stored weights nor /generator/weights");
     }

@@ -62,6 +62,13 @@ void write_config(const TraceConfig& c, h5::File& f) {
   f.set_attr(g, "router_weight_on_input", c.router_weight_on_input ? 1 : 0);
   f.set_attr(g, "library", c.library);
   f.set_attr(g, "library_version", c.library_version);
+  f.set_attr(g, "topk_weights_include_scaling", c.topk_weights_include_scaling ? 1 : 0);
+  f.set_attr(g, "expert_bias", c.expert_bias ? 1 : 0);
+  f.set_attr(g, "shared_expert_gate", c.shared_expert_gate ? 1 : 0);
+  if (c.activation == Activation::swiglu_oai) {
+    f.set_attr(g, "swiglu_alpha", c.swiglu_alpha);
+    f.set_attr(g, "swiglu_limit", c.swiglu_limit);
+  }
 
   const std::string p = g + "/placement";
   f.create_group(p);
@@ -144,6 +151,18 @@ void write_weights(const TraceConfig& c, const ExpertWeights& w, h5::File& f, co
                  c.weight_dtype);
     write_values(f, base + "/shared_w2", {S, H, Is}, w.shared_w2, c.weight_dtype);
   }
+  if (c.expert_bias) {
+    if (w.b1.size() != L * rows1 || w.b2.size() != L * H) throw Error(where(f.path(), base) + "expert biases have the wrong size");
+    write_values(f, base + "/b1", {L, rows1}, w.b1, c.weight_dtype);
+    write_values(f, base + "/b2", {L, H}, w.b2, c.weight_dtype);
+    if (c.num_shared_experts > 0) {
+      const auto S = static_cast<std::uint64_t>(c.num_shared_experts);
+      const auto Is = static_cast<std::uint64_t>(c.shared_intermediate);
+      write_values(f, base + "/shared_b1", {S, is_gated(c.activation) ? 2 * Is : Is}, w.shared_b1, c.weight_dtype);
+      write_values(f, base + "/shared_b2", {S, H}, w.shared_b2, c.weight_dtype);
+    }
+  }
+  if (c.shared_expert_gate) write_values(f, base + "/shared_gate", {H}, w.shared_gate, c.weight_dtype);
 }
 }  // namespace
 

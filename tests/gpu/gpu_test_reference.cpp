@@ -119,3 +119,27 @@ TEST_CASE("a row outside the layer is refused with a message, not read") {
   CHECK_THROWS_WITH_AS(gpu->run(task, static_cast<double*>(nullptr), 0),
                        "gpu backend: output type does not match numerics fp32", Error);
 }
+
+TEST_CASE("expert biases and swiglu_oai are refused on the GPU before any work, naming the feature") {
+  GenOptions g;
+  g.num_ranks = 2;
+  g.num_experts = 4;
+  g.top_k = 2;
+  g.hidden = 64;
+  g.intermediate = 16;
+  g.tokens_per_rank = 5;
+  Trace t = generate(g);
+  t.path = "t.h5";
+  t.config.activation = Activation::swiglu_oai;
+  const WeightProvider weights(t);
+  CHECK_THROWS_WITH_AS(gpu::make_gpu_backend(t, weights),
+                       "t.h5: gpu backend: activation swiglu_oai_and_mul not supported on the GPU yet; run with "
+                       "--backend cpu",
+                       Error);
+  t.config.activation = Activation::silu_gated;
+  t.config.expert_bias = true;
+  CHECK_THROWS_WITH_AS(gpu::make_gpu_backend(t, weights),
+                       "t.h5: gpu backend: expert biases (expert_bias = 1) not supported on the GPU yet; run with "
+                       "--backend cpu",
+                       Error);
+}

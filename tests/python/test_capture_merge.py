@@ -24,7 +24,8 @@ path, rank, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 R, E, K, H, I = 2, 4, 2, hidden, 4
 T = 3 + rank
 c = TraceConfig(num_ranks=R, num_experts=E, top_k=K, hidden=H, intermediate=I, token_dtype="float32",
-                weight_dtype="float32", library="mori", mori=dict(max_num_inp_token_per_rank=4))
+                weight_dtype="float32", library="mori", mori=dict(max_num_inp_token_per_rank=4),
+                num_shared_experts=1, shared_intermediate=2, expert_bias=True, shared_expert_gate=True)
 x = (rank * 1000 + np.arange(T)[:, None] * 10 + np.arange(H)[None, :]).astype(np.float32)
 ids = (np.arange(T)[:, None] + np.arange(K)[None, :] + rank) % E
 w = np.full((T, K), 0.5, np.float32)
@@ -35,7 +36,12 @@ with TraceWriter(path, c, ranks=[rank], command="test_capture_merge") as wr:
                     combine_out=x * 2)
     first = rank * (E // R)
     wr.add_weights(0, np.full((E // R, 2 * I, H), first + 1, np.float32), np.full((E // R, H, I), -first - 1, np.float32),
-                   first_expert=first)
+                   first_expert=first, b1=np.full((E // R, 2 * I), first + 0.25, np.float32),
+                   b2=np.full((E // R, H), -first - 0.25, np.float32))
+    if rank == 0:   # the shared expert, its biases and its gate from one process
+        wr.add_weights(0, shared_w1=np.ones((1, 4, H), np.float32), shared_w2=np.ones((1, H, 2), np.float32),
+                       shared_b1=np.zeros((1, 4), np.float32), shared_b2=np.full((1, H), 0.5, np.float32),
+                       shared_gate=np.arange(H, dtype=np.float32) / H)
 '''
 
 
@@ -76,6 +82,13 @@ with h5py.File(merged, "r") as f:
     w1 = f["layers/0/weights/w1"][...]
     check([float(w1[e, 0, 0]) for e in range(4)] == [1, 1, 3, 3], f"weights of each rank's experts: {w1[:, 0, 0]}")
     check("written" not in f["layers/0/weights/w1"].attrs, "merged weights carry no part bookkeeping")
+    b1, b2 = f["layers/0/weights/b1"][...], f["layers/0/weights/b2"][...]
+    check([float(b1[e, 0]) for e in range(4)] == [0.25, 0.25, 2.25, 2.25] and
+          [float(b2[e, 0]) for e in range(4)] == [-0.25, -0.25, -2.25, -2.25], f"biases of each rank's experts: {b1[:, 0]}")
+    check(np.array_equal(f["layers/0/weights/shared_gate"][...], np.arange(8, dtype=np.float32) / 8) and
+          np.array_equal(f["layers/0/weights/shared_b2"][...], np.full((1, 8), 0.5, np.float32)), "shared gate and biases")
+    check(int(f["config"].attrs["expert_bias"]) == 1 and int(f["config"].attrs["shared_expert_gate"]) == 1,
+          "family attributes kept")
 
 # Refusals.
 p1b = os.path.join(tmp, "merge_part1_hidden16.h5")

@@ -47,18 +47,19 @@ class MLP(torch.nn.Module):
 class SoftmaxBlock(torch.nn.Module):
     """Mixtral / Qwen3-MoE / OLMoE shape: softmax top-k, normalized; returns (out, logits)."""
 
-    def __init__(self, E=8, K=2, H=32, I=16, **kw):
+    def __init__(self, E=8, K=2, H=32, I=16, normalize=True, **kw):
         super().__init__()
         self.gate = torch.nn.Linear(H, E, bias=False)
         self.experts = Experts(E, H, I, **kw)
-        self.top_k = K
+        self.top_k, self.normalize = K, normalize
 
     def forward(self, hidden_states):
         b, s, h = hidden_states.shape
         x = hidden_states.view(-1, h)
         logits = self.gate(x)
         w, ids = torch.topk(F.softmax(logits, dim=-1), self.top_k, dim=-1)
-        w = w / w.sum(dim=-1, keepdim=True)
+        if self.normalize:
+            w = w / w.sum(dim=-1, keepdim=True)
         return self.experts(x, ids, w).view(b, s, h), logits
 
 
@@ -137,18 +138,68 @@ class Llama4Block(torch.nn.Module):
         return out + self.shared_expert(x), logits
 
 
-class SharedGateBlock(SigmoidSharedBlock):
-    """Qwen2-MoE shape: the shared expert is scaled by sigmoid(x @ shared_expert_gate)."""
+class Qwen2MoeBlock(SoftmaxBlock):
+    """Qwen2-MoE shape: softmax top-k (not renormalized), and the shared expert's output scaled per
+    token by sigmoid(x @ shared_expert_gate) before it is added."""
 
-    def __init__(self):
-        super().__init__(factor=1.0)
-        self.shared_expert_gate = torch.nn.Linear(32, 1, bias=False)
+    def __init__(self, E=8, K=2, H=32, I=8, Is=16):
+        super().__init__(E, K, H, I, normalize=False)
+        self.shared_expert = MLP(H, Is)
+        self.shared_expert_gate = torch.nn.Linear(H, 1, bias=False)
+
+    def forward(self, hidden_states):
+        routed, logits = super().forward(hidden_states)
+        x = hidden_states.view(-1, hidden_states.shape[-1])
+        shared = torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        return routed + shared.view(hidden_states.shape), logits
 
 
-class BiasExperts(Experts):
-    def __init__(self):
-        super().__init__(8, 32, 16)
-        self.gate_up_proj_bias = torch.nn.Parameter(torch.zeros(8, 32))
+class GptOssExperts(torch.nn.Module):
+    """GPT-OSS's experts: gate_up_proj [E, H, 2I] with gate and up columns interleaved, biases after
+    both projections, the clamped SwiGLU; called with dense [T, E] routing weights."""
+
+    def __init__(self, E=4, H=32, I=8, alpha=1.702, limit=7.0):
+        super().__init__()
+        self.gate_up_proj = torch.nn.Parameter(torch.randn(E, H, 2 * I) / H ** 0.5)
+        self.gate_up_proj_bias = torch.nn.Parameter(torch.randn(E, 2 * I) * 0.5)
+        self.down_proj = torch.nn.Parameter(torch.randn(E, I, H) / I ** 0.5)
+        self.down_proj_bias = torch.nn.Parameter(torch.randn(E, H) * 0.5)
+        self.alpha, self.limit = alpha, limit
+
+    def _apply_gate(self, gate_up):
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+        gate = gate.clamp(min=None, max=self.limit)
+        up = up.clamp(min=-self.limit, max=self.limit)
+        glu = gate * torch.sigmoid(gate * self.alpha)
+        return (up + 1) * glu
+
+    def forward(self, hidden_states, router_indices, routing_weights):
+        out = torch.zeros_like(hidden_states)
+        for e in range(self.gate_up_proj.shape[0]):
+            tok = torch.where((router_indices == e).any(dim=1))[0]
+            if tok.numel():
+                h = self._apply_gate(hidden_states[tok] @ self.gate_up_proj[e] + self.gate_up_proj_bias[e])
+                y = h @ self.down_proj[e] + self.down_proj_bias[e]
+                out.index_add_(0, tok, y * routing_weights[tok, e, None])
+        return out
+
+
+class GptOssBlock(torch.nn.Module):
+    """GPT-OSS shape: a biased router, softmax over the top-k logits, dense [T, E] scores."""
+
+    def __init__(self, E=4, K=2, H=32, I=8, limit=7.0):
+        super().__init__()
+        self.router = torch.nn.Linear(H, E)
+        self.experts = GptOssExperts(E, H, I, limit=limit)
+        self.top_k = K
+
+    def forward(self, hidden_states):
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, shape[-1])
+        logits = self.router(x)
+        top, ids = torch.topk(logits, self.top_k, dim=-1)
+        scores = torch.zeros_like(logits).scatter_(1, ids, F.softmax(top, dim=1))
+        return self.experts(x, ids, scores).view(*shape), scores
 
 
 class HiddenScaleBlock(SoftmaxBlock):

@@ -22,6 +22,10 @@ struct TraceShape {
   bool on_input = false;
   bool stored_weights = true;
   std::uint64_t seed = 11;
+  bool bias = false;             // expert biases (GPT-OSS)
+  bool shared_gate = false;      // per-token shared-expert gate (Qwen2-MoE)
+  bool include_scaling = false;  // topk_weights already hold routed_scaling_factor (DeepSeek-V3)
+  double swiglu_limit = 0.6;     // swiglu_oai: small, so the clamps bite on these unit-scale rows
 };
 
 // x values encode their origin: rank, token and column shift a seeded random value.
@@ -41,6 +45,10 @@ inline Trace make_trace(const TraceShape& s) {
   c.shared_intermediate = s.shared ? s.shared_inter : 0;
   c.routed_scaling_factor = s.scaling;
   c.router_weight_on_input = s.on_input;
+  c.expert_bias = s.bias;
+  c.shared_expert_gate = s.shared_gate;
+  c.topk_weights_include_scaling = s.include_scaling;
+  c.swiglu_limit = s.swiglu_limit;
   t.weight_spec.seed = s.seed;
   t.weight_spec.scale = 1.0;
   t.path = "mem.h5";
@@ -74,6 +82,18 @@ inline Trace make_trace(const TraceShape& s) {
     fill(w.w2, std::size_t(s.experts) * s.hidden * s.inter, 1 / std::sqrt(double(s.inter)));
     fill(w.shared_w1, std::size_t(s.shared) * g * s.shared_inter * s.hidden, 1 / std::sqrt(double(s.hidden)));
     fill(w.shared_w2, std::size_t(s.shared) * s.hidden * s.shared_inter, 1 / std::sqrt(double(s.shared_inter)));
+    if (s.bias) {  // gate rows' biases positive, up rows' negative, all shifted by expert and row
+      auto bias = [&](std::vector<float>& v, int n, int rows, int half) {
+        for (int e = 0; e < n; ++e)
+          for (int i = 0; i < rows; ++i)
+            v.push_back(static_cast<float>((half && i >= half ? -0.3 : 0.3) + 0.01 * e + 0.001 * i));
+      };
+      bias(w.b1, s.experts, g * s.inter, g == 2 ? s.inter : 0);
+      bias(w.b2, s.experts, s.hidden, 0);
+      bias(w.shared_b1, s.shared, g * s.shared_inter, g == 2 ? s.shared_inter : 0);
+      bias(w.shared_b2, s.shared, s.hidden, 0);
+    }
+    if (s.shared_gate) fill(w.shared_gate, std::size_t(s.hidden), 2 / std::sqrt(double(s.hidden)));
     layer.weights = std::move(w);
   }
   t.layers.push_back(std::move(layer));
@@ -115,29 +135,52 @@ inline ExpertMatrices naive_matrices(const Trace& t, int expert, bool shared) {
     const auto& w2 = shared ? l.weights->shared_w2 : l.weights->w2;
     std::copy_n(w1.begin() + expert * n1, n1, m.w1.begin());
     std::copy_n(w2.begin() + expert * n2, n2, m.w2.begin());
+    if (c.expert_bias) {
+      const auto& b1 = shared ? l.weights->shared_b1 : l.weights->b1;
+      const auto& b2 = shared ? l.weights->shared_b2 : l.weights->b2;
+      m.b1.assign(b1.begin() + expert * m.rows1(), b1.begin() + (expert + 1) * m.rows1());
+      m.b2.assign(b2.begin() + expert * m.hidden, b2.begin() + (expert + 1) * m.hidden);
+    }
   } else {
     generate_expert(c, t.weight_spec, l.index, expert, shared, m.w1.data(), m.w2.data());
   }
   return m;
 }
 
+// GPT-OSS's clamped SwiGLU as NUMERICS.md writes it.
+template <class T>
+T naive_swiglu_oai(T gate, T up, T alpha, T limit) {
+  if (gate > limit) gate = limit;
+  if (up > limit) up = limit;
+  if (up < -limit) up = -limit;
+  T e;
+  if constexpr (sizeof(T) == 4) e = fmath::expf(-(gate * alpha));
+  else e = fmath::exp(-(gate * alpha));
+  return (up + T(1)) * (gate * (T(1) / (T(1) + e)));
+}
+
 // T = double for exact, float for fp32 (rnd false) and bf16 (rnd true). a: the expert's input.
 template <class T>
-std::vector<T> naive_ffn(const ExpertMatrices& m, Activation act, const std::vector<T>& a, bool rnd) {
+std::vector<T> naive_ffn(const ExpertMatrices& m, Activation act, const std::vector<T>& a, bool rnd,
+                         double alpha = 1.702, double limit = 7.0) {
   auto rb = [&](T v) { return rnd ? T(round_bf16(float(v))) : v; };
   const int H = m.hidden, I = m.inter;
+  const bool bias = !m.b1.empty();
   std::vector<T> g(m.rows1());
   for (int i = 0; i < m.rows1(); ++i) {
     T acc = 0;
     for (int c = 0; c < H; ++c) acc = acc + a[c] * rb(T(m.w1[std::size_t(i) * H + c]));
-    g[i] = rb(acc);
+    g[i] = rb(bias ? acc + rb(T(m.b1[i])) : acc);
   }
   std::vector<T> h(I), y(H);
-  for (int i = 0; i < I; ++i) h[i] = rb(m.gated ? naive_act(act, g[i]) * g[I + i] : naive_act(act, g[i]));
+  for (int i = 0; i < I; ++i)
+    h[i] = rb(act == Activation::swiglu_oai ? naive_swiglu_oai(g[i], g[I + i], T(alpha), T(limit))
+              : m.gated                     ? naive_act(act, g[i]) * g[I + i]
+                                            : naive_act(act, g[i]));
   for (int j = 0; j < H; ++j) {
     T acc = 0;
     for (int i = 0; i < I; ++i) acc = acc + h[i] * rb(T(m.w2[std::size_t(j) * I + i]));
-    y[j] = rb(acc);
+    y[j] = rb(bias ? acc + rb(T(m.b2[j])) : acc);
   }
   return y;
 }
@@ -161,19 +204,29 @@ std::vector<T> naive_final(const Trace& t, int r, bool rnd, std::vector<T>* expe
       std::vector<T> a = x;
       if (c.router_weight_on_input)
         for (int h = 0; h < H; ++h) a[h] = rb(w * T(in.x[tok * H + h]));
-      const auto y = naive_ffn<T>(naive_matrices(t, c.logical_of(id), false), c.activation, a, rnd);
+      const auto y = naive_ffn<T>(naive_matrices(t, c.logical_of(id), false), c.activation, a, rnd, c.swiglu_alpha,
+                                  c.swiglu_limit);
       for (int h = 0; h < H; ++h) acc[h] = c.router_weight_on_input ? acc[h] + y[h] : acc[h] + w * y[h];
       if (expert_out) std::copy(y.begin(), y.end(), expert_out->begin() + (tok * K + k) * H);
     }
     std::vector<T> sh(H, T(0));
     for (int s = 0; s < c.num_shared_experts; ++s) {
-      const auto y = naive_ffn<T>(naive_matrices(t, s, true), c.activation, x, rnd);
+      const auto y = naive_ffn<T>(naive_matrices(t, s, true), c.activation, x, rnd, c.swiglu_alpha, c.swiglu_limit);
       for (int h = 0; h < H; ++h) sh[h] = sh[h] + y[h];
     }
+    T gate = T(1);  // sigmoid(x . shared_gate), x as the shared experts see it
+    if (c.shared_expert_gate) {
+      T z = 0;
+      for (int h = 0; h < H; ++h) z = z + x[h] * rb(T(t.layers[0].weights->shared_gate[h]));
+      z = rb(z);
+      if constexpr (sizeof(T) == 4) gate = rb(T(1) / (T(1) + fmath::expf(-z)));
+      else gate = rb(T(1) / (T(1) + fmath::exp(-z)));
+    }
+    const bool scale = c.routed_scaling_factor != 1.0 && !c.topk_weights_include_scaling;
     for (int h = 0; h < H; ++h) {
       T v = rb(acc[h]);
-      if (c.routed_scaling_factor != 1.0) v = rb(v * T(c.routed_scaling_factor));
-      if (c.num_shared_experts > 0) v = rb(v + rb(sh[h]));
+      if (scale) v = rb(v * T(c.routed_scaling_factor));
+      if (c.num_shared_experts > 0) v = rb(v + (c.shared_expert_gate ? rb(gate * rb(sh[h])) : rb(sh[h])));
       out[tok * H + h] = v;
     }
   }

@@ -30,6 +30,10 @@ std::string written_trace() {
   return path;
 }
 
+std::uint64_t t_rows(const std::string& trace_path) {
+  return static_cast<std::uint64_t>(read_trace(trace_path).layers[0].ranks[0].num_tokens);
+}
+
 }  // namespace
 
 TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with stage and axes") {
@@ -45,10 +49,11 @@ TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with 
     const h5::File f = h5::File::open_read(out);
     CHECK(f.attr_string("/", "format") == "moesim-golden");
     CHECK(f.attr_string("/", "numerics") == name(n));
-    CHECK(f.attr_int("/", "schema_version") == 1);
+    CHECK(f.attr_int("/", "schema_version") == 2);
     CHECK(f.attr_string("/", "trace_hash") == trace_file_hash(trace_path));
     CHECK(f.attr_string("/", "trace_hash").size() == 16);
     CHECK(f.attr_string("/", "trace_path") == trace_path);
+    CHECK(!f.has_attr("/", "fp8_format"));  // only fp8 numerics quantize
     for (int r = 0; r < t.config.num_ranks; ++r) {
       const std::string base = rank_path(0, r);
       const auto info = f.info(base + "/expert_out");
@@ -70,6 +75,21 @@ TEST_CASE("golden files hold final and expert outputs in the mode's dtype, with 
       }
     }
   }
+}
+
+TEST_CASE("moesim golden --numerics fp8 records the dispatch format it quantized bf16 tokens to") {
+  const std::string trace_path = written_trace();  // bf16 tokens: --fp8 decides the format
+  std::vector<std::vector<float>> finals;
+  for (const char* fmt : {"fp8", "fp8_fnuz"}) {
+    const std::string out = tmp(std::string("fp8_format_") + fmt + ".h5");
+    REQUIRE(shell(std::string(MOESIM_BINARY) + " golden " + trace_path + " -o " + out + " --numerics fp8 --fp8 " +
+                  fmt + " > /dev/null") == 0);
+    const h5::File f = h5::File::open_read(out);
+    CHECK(f.attr_string("/", "fp8_format") == (std::string(fmt) == "fp8" ? "float8_e4m3fn" : "float8_e4m3fnuz"));
+    const auto v = f.read_rows_as_double(rank_path(0, 0) + "/final_out", 0, t_rows(trace_path));
+    finals.emplace_back(v.begin(), v.end());
+  }
+  CHECK(finals[0] != finals[1]);  // the record matters: the two formats give other outputs
 }
 
 TEST_CASE("the trace hash is FNV-1a 64 of the file's bytes") {

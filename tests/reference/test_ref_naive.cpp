@@ -27,6 +27,17 @@ std::vector<TraceShape> shapes() {
   out.push_back(s);
   s.on_input = true, s.shared = 1, s.hidden = 33, s.inter = 7, s.top_k = 4;
   out.push_back(s);
+  // Schema v2's families: GPT-OSS (biases, clamped SwiGLU), Qwen2-MoE (gated shared expert),
+  // DeepSeek-V3 (weights holding the routed scaling factor).
+  TraceShape oss;
+  oss.act = Activation::swiglu_oai, oss.bias = true, oss.shared = 1;
+  out.push_back(oss);
+  TraceShape qwen;
+  qwen.shared = 1, qwen.shared_gate = true, qwen.token_dtype = DType::bf16;
+  out.push_back(qwen);
+  TraceShape dsv3;
+  dsv3.shared = 1, dsv3.scaling = 2.5, dsv3.include_scaling = true;
+  out.push_back(dsv3);
   return out;
 }
 
@@ -41,6 +52,10 @@ Trace with_holes_and_replicas(TraceShape s) {
     auto& w = *t.layers[0].weights;
     w.w1.resize(w.w1.size() / 8 * 5);
     w.w2.resize(w.w2.size() / 8 * 5);
+    if (!w.b1.empty()) {
+      w.b1.resize(w.b1.size() / 8 * 5);
+      w.b2.resize(w.b2.size() / 8 * 5);
+    }
   }
   for (auto& r : t.layers[0].ranks)
     for (std::size_t i = 0; i < r.topk_ids.size(); i += 4) r.topk_ids[i] = -1;

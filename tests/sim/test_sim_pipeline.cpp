@@ -7,6 +7,7 @@
 #include <set>
 
 #include "error.hpp"
+#include "expert_weights.hpp"
 #include "generate.hpp"
 #include "agreement.hpp"
 #include "sim_fixtures.hpp"
@@ -60,6 +61,34 @@ std::vector<RankRun> identity_rows(const Trace& tr, const Dispatch& d) {
         out[r].expert_rows.f64[i * H + h] = tr.layers[0].ranks[b.src_rank[i]].x[b.src_token[i] * H + h];
   }
   return out;
+}
+
+// Every correct pairing on `tr` against the reference, in each mode: no bad token, within the
+// mode's tolerance, no wasted computation, and the weighted model (the reference's own combine
+// primitive on the same per-slot outputs) to the bit.
+void check_correct_pairings(const Trace& tr, std::initializer_list<Numerics> modes) {
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  for (Numerics n : modes) {
+    ReferenceOptions ro;
+    ro.numerics = n;
+    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
+    for (const auto& p : kCorrect) {
+      CAPTURE(label(p));
+      CAPTURE(name(n));
+      const SimOptions o = options_for(p, n);
+      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
+      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+      const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
+      CHECK(a.bad_tokens == 0);
+      CHECK(a.worst.ratio <= 1);
+      if (p.k == CombineModel::weighted)
+        for (int r = 0; r < tr.config.num_ranks; ++r)
+          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
+            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
+      CHECK(run.stats.waste() == 1.0);
+    }
+  }
 }
 
 }  // namespace
@@ -122,28 +151,38 @@ TEST_CASE("every correct pairing matches the reference on random traces") {
   shape.tokens = {13, 21, 0, 8};
   shape.minus_one_rate = 0.15;
   const Trace tr = test::make_trace(shape);
-  const ExpertMap map = make_expert_map(tr.config);
-  const WeightProvider wp(tr);
-  for (Numerics n : {Numerics::exact, Numerics::bf16}) {
-    ReferenceOptions ro;
-    ro.numerics = n;
-    const LayerOutputs ref = run_layer(tr, 0, wp, ro);
-    for (const auto& p : kCorrect) {
-      CAPTURE(label(p));
-      CAPTURE(name(n));
-      const SimOptions o = options_for(p, n);
-      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
-      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
-      const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
-      CHECK(a.bad_tokens == 0);
-      CHECK(a.worst.ratio <= 1);
-      if (p.k == CombineModel::weighted)  // same primitive, same per-slot outputs: the reference's bits
-        for (int r = 0; r < shape.ranks; ++r)
-          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
-      CHECK(run.stats.waste() == 1.0);
-    }
-  }
+  check_correct_pairings(tr, {Numerics::exact, Numerics::bf16});
+}
+
+TEST_CASE("every correct pairing matches the reference on schema v2's families") {
+  // GPT-OSS's biases and clamped SwiGLU, Qwen2-MoE's shared-expert gate and DeepSeek-V3's
+  // weights that hold the factor, all at once: the simulator's combine must apply each as the
+  // reference does.
+  test::TraceShape shape;
+  shape.hidden = 16;
+  shape.inter = 8;
+  Trace tr = test::make_trace(shape);
+  TraceConfig& c = tr.config;
+  c.activation = Activation::swiglu_oai;
+  c.swiglu_limit = 0.5;
+  c.num_shared_experts = 1;
+  c.shared_intermediate = 4;
+  c.routed_scaling_factor = 2.5;
+  c.topk_weights_include_scaling = true;
+  c.expert_bias = true;
+  c.shared_expert_gate = true;
+  ExpertWeights w = generate_weights(c, tr.weight_spec, 0);
+  auto origin = [](std::vector<float>& v, int n, int cols) {  // bias (e, i) = e / 16 - i / 64
+    for (int e = 0; e < n; ++e)
+      for (int i = 0; i < cols; ++i) v.push_back(static_cast<float>(e) / 16 - static_cast<float>(i) / 64);
+  };
+  origin(w.b1, c.num_experts, 2 * c.intermediate);
+  origin(w.b2, c.num_experts, c.hidden);
+  origin(w.shared_b1, 1, 2 * c.shared_intermediate);
+  origin(w.shared_b2, 1, c.hidden);
+  origin(w.shared_gate, 1, c.hidden);
+  tr.layers[0].weights = std::move(w);
+  check_correct_pairings(tr, {Numerics::fp32, Numerics::bf16});
 }
 
 TEST_CASE("every correct pairing matches the reference on the bundled traces") {

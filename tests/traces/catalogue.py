@@ -73,7 +73,7 @@ for key, values in (("hidden", (0, -1, 2**40, 64)), ("num_ranks", (0, 3, -2)), (
         add(f"config_{key}_{v}", lambda f, k=key, v=v: f["config"].attrs.__setitem__(k, v))
 add("root_format", lambda f: f.attrs.__setitem__("format", "moesim-golden"))
 add("root_format_missing", lambda f: f.attrs.__delitem__("format"))
-add("root_schema_2", lambda f: f.attrs.__setitem__("schema_version", 2))
+add("root_schema_3", lambda f: f.attrs.__setitem__("schema_version", 3))
 for v in (0, 3, -1):
     add(f"num_layers_{v}", lambda f, v=v: f["layers"].attrs.__setitem__("num_layers", v))
 for l in range(2):

@@ -1,5 +1,7 @@
 """The bundled traces open in h5py with the dtypes traces/SCHEMA.md gives, and bf16/fp8 values
-decode with numpy alone. Usage: check_h5py.py BUNDLED_DIR MOESIM TMP_DIR (ctest runs it)."""
+decode with numpy alone; the weight generator reimplemented from SCHEMA.md's text gives
+default.h5's stored weights bit for bit; h5py-written v1 and v2 captures validate.
+Usage: check_h5py.py BUNDLED_DIR MOESIM TMP_DIR (ctest runs it)."""
 import os
 import subprocess
 import sys
@@ -41,7 +43,7 @@ def check_trace(path, token_dtype):
     with h5py.File(path, "r") as f:
         name = os.path.basename(path)
         check(text(f.attrs["format"]) == "moesim-trace", f"{name}: format")
-        check(int(f.attrs["schema_version"]) == 1, f"{name}: schema_version")
+        check(int(f.attrs["schema_version"]) == 2, f"{name}: schema_version")
         check(text(f.attrs["command"]).startswith("moesim gen "), f"{name}: command")
         c = f["config"].attrs
         R, E, K, H = (int(c[k]) for k in ("num_ranks", "num_experts", "top_k", "hidden"))
@@ -90,7 +92,7 @@ for dt, name in (("fp8", "float8_e4m3fn"), ("fp8_fnuz", "float8_e4m3fnuz")):
 
 
 
-def write_capture(path):
+def write_capture(path, version):
     """A captured trace written the way traces/SCHEMA.md shows (variable-length UTF-8 strings)."""
     R, E, K, H, I, T, N = 2, 8, 2, 16, 8, 3, 8
     rng = np.random.default_rng(0)
@@ -99,13 +101,15 @@ def write_capture(path):
         return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
     with h5py.File(path, "w") as f:
-        f.attrs.update(format="moesim-trace", schema_version=1, command="captured from a test")
+        f.attrs.update(format="moesim-trace", schema_version=version, command="captured from a test")
         c = f.create_group("config")
         c.attrs.update(num_ranks=R, num_experts=E, top_k=K, hidden=H, intermediate=I,
                        activation="silu_and_mul", token_dtype="bfloat16", weight_dtype="bfloat16",
                        scale_block=128, num_shared_experts=0, shared_intermediate=0,
                        routed_scaling_factor=2.5, router_weight_on_input=0,
                        library="mori", library_version="abc")
+        if version >= 2:   # schema v2's model-family attributes (a v1 file has none)
+            c.attrs.update(topk_weights_include_scaling=0, expert_bias=0, shared_expert_gate=0)
         c.create_group("placement").attrs.update(kind="contiguous", num_logical=E)
         c.create_group("mori").attrs.update(max_num_inp_token_per_rank=4, max_total_recv_tokens=0,
                                             kernel_type="IntraNode", gpus_per_node=8)
@@ -130,10 +134,74 @@ def write_capture(path):
             out.attrs["dtype"] = "bfloat16"
 
 
-capture = os.path.join(tmp, "h5py_capture.h5")
-write_capture(capture)
+# The generator as traces/SCHEMA.md words it, reimplemented from the text: default.h5's stored
+# weights (uniform, bf16) are those values, bit for bit. Checks the text's mix64 (SplitMix64's
+# increment added first) and its two roundings (double to float, then float to bf16).
+M64 = (1 << 64) - 1
+
+
+def mix64(z, inc=0x9E3779B97F4A7C15):
+    """SplitMix64's finalizer, on a Python int or a numpy uint64 array."""
+    if isinstance(z, np.ndarray):
+        with np.errstate(over="ignore"):
+            z = z + np.uint64(inc)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+    z = (z + inc) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def stream_of(seed, keys, inc):
+    h = mix64(seed, inc)
+    for k in keys:
+        h = mix64(h ^ mix64((k + 0x632BE59BD9B4E019) & M64, inc), inc)
+    return h
+
+
+def float_to_bf16_bits(f):   # round to nearest even (finite values)
+    b = f.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def generated_uniform_bf16(seed, keys, n, std, inc=0x9E3779B97F4A7C15):
+    i = np.arange(n, dtype=np.uint64)
+    st = np.uint64(stream_of(seed, keys, inc))
+    u = (mix64(st ^ mix64(i, inc), inc) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return float_to_bf16_bits((np.sqrt(3.0) * std) * (2.0 * u - 1.0))   # double -> float -> bf16
+
+
+with h5py.File(os.path.join(bundled, "default.h5"), "r") as f:
+    c = f["config"].attrs
+    H, I = int(c["hidden"]), int(c["intermediate"])
+    seed = int(f["generator/weights"].attrs["seed"])
+    check(text(f["generator/weights"].attrs["distribution"]) == "uniform", "default.h5: uniform weights")
+    for layer, e in ((0, 3), (1, 11)):
+        w1 = f[f"layers/{layer}/weights/w1"][e].reshape(-1)
+        w2 = f[f"layers/{layer}/weights/w2"][e].reshape(-1)
+        got1 = generated_uniform_bf16(seed, (2, layer, e), w1.size, 1 / np.sqrt(H))
+        got2 = generated_uniform_bf16(seed, (3, layer, e), w2.size, 1 / np.sqrt(I))
+        check(np.array_equal(got1, w1) and np.array_equal(got2, w2),
+              f"default.h5 layer {layer} expert {e}: SCHEMA.md's generator does not give the stored weights "
+              f"({int((got1 != w1).sum())} of {w1.size} w1 values differ)")
+        # The text before it was fixed (no increment) gives other weights almost everywhere.
+        wrong = generated_uniform_bf16(seed, (2, layer, e), w1.size, 1 / np.sqrt(H), inc=0)
+        check((wrong != w1).mean() > 0.9, f"layer {layer} expert {e}: mix64 without its increment matches too often")
+
+for version in (1, 2):   # the reader still accepts schema v1 files
+    capture = os.path.join(tmp, f"h5py_capture_v{version}.h5")
+    write_capture(capture, version)
+    v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
+    check(v.returncode == 0 and v.stdout == "ok\n", f"h5py-written v{version} capture: {v.stdout}{v.stderr}")
+# v2 requires its attributes: a v2 file without one is refused, naming it.
+with h5py.File(capture, "a") as f:
+    del f["config"].attrs["expert_bias"]
 v = subprocess.run([moesim, "validate", capture], capture_output=True, text=True)
-check(v.returncode == 0 and v.stdout == "ok\n", f"h5py-written capture: {v.stdout}{v.stderr}")
+check(v.returncode == 2 and (v.stdout + v.stderr).strip() ==
+      f"moesim validate: {capture}: /config: missing attribute 'expert_bias'",
+      f"v2 capture without expert_bias: {v.returncode} {v.stderr}")
 
 for f in failures:
     print("FAIL:", f)

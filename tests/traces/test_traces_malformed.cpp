@@ -314,11 +314,69 @@ TEST_CASE("missing attribute") {
 
 TEST_CASE("wrong schema version or format") {
   const std::string path = valid("schema");
-  Rw(path).set_int("/", "schema_version", 2);
-  expect_rejected(path, "/: schema_version 2 is not supported (this moesim reads 1)");
+  Rw(path).set_int("/", "schema_version", 3);
+  expect_rejected(path, "/: schema_version 3 is not supported (this moesim reads 1 to 2)");
+  const std::string zero = valid("schema0");
+  Rw(zero).set_int("/", "schema_version", 0);
+  expect_rejected(zero, "/: schema_version 0 is not supported (this moesim reads 1 to 2)");
   const std::string format = valid("format");
   Rw(format).set_string("/", "format", "moesim-golden");
   expect_rejected(format, "/: not a moesim trace (attribute 'format' is not 'moesim-trace')");
+}
+
+TEST_CASE("schema v1 files read without v2's family attributes; v2 files must carry them") {
+  const std::string v1 = valid("schema_v1");
+  {
+    Rw f(v1);
+    f.set_int("/", "schema_version", 1);
+    for (const char* a : {"topk_weights_include_scaling", "expert_bias", "shared_expert_gate"}) f.remove_attr("/config", a);
+  }
+  const Trace t = read_trace(v1);
+  CHECK(!t.config.expert_bias);
+  CHECK(!t.config.shared_expert_gate);
+  CHECK(!t.config.topk_weights_include_scaling);
+  CHECK(t.schema_version == 1);
+  CHECK(moesim::test::run_moesim("info " + v1).output.find(v1 + ": moesim trace, schema v1\n") == 0);
+  const std::string missing = valid("v2_missing_family");
+  Rw(missing).remove_attr("/config", "expert_bias");
+  expect_rejected(missing, "/config: missing attribute 'expert_bias'");
+  const std::string v1_oss = valid("v1_swiglu_oai");
+  {
+    Rw f(v1_oss);
+    f.set_int("/", "schema_version", 1);
+    f.set_string("/config", "activation", "swiglu_oai_and_mul");
+  }
+  expect_rejected(v1_oss, "/config: attribute 'activation' = 'swiglu_oai_and_mul' needs schema_version 2");
+  const std::string no_alpha = valid("swiglu_no_alpha");
+  Rw(no_alpha).set_string("/config", "activation", "swiglu_oai_and_mul");
+  expect_rejected(no_alpha, "/config: missing attribute 'swiglu_alpha'");
+  const std::string flag = valid("family_flag_range");
+  Rw(flag).set_int("/config", "topk_weights_include_scaling", 2);
+  expect_rejected(flag, "/config: attribute 'topk_weights_include_scaling' = 2 out of range [0, 1]");
+}
+
+TEST_CASE("expert biases and the shared gate need their stored datasets") {
+  const std::string generated = valid("bias_generated", false);
+  Rw(generated).set_int("/config", "expert_bias", 1);
+  expect_rejected(generated, "/layers/0/weights: missing: expert_bias = 1 needs stored weights");
+  const std::string no_b1 = valid("bias_no_b1");
+  Rw(no_b1).set_int("/config", "expert_bias", 1);
+  expect_rejected(no_b1, "/layers/0/weights/b1: missing dataset");
+  const std::string no_shared = valid("gate_no_shared");
+  Rw(no_shared).set_int("/config", "shared_expert_gate", 1);
+  expect_rejected(no_shared, "/config: attribute 'shared_expert_gate' = 1 needs num_shared_experts > 0");
+  GenOptions o = small();  // float32 weights, so replaced datasets keep the weight dtype
+  o.weight_dtype = DType::f32;
+  o.store_weights = true;
+  const std::string bad_b2 = tmp("malformed_bias_b2_shape.h5");
+  write_trace(generate(o), bad_b2);
+  {
+    Rw f(bad_b2);
+    f.set_int("/config", "expert_bias", 1);
+    f.replace("/layers/0/weights/b1", {8, 16}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+    f.replace("/layers/0/weights/b2", {8, 8}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+  }
+  expect_rejected(bad_b2, "/layers/0/weights/b2: shape [8, 8], expected [8, 16]");
 }
 
 TEST_CASE("duplicate ids within a row are a warning, not an error") {

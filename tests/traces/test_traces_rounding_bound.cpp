@@ -125,3 +125,25 @@ TEST_CASE("the verdict sentence: how much of the bound the worst element used, o
   CHECK(Budget(config(), {Numerics::fp32, 0}, {Numerics::fp8, 0}).label() == "the fp8 rounding bound");
   CHECK(Budget(config(), {Numerics::exact, 0}, {Numerics::exact, 0}).label() == "the exact rounding bound");
 }
+
+TEST_CASE("schema v2's families: biases and the shared gate add their steps; folded weights get no scaling") {
+  TraceConfig c = config();
+  const double base = Budget(c, {Numerics::bf16, 0}, {Numerics::bf16, 0}).expert();
+  c.expert_bias = true;  // one add after each GEMM, on both sides
+  CHECK(Budget(c, {Numerics::bf16, 0}, {Numerics::bf16, 0}).expert() == doctest::Approx(base + 4 * u).epsilon(1e-12));
+  // DeepSeek-V3: weights that hold 2.5 give the bounds of factor 1 (combine applies none).
+  TraceConfig folded = config(), one = config();
+  folded.num_shared_experts = one.num_shared_experts = 1;
+  folded.routed_scaling_factor = 2.5;
+  folded.topk_weights_include_scaling = true;
+  const double y[2 * 64] = {1.0, -0.5, 0.25}, final_ref[64] = {3.0, 1.0};
+  const float w[2] = {1.25f, 1.25f};  // 0.5 each, times 2.5
+  double got[64], want[64];
+  Budget(folded, {Numerics::bf16, 0}, {Numerics::bf16, 0}).token(y, w, final_ref, got);
+  Budget(one, {Numerics::bf16, 0}, {Numerics::bf16, 0}).token(y, w, final_ref, want);
+  for (int j = 0; j < 64; ++j) CHECK(got[j] == want[j]);
+  TraceConfig twice = folded;  // the factor applied again would widen the bound
+  twice.topk_weights_include_scaling = false;
+  Budget(twice, {Numerics::bf16, 0}, {Numerics::bf16, 0}).token(y, w, final_ref, want);
+  CHECK(want[0] > got[0]);
+}

@@ -54,7 +54,8 @@ int run_gen(const std::vector<std::string>& args) {
       ("tokens-max", po::value(&o.tokens_max)->default_value(0),
        "when above --tokens, each rank's count is uniform in [tokens, tokens-max]")
       ("activation", po::value(&activation)->default_value(activation),
-       "silu_and_mul, gelu_and_mul, gelu_tanh_and_mul, silu, gelu, gelu_tanh")
+       "silu_and_mul, gelu_and_mul, gelu_tanh_and_mul, swiglu_oai_and_mul (GPT-OSS: alpha 1.702, limit 7), silu, gelu, "
+       "gelu_tanh")
       ("token-dtype", po::value(&token_dtype)->default_value(token_dtype), "fp32, bf16, fp8 (e4m3fn), fp8_fnuz")
       ("weight-dtype", po::value(&weight_dtype)->default_value(weight_dtype), "fp32 or bf16")
       ("scale-block", po::value(&o.scale_block)->default_value(o.scale_block), "fp8 tokens: elements per scale")

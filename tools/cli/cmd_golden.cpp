@@ -46,7 +46,7 @@ int run_golden(const std::vector<std::string>& args) {
   std::string command = "moesim golden";
   for (const auto& a : args) command += " " + a;
   const std::string out = vm["output"].as<std::string>();
-  write_golden(out, trace, outputs, ro.numerics, command, backend ? backend->name() : "cpu");
+  write_golden(out, trace, outputs, ro.numerics, command, backend ? backend->name() : "cpu", ro.fp8_format);
   if (backend) std::cout << backend->profile() << "\n";
   std::cout << out << ": golden outputs (" << name(ro.numerics) << ", " << (backend ? backend->name() : "cpu") << ") for " << outputs.size() << " layer(s), "
             << trace.config.num_ranks << " rank(s)\n";

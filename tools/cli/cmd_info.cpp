@@ -11,6 +11,15 @@
 namespace moesim::cli {
 namespace {
 
+// A real number as the shortest text that reads back to it.
+std::string fmt_number(double v) {
+  std::ostringstream o;
+  o << std::setprecision(17) << v;
+  std::ostringstream s;
+  s << v;
+  return std::stod(s.str()) == v ? s.str() : o.str();
+}
+
 std::string spec_text(const GeneratorSpec& s) {
   std::ostringstream o;
   o << "seed " << s.seed << ", " << s.distribution << ", scale " << s.scale;
@@ -33,17 +42,24 @@ int run_info(const std::vector<std::string>& args) {
   const auto [fewest, most] = std::minmax_element(per_rank.begin(), per_rank.end());
   const std::string per_rank_text =
       *fewest == *most ? std::to_string(*most) : std::to_string(*fewest) + " to " + std::to_string(*most);
-  std::cout << t.path << ": moesim trace, schema v" << kSchemaVersion << "\n"
+  std::cout << t.path << ": moesim trace, schema v" << t.schema_version << "\n"
             << "  ranks " << c.num_ranks << ", experts " << c.num_experts << " (" << per_rank_text
             << " per rank, placement " << name(c.placement.kind) << "), top-" << c.top_k << "\n"
             << "  hidden " << c.hidden << ", intermediate " << c.intermediate << ", activation " << name(c.activation)
+            << (c.activation == Activation::swiglu_oai
+                    ? " (alpha " + fmt_number(c.swiglu_alpha) + ", limit " + fmt_number(c.swiglu_limit) + ")"
+                    : std::string())
             << "\n  tokens " << name(c.token_dtype) << ", weights " << name(c.weight_dtype)
             << (t.layers.empty() || t.layers[0].weights ? " (stored)" : " (generated from seed)") << "\n"
             << "  layers " << t.layers.size() << "\n";
   if (c.placement.kind == PlacementKind::eplb) std::cout << "  logical experts " << c.placement.num_logical << "\n";
   if (c.num_shared_experts > 0)
-    std::cout << "  shared experts " << c.num_shared_experts << " (intermediate " << c.shared_intermediate << ")\n";
-  if (c.routed_scaling_factor != 1.0) std::cout << "  routed scaling factor " << c.routed_scaling_factor << "\n";
+    std::cout << "  shared experts " << c.num_shared_experts << " (intermediate " << c.shared_intermediate
+              << (c.shared_expert_gate ? ", gated per token by sigmoid(x . shared_gate)" : "") << ")\n";
+  if (c.expert_bias) std::cout << "  expert biases after both projections\n";
+  if (c.routed_scaling_factor != 1.0)
+    std::cout << "  routed scaling factor " << c.routed_scaling_factor
+              << (c.topk_weights_include_scaling ? " (already in topk_weights)" : "") << "\n";
   if (!c.library.empty()) std::cout << "  captured from " << c.library << " " << c.library_version << "\n";
   if (!t.layers.empty() && !t.layers[0].weights) std::cout << "  weight generator: " << spec_text(t.weight_spec) << "\n";
   if (t.x_spec) std::cout << "  x generator: " << spec_text(*t.x_spec) << "\n";

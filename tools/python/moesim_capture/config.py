@@ -7,7 +7,8 @@ import numpy as np
 from .errors import CaptureError
 from .tensors import dtype_name
 
-ACTIVATIONS = ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "silu", "gelu", "gelu_tanh")
+ACTIVATIONS = ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "swiglu_oai_and_mul", "silu", "gelu",
+               "gelu_tanh")
 TOKEN_DTYPES = ("float32", "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz")
 WEIGHT_DTYPES = ("float32", "bfloat16")
 PLACEMENTS = ("contiguous", "explicit", "eplb")
@@ -37,6 +38,12 @@ class TraceConfig:
     num_logical: int = 0                # L; 0 means E (contiguous) or max(physical_to_logical) + 1
     mori: dict = None                   # max_num_inp_token_per_rank, max_total_recv_tokens, kernel_type, gpus_per_node
     library_settings: dict = field(default_factory=dict)
+    # schema v2's model families (traces/SCHEMA.md)
+    topk_weights_include_scaling: bool = False  # topk_weights already hold routed_scaling_factor
+    expert_bias: bool = False                   # add_weights takes b1, b2 (and shared_b1, shared_b2)
+    shared_expert_gate: bool = False            # add_weights takes shared_gate [H]
+    swiglu_alpha: float = 1.702                 # swiglu_oai_and_mul only
+    swiglu_limit: float = 7.0
 
     @property
     def gated(self):
@@ -62,7 +69,8 @@ class TraceConfig:
         """A normalized copy (dtype aliases resolved, arrays as int32), or CaptureError."""
         c = TraceConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__})
         c.token_dtype, c.weight_dtype = dtype_name(c.token_dtype), dtype_name(c.weight_dtype)
-        c.router_weight_on_input = bool(c.router_weight_on_input)
+        for flag in ("router_weight_on_input", "topk_weights_include_scaling", "expert_bias", "shared_expert_gate"):
+            setattr(c, flag, bool(getattr(c, flag)))
 
         def rng(name, lo, hi):
             v = getattr(c, name)
@@ -89,6 +97,13 @@ class TraceConfig:
         if not 0.0 <= c.routed_scaling_factor <= 1000.0:
             raise CaptureError(f"{where}: attribute 'routed_scaling_factor' = {c.routed_scaling_factor} out of range "
                                "[0, 1000]")
+        if c.shared_expert_gate and c.num_shared_experts == 0:
+            raise CaptureError(f"{where}: attribute 'shared_expert_gate' = 1 needs num_shared_experts > 0")
+        for name, hi in (("swiglu_alpha", 1000.0), ("swiglu_limit", 1e6)):
+            v = float(getattr(c, name))
+            if not 0.0 < v <= hi:
+                raise CaptureError(f"{where}: attribute '{name}' = {v} out of range (0, {hi:g}]")
+            setattr(c, name, v)
         for s in (c.library, c.library_version, *c.library_settings.keys(), *c.library_settings.values()):
             if not isinstance(s, str) or not s.isascii() or "\0" in s:
                 raise CaptureError(f"{where}: {s!r} is not a plain ASCII string")

@@ -17,17 +17,25 @@ What is read, per block (transformers 5.x, src/transformers/models/<family>/mode
   there, applied to the input (router_weight_on_input);
 - shared experts: `block.shared_experts` / `block.shared_expert` (gate_proj, up_proj, down_proj).
 
-Routed scaling: DeepSeek-V2/V3 and GLM4-MoE routers multiply the weights by
-routed_scaling_factor before the experts see them, so the stored weights include it and the
-trace's routed_scaling_factor is 1 (the factor is recorded in library_settings
-hf_weights_include_routed_scaling). A family that scales the routed sum instead is detected by the
-self-check below and gets the factor in the config.
+- expert biases `gate_up_proj_bias` [E, 2I] and `down_proj_bias` [E, H] (GPT-OSS), laid out as
+  the weights' rows; a shared expert's Linear biases;
+- a gate function of the experts' own (`experts._apply_gate`, which transformers 5 gives every
+  fused experts class): it is probed on a fixed row under both gate/up layouts (concatenated,
+  interleaved) against act(gate) * up and, where the experts have `alpha` and `limit`, GPT-OSS's
+  clamped SwiGLU (swiglu_oai_and_mul); the one that matches gives the activation and the layout;
+- Qwen2-MoE's and Qwen3-Next's `block.shared_expert_gate` (Linear(H, 1)): its weight row is the
+  trace's shared_gate.
+
+Routed scaling: DeepSeek-V2/V3, dots1, GLM4-MoE and LFM2 routers multiply the weights by
+routed_scaling_factor before the experts see them, so the stored weights include it: the trace
+records the factor with topk_weights_include_scaling = 1. A family that scales the routed sum
+instead is detected by the self-check below and gets the factor with
+topk_weights_include_scaling = 0.
 
 Every capture is checked before it is written: the block's output must equal what moesim computes
 from the captured input, routing and weights (float64 here, relative L2 error under 1e-4 for
-float32 blocks, 2e-2 otherwise). A block computing something schema v1 cannot express is refused
-with a message naming the feature, before or at this check (issue 9 lists them: Qwen2-MoE's and
-Qwen3-Next's per-token shared-expert gate, GPT-OSS's expert biases and clamped SwiGLU)."""
+float32 blocks, 2e-2 otherwise). A block computing something the schema cannot express is
+refused with a message naming the feature, before or at this check."""
 import inspect
 
 import numpy as np
@@ -67,22 +75,19 @@ def activation_name(act, where):
 
 
 def _refuse_unsupported(block, name):
-    """Refusals that need no forward pass: the features schema v1 lacks (issue 9)."""
+    """Refusals that need no forward pass."""
     cls = type(block).__name__
-    if getattr(block, "shared_expert_gate", None) is not None:
-        raise CaptureError(f"{name} ({cls}): per-token shared-expert gate (sigmoid(x @ shared_expert_gate) scales the "
-                           f"shared expert): schema v1 cannot express it (issue 9)")
+    gate = getattr(block, "shared_expert_gate", None)
+    if gate is not None:
+        torch = _torch()
+        if not isinstance(gate, torch.nn.Linear) or gate.out_features != 1:
+            raise CaptureError(f"{name} ({cls}): shared_expert_gate {type(gate).__name__} is not a Linear(hidden, 1)")
+        if gate.bias is not None:
+            raise CaptureError(f"{name} ({cls}): shared_expert_gate has a bias: moesim's shared-expert gate has none")
     ex = getattr(block, "experts", None)
     if ex is None or isinstance(ex, _torch().nn.ModuleList):
         raise CaptureError(f"{name} ({cls}): experts kept as a per-expert ModuleList (transformers 4.x layout): "
                            f"capture needs transformers 5's fused experts (gate_up_proj, down_proj)")
-    # GPT-OSS has both biases and a gate function of its own: name the second one too.
-    gate = " (and a gated activation of its own, _apply_gate)" if hasattr(ex, "_apply_gate") else ""
-    for b in ("gate_up_proj_bias", "down_proj_bias", "gate_up_bias", "down_bias"):
-        if getattr(ex, b, None) is not None:
-            raise CaptureError(f"{name} ({cls}): expert biases ({b}){gate}: schema v1 has no expert biases (issue 9)")
-    if getattr(ex, "has_bias", False):
-        raise CaptureError(f"{name} ({cls}): expert biases{gate}: schema v1 has no expert biases (issue 9)")
     if not hasattr(ex, "gate_up_proj") or not hasattr(ex, "down_proj"):
         raise CaptureError(f"{name} ({cls}): experts module {type(ex).__name__} has no gate_up_proj/down_proj")
     if getattr(ex, "has_gate", True) is False:
@@ -257,7 +262,9 @@ class MoECapture:
                     a, b = bounds[r], bounds[r + 1]
                     w.add_rank(li, r, l["x"][a:b], l["ids"][a:b], l["weights"][a:b].to(torch.float32))
                     w.add_captured(li, r, final_out=l["out"][a:b])
-                w.add_weights(li, l["w1"], l["w2"], l.get("shared_w1"), l.get("shared_w2"))
+                w.add_weights(li, l["w1"], l["w2"], l.get("shared_w1"), l.get("shared_w2"), b1=l.get("b1"),
+                              b2=l.get("b2"), shared_b1=l.get("shared_b1"), shared_b2=l.get("shared_b2"),
+                              shared_gate=l.get("shared_gate"))
         return path
 
 
@@ -292,30 +299,102 @@ def _expert_weights(block, name, H, pre_weighted):
     if h != H or rows % 2 or dn.shape != (E, H, rows // 2):
         raise CaptureError(f"{name}: expert weights gate_up {list(gu.shape)}, down {list(dn.shape)} do not fit hidden "
                            f"{H}")
-    if getattr(ex, "is_concatenated", True) is False:
-        gu = torch.cat([gu[:, 0::2], gu[:, 1::2]], dim=1)   # interleaved gate/up rows -> gate block, up block
-    return gu.contiguous(), dn.contiguous()
+    b1 = _first_attr(ex, ("gate_up_proj_bias", "gate_up_bias"))
+    b2 = _first_attr(ex, ("down_proj_bias", "down_bias"))
+    if (b1 is None) != (b2 is None):
+        raise CaptureError(f"{name}: experts have a bias on one projection only")
+    if b1 is not None:
+        b1, b2 = b1.detach(), b2.detach()
+        if b1.shape != (E, rows) or b2.shape != (E, H):
+            raise CaptureError(f"{name}: expert biases {list(b1.shape)}, {list(b2.shape)}, expected [{E}, {rows}], "
+                               f"[{E}, {H}]")
+    act, interleaved = _gate_function(ex, name, rows // 2)
+    if interleaved:   # interleaved gate/up rows -> gate block, up block
+        gu = torch.cat([gu[:, 0::2], gu[:, 1::2]], dim=1)
+        if b1 is not None:
+            b1 = torch.cat([b1[:, 0::2], b1[:, 1::2]], dim=1)
+    biases = None if b1 is None else (b1.contiguous(), b2.contiguous())
+    return gu.contiguous(), dn.contiguous(), biases, act
+
+
+def _first_attr(obj, names):
+    for n in names:
+        v = getattr(obj, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _swiglu_oai(g, u, alpha, limit):
+    g = g.clamp(max=limit)
+    u = u.clamp(min=-limit, max=limit)
+    return (u + 1) * (g * _torch().sigmoid(g * alpha))
+
+
+_ACT_FNS = {"silu": lambda v: _torch().nn.functional.silu(v), "gelu": lambda v: _torch().nn.functional.gelu(v),
+            "gelu_tanh": lambda v: _torch().nn.functional.gelu(v, approximate="tanh")}
+
+
+def _gate_function(ex, name, I):
+    """(activation, interleaved): moesim's gated activation and whether gate and up rows alternate.
+    Without _apply_gate: act_fn and `is_concatenated`. With it: the candidate that reproduces
+    _apply_gate on a fixed probe row under one of the two layouts."""
+    torch = _torch()
+    act_fn = getattr(ex, "act_fn", None)
+    act = activation_name(act_fn, name) if act_fn is not None else None
+    apply_gate = getattr(ex, "_apply_gate", None)
+    if apply_gate is None:
+        if act is None:
+            raise CaptureError(f"{name}: experts {type(ex).__name__} have neither act_fn nor _apply_gate")
+        return (act + "_and_mul", {}), getattr(ex, "is_concatenated", True) is False
+    candidates = []
+    if act is not None:
+        candidates.append((act + "_and_mul", lambda g, u: _ACT_FNS[act](g) * u, {}))
+    alpha, limit = getattr(ex, "alpha", None), getattr(ex, "limit", None)
+    if isinstance(alpha, (int, float)) and isinstance(limit, (int, float)):
+        candidates.append(("swiglu_oai_and_mul", lambda g, u: _swiglu_oai(g, u, alpha, limit),
+                           dict(swiglu_alpha=float(alpha), swiglu_limit=float(limit))))
+    # Values on both sides of every clamp a gate function might have, gate and up values unalike.
+    gen = torch.Generator().manual_seed(9)
+    probe = (torch.randn(3, 2 * I, generator=gen, dtype=torch.float64) * 6).to(torch.float32)
+    with torch.no_grad():   # on the experts' device, in case _apply_gate uses tensors of its own
+        got = apply_gate(probe.to(ex.gate_up_proj.device)).to(device="cpu", dtype=torch.float64)
+    layouts = (("concatenated", probe[:, :I], probe[:, I:]), ("interleaved", probe[:, 0::2], probe[:, 1::2]))
+    for act_name, fn, params in candidates:
+        for layout, g, u in layouts:
+            want = fn(g.to(torch.float64), u.to(torch.float64))
+            if got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+                return (act_name, params), layout == "interleaved"
+    raise CaptureError(f"{name}: {type(ex).__name__}._apply_gate is a gated activation moesim does not have (neither "
+                       f"{', '.join(c[0] for c in candidates) or 'act_fn(gate) * up'} in either gate/up layout)")
 
 
 def _shared(block, name, act):
+    """(w1 [1, 2Is, H], w2 [1, H, Is], biases (b1 [1, 2Is], b2 [1, H]) or None), or None."""
     sh = getattr(block, "shared_experts", None)
     if sh is None:
         sh = getattr(block, "shared_expert", None)
     if sh is None:
         return None
     torch = _torch()
+    lins = []
     for p in ("gate_proj", "up_proj", "down_proj"):
         lin = getattr(sh, p, None)
         if not isinstance(lin, torch.nn.Linear):
             raise CaptureError(f"{name}: shared expert {type(sh).__name__} has no Linear {p}")
-        if lin.bias is not None:
-            raise CaptureError(f"{name}: shared expert {p} has a bias: schema v1 has no expert biases (issue 9)")
+        lins.append(lin)
     sact = getattr(sh, "act_fn", None) or getattr(sh, "activation_fn", None)
-    if sact is not None and activation_name(sact, name + " shared expert") != act:
-        raise CaptureError(f"{name}: the shared expert's activation differs from the routed experts' (schema v1 has "
+    if sact is not None and activation_name(sact, name + " shared expert") + "_and_mul" != act:
+        raise CaptureError(f"{name}: the shared expert's activation differs from the routed experts' (a trace has "
                            "one)")
-    w1 = torch.cat([sh.gate_proj.weight.detach(), sh.up_proj.weight.detach()], dim=0)[None]
-    return w1.contiguous(), sh.down_proj.weight.detach()[None].contiguous()
+    gate, up, down = lins
+    w1 = torch.cat([gate.weight.detach(), up.weight.detach()], dim=0)[None]
+    biases = None
+    if any(l.bias is not None for l in lins):
+        z = lambda l, n: l.bias.detach() if l.bias is not None else torch.zeros(n, dtype=l.weight.dtype, device=l.weight.device)
+        biases = (torch.cat([z(gate, gate.out_features), z(up, up.out_features)])[None].contiguous(),
+                  z(down, down.out_features)[None].contiguous())
+    return w1.contiguous(), down.weight.detach()[None].contiguous(), biases
 
 
 def _routing(block, call, name, E):
@@ -339,7 +418,7 @@ def _routing(block, call, name, E):
         w = w.gather(1, ids)     # DeepSeek-V2 style dense [T, E] weights
     if not torch.equal(call.experts_in.reshape(T, -1), call.x.reshape(T, -1)):
         raise CaptureError(f"{name}: the experts see a different input than the block (a scaling before the experts "
-                           f"that schema v1 cannot express)")
+                           f"that a trace cannot express)")
     return ids, w, False
 
 
@@ -350,61 +429,79 @@ def _layer(name, block, call, verify, pre_weighted):
     out = call.out.reshape(-1, H)
     if out.shape != x.shape:
         raise CaptureError(f"{name}: block output {list(call.out.shape)} does not match its input {list(call.x.shape)}")
-    w1, w2 = _expert_weights(block, name, H, pre_weighted)
+    w1, w2, biases, (act, act_params) = _expert_weights(block, name, H, pre_weighted)
     E, I = w1.shape[0], w1.shape[1] // 2
-    act = activation_name(block.experts.act_fn, name)
     shared = _shared(block, name, act)
+    if shared is not None and act == "swiglu_oai_and_mul":
+        raise CaptureError(f"{name}: a shared expert with the routed experts' clamped SwiGLU: its MLP computes "
+                           "act(gate) * up, and a trace has one activation")
     ids, weights, on_input = _routing(block, call, name, E)
     token_dtype = _dtype(x, "token", name, ("float32", "bfloat16"))
     weight_dtype = _dtype(w1, "weight", name, ("float32", "bfloat16"))
     weights = weights.to(torch.float32)
-    cfg = dict(num_experts=E, top_k=ids.shape[1], hidden=H, intermediate=I, activation=act + "_and_mul",
+    has_bias = biases is not None or (shared is not None and shared[2] is not None)
+    gate = getattr(block, "shared_expert_gate", None)
+    if gate is not None and shared is None:
+        raise CaptureError(f"{name}: shared_expert_gate without a shared expert")
+    cfg = dict(num_experts=E, top_k=ids.shape[1], hidden=H, intermediate=I, activation=act,
                token_dtype=token_dtype, weight_dtype=weight_dtype, num_shared_experts=0 if shared is None else 1,
                shared_intermediate=0 if shared is None else shared[1].shape[2], routed_scaling_factor=1.0,
-               router_weight_on_input=on_input, library="", library_version="")
+               router_weight_on_input=on_input, library="", library_version="", expert_bias=has_bias,
+               shared_expert_gate=gate is not None, topk_weights_include_scaling=False, **act_params)
     factor = float(getattr(getattr(block, "config", None), "routed_scaling_factor", None) or
                    getattr(getattr(block, "gate", None), "routed_scaling_factor", None) or 1.0)
-    settings = {"hf_block": type(block).__name__}
     layer = dict(name=name, x=x, ids=ids.to(torch.int32), weights=weights, out=out, w1=w1, w2=w2, config=cfg)
+    if has_bias:   # a side without biases gets zeros (adding 0 changes no value)
+        layer["b1"], layer["b2"] = biases if biases is not None else (w1.new_zeros(E, 2 * I), w1.new_zeros(E, H))
     if shared is not None:
-        layer["shared_w1"], layer["shared_w2"] = shared
+        layer["shared_w1"], layer["shared_w2"] = shared[0], shared[1]
+        if has_bias:
+            Is = shared[1].shape[2]
+            layer["shared_b1"], layer["shared_b2"] = shared[2] if shared[2] is not None else (
+                w1.new_zeros(1, 2 * Is), w1.new_zeros(1, H))
+    if gate is not None:
+        layer["shared_gate"] = gate.weight.detach().reshape(-1).contiguous()
+    if factor != 1.0:   # folded into the weights (DeepSeek-V3's router) unless the check says otherwise
+        cfg["routed_scaling_factor"], cfg["topk_weights_include_scaling"] = factor, True
     if verify:
-        err = _self_check(layer, act, 1.0)
+        err = _self_check(layer)
         tol = 1e-4 if token_dtype == weight_dtype == "float32" else 2e-2
-        if err > tol and factor != 1.0 and _self_check(layer, act, factor) <= tol:
-            cfg["routed_scaling_factor"] = factor
-        elif err > tol:
-            # A gate function of its own is the likely cause (GPT-OSS's clamped SwiGLU); transformers
-            # may give every experts class one, so it is named here, not refused up front.
-            why = (f"a custom gated activation ({type(block.experts).__name__}._apply_gate, e.g. GPT-OSS's clamped "
-                   f"SwiGLU, issue 9)" if hasattr(block.experts, "_apply_gate") else "something")
+        if err > tol and factor != 1.0:
+            cfg["topk_weights_include_scaling"] = False   # the block scales the routed sum instead
+            if _self_check(layer) > tol:
+                cfg["topk_weights_include_scaling"] = True
+        if _self_check(layer) > tol:
             raise CaptureError(f"{name} ({type(block).__name__}): its output differs from moesim's MoE formula on the "
-                               f"captured routing and weights (relative L2 error {err:.3g}): the block computes {why} "
-                               f"schema v1 cannot express")
-    if factor != 1.0 and cfg["routed_scaling_factor"] == 1.0:
-        settings["hf_weights_include_routed_scaling"] = repr(factor)
-    cfg["library_settings"] = settings
+                               f"captured routing and weights (relative L2 error {err:.3g}): the block computes "
+                               f"something a trace cannot express")
+    cfg["library_settings"] = {"hf_block": type(block).__name__}
     return layer
 
 
-def _ffn(x, w1, w2, act):
-    torch = _torch()
-    F = torch.nn.functional
+def _ffn(x, w1, w2, act, b1=None, b2=None, alpha=1.702, limit=7.0):
     I = w1.shape[0] // 2
-    g = x @ w1[:I].T
-    u = x @ w1[I:].T
-    a = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh")}[act](g)
-    return (a * u) @ w2.T
+    gu = x @ w1.T
+    if b1 is not None:
+        gu = gu + b1
+    g, u = gu[:, :I], gu[:, I:]
+    h = _swiglu_oai(g, u, alpha, limit) if act == "swiglu_oai_and_mul" else _ACT_FNS[act[:-8]](g) * u
+    y = h @ w2.T
+    return y + b2 if b2 is not None else y
 
 
-def reference_output(layer, act, scale=1.0):
+def reference_output(layer):
     """What moesim computes for a captured layer, in float64 torch (the hook's self-check)."""
     torch = _torch()
     d = torch.float64
+    c = layer["config"]
+    act = c["activation"]
+    params = dict(alpha=c.get("swiglu_alpha", 1.702), limit=c.get("swiglu_limit", 7.0))
     x = layer["x"].to(d)
     ids, w = layer["ids"].long(), layer["weights"].to(d)
     w1, w2 = layer["w1"].to(d), layer["w2"].to(d)
-    on_input = layer["config"]["router_weight_on_input"]
+    b1 = layer["b1"].to(d) if "b1" in layer else None
+    b2 = layer["b2"].to(d) if "b2" in layer else None
+    on_input = c["router_weight_on_input"]
     y = torch.zeros_like(x)
     for k in range(ids.shape[1]):
         for e in torch.unique(ids[:, k]).tolist():
@@ -412,15 +509,22 @@ def reference_output(layer, act, scale=1.0):
                 continue
             rows = (ids[:, k] == e).nonzero().reshape(-1)
             wk = w[rows, k, None]
-            y[rows] += _ffn(x[rows] * wk, w1[e], w2[e], act) if on_input else wk * _ffn(x[rows], w1[e], w2[e], act)
-    y = y * scale
+            bb = dict(b1=None if b1 is None else b1[e], b2=None if b2 is None else b2[e], **params)
+            y[rows] += (_ffn(x[rows] * wk, w1[e], w2[e], act, **bb) if on_input
+                        else wk * _ffn(x[rows], w1[e], w2[e], act, **bb))
+    if not c["topk_weights_include_scaling"]:
+        y = y * c["routed_scaling_factor"]
     if "shared_w1" in layer:
-        y = y + _ffn(x, layer["shared_w1"][0].to(d), layer["shared_w2"][0].to(d), act)
+        sb = dict(b1=layer["shared_b1"][0].to(d), b2=layer["shared_b2"][0].to(d)) if "shared_b1" in layer else {}
+        s = _ffn(x, layer["shared_w1"][0].to(d), layer["shared_w2"][0].to(d), act, **sb, **params)
+        if "shared_gate" in layer:
+            s = torch.sigmoid(x @ layer["shared_gate"].to(d))[:, None] * s
+        y = y + s
     return y
 
 
-def _self_check(layer, act, scale):
+def _self_check(layer):
     torch = _torch()
-    ref = reference_output(layer, act, scale)
+    ref = reference_output(layer)
     got = layer["out"].to(torch.float64)
     return float(torch.linalg.norm(got - ref) / max(float(torch.linalg.norm(ref)), 1e-30))

@@ -14,6 +14,7 @@ from .writer import PART_FORMAT, TraceWriter
 _CONFIG_KEYS = ("num_ranks", "num_experts", "top_k", "hidden", "intermediate", "activation", "token_dtype",
                 "weight_dtype", "scale_block", "num_shared_experts", "shared_intermediate", "routed_scaling_factor",
                 "router_weight_on_input", "library", "library_version")
+_FAMILY_KEYS = ("topk_weights_include_scaling", "expert_bias", "shared_expert_gate", "swiglu_alpha", "swiglu_limit")
 
 
 def _value(v):
@@ -30,6 +31,7 @@ def read_config(f, path):
     g = f["config"]
     kw = {k: _value(g.attrs[k]) for k in _CONFIG_KEYS}
     kw["router_weight_on_input"] = bool(kw["router_weight_on_input"])
+    kw.update({k: _value(g.attrs[k]) for k in _FAMILY_KEYS if k in g.attrs})  # schema v2
     p = g["placement"]
     kw["placement"] = text(p.attrs["kind"])
     kw["num_logical"] = int(p.attrs["num_logical"])
@@ -151,10 +153,14 @@ def _copy_weights(w, f, p, l):
             end = e
             while end < len(m1) and m1[end]:
                 end += 1
-            w.add_weights(l, _slice(g["w1"], e, end), _slice(g["w2"], e, end), first_expert=e)
+            biases = {k: _slice(g[k], e, end) for k in ("b1", "b2") if k in g}
+            w.add_weights(l, _slice(g["w1"], e, end), _slice(g["w2"], e, end), first_expert=e, **biases)
             e = end
     if "shared_w1" in g:
-        w.add_weights(l, shared_w1=_tensor(g["shared_w1"]), shared_w2=_tensor(g["shared_w2"]))
+        biases = {k: _tensor(g[k]) for k in ("shared_b1", "shared_b2") if k in g}
+        w.add_weights(l, shared_w1=_tensor(g["shared_w1"]), shared_w2=_tensor(g["shared_w2"]), **biases)
+    if "shared_gate" in g:
+        w.add_weights(l, shared_gate=_tensor(g["shared_gate"]))
 
 
 def _slice(ds, a, b):

@@ -20,6 +20,7 @@ PART_FORMAT = "moesim-trace-part"
 ENCODINGS = ("flat", "legacy", "pair")
 MAX_TOKENS = 2 ** 24
 MAX_ROWS = 2 ** 30
+SCHEMA_VERSION = 2
 
 
 class TraceWriter:
@@ -100,14 +101,31 @@ class TraceWriter:
         write_dataset(grp, "topk_weights", w, "token,slot")
         self.tokens[(layer, rank)] = T
 
-    def add_weights(self, layer, w1=None, w2=None, shared_w1=None, shared_w2=None, first_expert=0):
+    def add_weights(self, layer, w1=None, w2=None, shared_w1=None, shared_w2=None, first_expert=0, b1=None, b2=None,
+                    shared_b1=None, shared_b2=None, shared_gate=None):
         """Expert weights in moesim's layout: w1 [n, 2I (gated: gate rows then up rows) or I, H],
         w2 [n, H, I] for logical experts [first_expert, first_expert + n) (a rank may write only
-        its own experts); shared_w1 [S, 2Is or Is, H], shared_w2 [S, H, Is], all of them."""
+        its own experts); shared_w1 [S, 2Is or Is, H], shared_w2 [S, H, Is], all of them.
+        expert_bias: b1 [n, 2I or I] (gate then up, as w1's rows) and b2 [n, H] with w1/w2,
+        shared_b1 [S, 2Is or Is] and shared_b2 [S, H] with the shared ones. shared_expert_gate:
+        shared_gate [H], the vector x . shared_gate is taken with."""
         c = self.config
         base = f"{self._layer_path(layer)}/weights"
         L = c.num_logical
         todo = []
+        for name, v, pair in (("b1", b1, w1), ("b2", b2, w1), ("shared_b1", shared_b1, shared_w1),
+                              ("shared_b2", shared_b2, shared_w1)):
+            if v is not None and not c.expert_bias:
+                raise CaptureError(f"{self.path}: {base}/{name}: given, but expert_bias is 0")
+            if c.expert_bias and (v is None) != (pair is None):
+                raise CaptureError(f"{self.path}: {base}/{name}: expert_bias is 1: biases go with their weights")
+        if shared_gate is not None:
+            if not c.shared_expert_gate:
+                raise CaptureError(f"{self.path}: {base}/shared_gate: given, but shared_expert_gate is 0")
+            a, dname = store(shared_gate, [c.weight_dtype], f"{self.path}: {base}/shared_gate")
+            if a.shape != (c.hidden,):
+                raise CaptureError(f"{self.path}: {base}/shared_gate: shape {list(a.shape)}, expected [{c.hidden}]")
+            todo.append(("shared_gate", a[None], dname, 1, 0))   # one "expert": written once
         if (w1 is None) != (w2 is None):
             raise CaptureError(f"{self.path}: {base}: w1 and w2 go together")
         if w1 is not None:
@@ -124,6 +142,8 @@ class TraceWriter:
                 raise CaptureError(f"{self.path}: {base}/w1: experts [{first_expert}, {first_expert + n}) out of "
                                    f"range [0, {L})")
             todo += [("w1", a1, n1, L, first_expert), ("w2", a2, n2, L, first_expert)]
+            if c.expert_bias:
+                todo += self._biases(base, "b1", b1, "b2", b2, n, c.w1_rows, L, first_expert)
         if (shared_w1 is None) != (shared_w2 is None):
             raise CaptureError(f"{self.path}: {base}: shared_w1 and shared_w2 go together")
         if shared_w1 is not None:
@@ -139,6 +159,8 @@ class TraceWriter:
                 raise CaptureError(f"{self.path}: {base}/shared_w2: shape {list(s2.shape)}, expected [{S}, "
                                    f"{c.hidden}, {c.shared_intermediate}]")
             todo += [("shared_w1", s1, m1, S, 0), ("shared_w2", s2, m2, S, 0)]
+            if c.expert_bias:
+                todo += self._biases(base, "shared_b1", shared_b1, "shared_b2", shared_b2, S, c.shared_w1_rows, S, 0)
         for name, a, dname, total, first in todo:
             mask = self.written.get((layer, name))
             if mask is not None and mask[first:first + a.shape[0]].any():
@@ -146,11 +168,24 @@ class TraceWriter:
                 raise CaptureError(f"{self.path}: {base}/{name}: expert {e} written twice")
         grp = self._f.require_group(base)
         for name, a, dname, total, first in todo:
+            if name == "shared_gate":
+                write_dataset(grp, name, a[0], None, dname)   # no axes, like the other weights
+                self.written[(layer, name)] = np.ones(1, dtype=bool)
+                continue
             if name not in grp:
                 create_empty(grp, name, (total,) + a.shape[1:], a.dtype, dtype=dname)
                 self.written[(layer, name)] = np.zeros(total, dtype=bool)
             grp[name][first:first + a.shape[0]] = a
             self.written[(layer, name)][first:first + a.shape[0]] = True
+
+    def _biases(self, base, n1, v1, n2, v2, n, rows1, total, first):
+        c = self.config
+        a1, d1 = store(v1, [c.weight_dtype], f"{self.path}: {base}/{n1}")
+        a2, d2 = store(v2, [c.weight_dtype], f"{self.path}: {base}/{n2}")
+        for name, a, want in ((n1, a1, (n, rows1)), (n2, a2, (n, c.hidden))):
+            if a.shape != want:
+                raise CaptureError(f"{self.path}: {base}/{name}: shape {list(a.shape)}, expected {list(want)}")
+        return [(n1, a1, d1, total, first), (n2, a2, d2, total, first)]
 
     def add_captured(self, layer, rank, recv_x=None, recv_scales=None, recv_topk_ids=None, recv_weights=None,
                      src_token_pos=None, encoding="flat", total_recv=None, buffer_rows=None, expert_out=None,
@@ -297,14 +332,18 @@ class TraceWriter:
     def _write_head(self, command, seed, distribution, scale):
         c, f = self.config, self._f
         set_attr(f, "format", PART_FORMAT if self.part else TRACE_FORMAT)
-        set_attr(f, "schema_version", 1)
+        set_attr(f, "schema_version", SCHEMA_VERSION)
         set_attr(f, "moesim_version", "moesim_capture (python)")
         set_attr(f, "command", command)
         g = f.create_group("config")
         for k in ("num_ranks", "num_experts", "top_k", "hidden", "intermediate", "activation", "token_dtype",
                   "weight_dtype", "scale_block", "num_shared_experts", "shared_intermediate", "routed_scaling_factor",
-                  "router_weight_on_input", "library", "library_version"):
+                  "router_weight_on_input", "library", "library_version", "topk_weights_include_scaling",
+                  "expert_bias", "shared_expert_gate"):
             set_attr(g, k, getattr(c, k))
+        if c.activation == "swiglu_oai_and_mul":
+            set_attr(g, "swiglu_alpha", c.swiglu_alpha)
+            set_attr(g, "swiglu_limit", c.swiglu_limit)
         p = g.create_group("placement")
         set_attr(p, "kind", c.placement)
         set_attr(p, "num_logical", c.num_logical)
@@ -387,7 +426,7 @@ class TraceWriter:
             for r in self.ranks:
                 if (l, r) not in self.tokens:
                     raise CaptureError(f"{self.path}: /layers/{l}/ranks/{r}: never written (add_rank)")
-            for name in ("w1", "w2", "shared_w1", "shared_w2"):
+            for name in ("w1", "w2", "shared_w1", "shared_w2", "b1", "b2", "shared_b1", "shared_b2"):
                 mask = self.written.get((l, name))
                 if mask is not None and not self.part and not mask.all():
                     e = int(np.argmin(mask))
@@ -398,6 +437,10 @@ class TraceWriter:
                                    f"{c.num_shared_experts})")
             if shared and not routed and not self.part:
                 raise CaptureError(f"{self.path}: /layers/{l}/weights/w1: missing (shared weights were stored)")
+            for flag, what in (("expert_bias", "b1"), ("shared_expert_gate", "shared_gate")):
+                if getattr(c, flag) and not self.part and (l, what) not in self.written:
+                    raise CaptureError(f"{self.path}: /layers/{l}/weights/{what}: missing ({flag} = 1 needs stored "
+                                       "weights with it: add_weights)")
             if not self.part:
                 pairs = sum(self.tokens[(l, r)] for r in self.ranks) * c.top_k
                 for r in self.ranks:
