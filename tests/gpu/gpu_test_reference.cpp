@@ -97,7 +97,9 @@ TEST_CASE("generated traces: activations, dtypes, distributions, shared experts,
   }
 }
 
-TEST_CASE("a row outside the layer is refused with a message, not read") {
+namespace {
+// 2 ranks of 5 tokens, 4 experts, H 64, I 16: what the refusal tests need.
+GenOptions small_layer() {
   GenOptions g;
   g.num_ranks = 2;
   g.num_experts = 4;
@@ -105,7 +107,12 @@ TEST_CASE("a row outside the layer is refused with a message, not read") {
   g.hidden = 64;
   g.intermediate = 16;
   g.tokens_per_rank = 5;
-  const Trace t = generate(g);
+  return g;
+}
+}  // namespace
+
+TEST_CASE("a row outside the layer is refused with a message, not read") {
+  const Trace t = generate(small_layer());
   const WeightProvider weights(t);
   const auto gpu = gpu::make_gpu_backend(t, weights);
   const TokenRef rows[] = {{1, 4}, {1, 5}};  // rank 1 has tokens 0..4
@@ -121,14 +128,7 @@ TEST_CASE("a row outside the layer is refused with a message, not read") {
 }
 
 TEST_CASE("expert biases and swiglu_oai are refused on the GPU before any work, naming the feature") {
-  GenOptions g;
-  g.num_ranks = 2;
-  g.num_experts = 4;
-  g.top_k = 2;
-  g.hidden = 64;
-  g.intermediate = 16;
-  g.tokens_per_rank = 5;
-  Trace t = generate(g);
+  Trace t = generate(small_layer());
   t.path = "t.h5";
   t.config.activation = Activation::swiglu_oai;
   const WeightProvider weights(t);
