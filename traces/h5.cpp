@@ -1,5 +1,6 @@
 #include "h5.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 
 #include "contained.hpp"
 #include "error.hpp"
@@ -111,6 +113,45 @@ std::uint64_t DatasetInfo::elements() const {
 
 void File::fail(const std::string& obj, const std::string& what) const { throw Error(where(path_, obj) + what); }
 
+namespace {
+
+// Files this process wrote and committed, by device, inode, size and modification time. Re-reading
+// one (bisect re-reads its scratch runs at every step) needs no crash probe; any later change by
+// another process changes the stamp, and the file is probed again.
+struct Stamp {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  std::int64_t mtime_ns;
+  bool operator==(const Stamp&) const = default;
+};
+std::mutex written_lock;
+std::vector<Stamp> written;
+
+bool stamp_of(const std::string& path, Stamp& out) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  out = {st.st_dev, st.st_ino, st.st_size, std::int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+  return true;
+}
+
+void remember_written(const std::string& path) {
+  Stamp s;
+  if (!stamp_of(path, s)) return;
+  const std::lock_guard<std::mutex> hold(written_lock);
+  if (written.size() >= 4096) written.erase(written.begin());  // bounded: the oldest are probed again
+  written.push_back(s);
+}
+
+bool written_here(const std::string& path) {
+  Stamp s;
+  if (!stamp_of(path, s)) return false;
+  const std::lock_guard<std::mutex> hold(written_lock);
+  return std::find(written.begin(), written.end(), s) != written.end();
+}
+
+}  // namespace
+
 File File::open_read(const std::string& path) {
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);  // follows links: a link to a file is fine
@@ -120,9 +161,10 @@ File File::open_read(const std::string& path) {
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
   // Everything is read once in a child process first: where the library itself crashes on a
   // damaged file, the child dies and this process reports it as one line.
-  contained::run(path, [&](const contained::Progress& progress) {
-    open_unprobed(path).touch_all([&](const std::string& step) { progress.at(step); });
-  });
+  if (!written_here(path))
+    contained::run(path, [&](const contained::Progress& progress) {
+      open_unprobed(path).touch_all([&](const std::string& step) { progress.at(step); });
+    });
   File file = open_unprobed(path);
   file.check_structure();  // before any reader walks or reads it
   return file;
@@ -557,6 +599,7 @@ void AtomicOutput::commit() {
   std::filesystem::rename(tmp_, path_, ec);
   if (ec) throw Error(path_ + ": cannot rename output into place: " + ec.message());
   committed_ = true;
+  remember_written(path_);
   temp_files::drop(slot_);
 }
 
