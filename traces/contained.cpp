@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -14,11 +16,26 @@
 
 namespace moesim::contained {
 
-void Progress::at(const std::string& what) const {
-  const std::string line = what + "\n";
-  // A short or failed write only costs the name of the step in a crash message.
-  [[maybe_unused]] const ssize_t n = ::write(fd_, line.data(), line.size());
+namespace {
+
+// One message: its kind ('S' a step, 'F' a record), its length (4 bytes, little-endian), its bytes.
+void send(int fd, char kind, const std::string& what) {
+  std::string m(5, kind);
+  const auto n = static_cast<std::uint32_t>(what.size());
+  for (int i = 0; i < 4; ++i) m[static_cast<size_t>(1 + i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  m += what;
+  for (size_t done = 0; done < m.size();) {
+    const ssize_t w = ::write(fd, m.data() + done, m.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;  // the parent is gone
+    done += static_cast<size_t>(w);
+  }
 }
+
+}  // namespace
+
+void Progress::at(const std::string& what) const { send(fd_, 'S', what); }
+void Progress::found(const std::string& record) const { send(fd_, 'F', record); }
 
 // Present in sanitizer builds only: the hook a fuzzer uses to save the input of a dying process.
 extern "C" void __sanitizer_set_death_callback(void (*)()) __attribute__((weak));
@@ -45,7 +62,7 @@ std::string signal_name(int s) {
 
 }  // namespace
 
-void run(const std::string& file, const std::function<void(const Progress&)>& work, int stall_seconds) {
+std::vector<std::string> run(const std::string& file, const std::function<void(const Progress&)>& work, int stall_seconds) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(where(file) + "cannot start the checking process: " + std::strerror(errno));
   std::cout.flush();
@@ -63,6 +80,7 @@ void run(const std::string& file, const std::function<void(const Progress&)>& wo
   }
   ::close(fds[1]);
   std::string last, pending;
+  std::vector<std::string> records;
   bool stalled = false;
   for (;;) {
     pollfd p{fds[0], POLLIN, 0};
@@ -78,7 +96,18 @@ void run(const std::string& file, const std::function<void(const Progress&)>& wo
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // the child closed its end: it has finished or died
     pending.append(buf, static_cast<size_t>(n));
-    for (size_t nl; (nl = pending.find('\n')) != std::string::npos; pending.erase(0, nl + 1)) last = pending.substr(0, nl);
+    while (pending.size() >= 5) {
+      std::uint32_t len = 0;
+      for (int i = 0; i < 4; ++i) len |= std::uint32_t{static_cast<unsigned char>(pending[static_cast<size_t>(1 + i)])} << (8 * i);
+      if (pending.size() < 5 + std::size_t{len}) break;
+      std::string what = pending.substr(5, len);
+      if (pending[0] == 'S') {
+        last = std::move(what);
+      } else {
+        records.push_back(std::move(what));
+      }
+      pending.erase(0, 5 + std::size_t{len});
+    }
   }
   ::close(fds[0]);
   int status = 0;
@@ -93,6 +122,7 @@ void run(const std::string& file, const std::function<void(const Progress&)>& wo
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw Error(step + "the HDF5 library failed reading it (a memory error, exit " + std::to_string(WEXITSTATUS(status)) +
                 "): the file is damaged");
+  return records;
 }
 
 }  // namespace moesim::contained

@@ -161,11 +161,30 @@ File File::open_read(const std::string& path) {
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": cannot open: not an HDF5 file");
   // Everything is read once in a child process first: where the library itself crashes on a
   // damaged file, the child dies and this process reports it as one line.
-  if (!written_here(path))
-    contained::run(path, [&](const contained::Progress& progress) {
-      open_unprobed(path).touch_all([&](const std::string& step) { progress.at(step); });
+  std::shared_ptr<std::map<std::string, std::vector<std::string>>> listed;
+  if (!written_here(path)) {
+    const auto records = contained::run(path, [&](const contained::Progress& progress) {
+      open_unprobed(path).touch_all([&](const std::string& step) { progress.at(step); },
+                                    [&](const std::string& obj, const std::vector<std::string>& names) {
+                                      std::string r = obj;  // names hold no NUL: C strings in HDF5
+                                      for (const auto& n : names) r += '\0' + n;
+                                      progress.found(r);
+                                    });
     });
+    listed = std::make_shared<std::map<std::string, std::vector<std::string>>>();
+    for (const auto& r : records) {
+      std::vector<std::string> parts;
+      for (size_t at = 0;;) {
+        const size_t nul = r.find('\0', at);
+        parts.push_back(r.substr(at, nul == std::string::npos ? std::string::npos : nul - at));
+        if (nul == std::string::npos) break;
+        at = nul + 1;
+      }
+      (*listed)[parts[0]].assign(parts.begin() + 1, parts.end());
+    }
+  }
   File file = open_unprobed(path);
+  file.listed_ = std::move(listed);
   file.check_structure();  // before any reader walks or reads it
   return file;
 }
@@ -441,6 +460,13 @@ std::vector<std::string> File::attr_names(const std::string& obj) const {
   if (oi.num_attrs > kMaxAttributes) fail(obj, "absurd number of attributes (" + std::to_string(oi.num_attrs) + ")");
   // One iteration in name order: looking each name up by index rebuilds the index every time,
   // quadratic in the count (5000 attributes took 9 s to diff).
+  if (listed_) {
+    std::string key = obj.empty() || obj[0] != '/' ? "/" + obj : obj;
+    while (key.size() > 1 && key.back() == '/') key.pop_back();
+    const auto it = listed_->find(key);
+    if (it == listed_->end()) fail(obj, "cannot list attributes");  // the probe could not either
+    return it->second;
+  }
   std::vector<std::string> names;
   const auto collect = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
     static_cast<std::vector<std::string>*>(out)->emplace_back(name);

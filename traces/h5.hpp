@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,8 +61,10 @@ class File {
   // `visit` is called once for every object found, groups included, with its path.
   void check_structure(const std::function<void(const std::string&)>& visit = {}) const;
   // Reads every attribute and every dataset's data (in bounded blocks) once, saying the step
-  // before each through `at`: the probe run in a child process before the first real read.
-  void touch_all(const std::function<void(const std::string&)>& at) const;
+  // before each through `at` and handing each object's attribute names, listed before anything
+  // else read them, to `listed`: the probe run in a child process before the first real read.
+  void touch_all(const std::function<void(const std::string&)>& at,
+                 const std::function<void(const std::string& obj, const std::vector<std::string>& names)>& listed) const;
   DatasetInfo info(const std::string& ds) const;
 
   // Reads a whole dataset whose stored type is exactly T's (int32, float, uint16 ...).
@@ -102,6 +106,10 @@ class File {
   void check_storage(hid_t dataset, const std::string& ds, std::uint64_t bytes) const;
   std::string path_;
   Id file_;
+  // Attribute names by object path, as the probe listed them. HDF5 1.10 can crash listing a
+  // damaged header's attributes after reading some of them by name (the readers' order), and
+  // the same heap damage does not always crash the child: a probed file's names come from here.
+  std::shared_ptr<const std::map<std::string, std::vector<std::string>>> listed_;
 };
 
 // An output file written under a temporary name and renamed into place by commit(), so a

@@ -1,6 +1,7 @@
 // File::touch_all: every byte of metadata and data moesim could later read, read once, in the
 // order a crash would be easiest to name. Errors are ignored: the real read reports them.
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "error.hpp"
@@ -12,22 +13,34 @@ namespace {
 
 constexpr std::uint64_t kBlockBytes = std::uint64_t{64} << 20;  // the child's memory stays bounded
 
-void touch_attributes(hid_t object) {
-  const auto read_one = [](hid_t obj, const char* name, const H5A_info_t*, void*) -> herr_t {
-    Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-    if (a.get() < 0) return 0;
-    Id type(H5Aget_type(a.get()), H5Tclose), space(H5Aget_space(a.get()), H5Sclose);
-    if (type.get() < 0 || space.get() < 0) return 0;
-    Id mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), H5Tclose);
-    const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-    const std::size_t size = mem.get() >= 0 ? H5Tget_size(mem.get()) : 0;
-    if (n <= 0 || size == 0 || static_cast<std::uint64_t>(n) * size > kBlockBytes) return 0;
-    std::vector<unsigned char> buf(static_cast<std::size_t>(n) * size);
-    H5Aread(a.get(), mem.get(), buf.data());  // variable-length parts leak: the child exits soon
+// The readers look attributes up by name, then list them (diff); HDF5 1.10 can crash on that
+// order alone for a damaged header, so the child does both, in that order.
+std::vector<std::string> touch_attributes(hid_t object, bool& ok) {
+  std::vector<std::string> names;
+  const auto collect = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
+    static_cast<std::vector<std::string>*>(out)->emplace_back(name);
     return 0;
   };
   hsize_t at = 0;
-  H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_INC, &at, read_one, nullptr);
+  ok = H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_INC, &at, collect, &names) >= 0;
+  H5Aexists_by_name(object, ".", "moesim: an absent name", H5P_DEFAULT);  // a search past every name
+  for (const auto& name : names) {
+    if (H5Aexists_by_name(object, ".", name.c_str(), H5P_DEFAULT) <= 0) continue;
+    Id a(H5Aopen_by_name(object, ".", name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+    if (a.get() < 0) continue;
+    Id type(H5Aget_type(a.get()), H5Tclose), space(H5Aget_space(a.get()), H5Sclose);
+    if (type.get() < 0 || space.get() < 0) continue;
+    Id mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), H5Tclose);
+    const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    const std::size_t size = mem.get() >= 0 ? H5Tget_size(mem.get()) : 0;
+    if (n <= 0 || size == 0 || static_cast<std::uint64_t>(n) * size > kBlockBytes) continue;
+    std::vector<unsigned char> buf(static_cast<std::size_t>(n) * size);
+    H5Aread(a.get(), mem.get(), buf.data());  // variable-length parts leak: the child exits soon
+  }
+  std::vector<std::string> again;
+  at = 0;
+  H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_INC, &at, collect, &again);
+  return names;
 }
 
 void touch_data(hid_t d) {
@@ -62,7 +75,8 @@ void touch_data(hid_t d) {
 
 }  // namespace
 
-void File::touch_all(const std::function<void(const std::string&)>& at) const {
+void File::touch_all(const std::function<void(const std::string&)>& at,
+                     const std::function<void(const std::string&, const std::vector<std::string>&)>& listed) const {
   std::vector<std::string> objects;
   at("/");
   check_structure([&](const std::string& p) { objects.push_back(p); });
@@ -70,7 +84,9 @@ void File::touch_all(const std::function<void(const std::string&)>& at) const {
     at(p);
     Id o(H5Oopen(file_.get(), p.c_str(), H5P_DEFAULT), H5Oclose);
     if (o.get() < 0) continue;
-    touch_attributes(o.get());
+    bool ok = false;
+    const auto names = touch_attributes(o.get(), ok);
+    if (ok) listed(p, names);
     H5O_info_t oi;
     if (H5Oget_info(o.get(), &oi) < 0 || oi.type != H5O_TYPE_DATASET) continue;
     Id d(H5Dopen2(file_.get(), p.c_str(), H5P_DEFAULT), H5Dclose);

@@ -21,8 +21,10 @@ count = int(sys.argv[4]) if len(sys.argv) > 4 else 200
 shutil.rmtree(tmp, ignore_errors=True)
 os.makedirs(tmp)
 base = os.path.join(tmp, "base.h5")
-subprocess.run([moesim, "gen", "-o", base, "--ranks", "2", "--experts", "4", "--top-k", "2", "--hidden", "16",
-                "--intermediate", "8", "--tokens", "4"], check=True, capture_output=True)
+# A relative output path: the file records its command line, so an absolute one would move every
+# byte with the build folder, and the same seeds would damage other bytes on another machine.
+subprocess.run([os.path.abspath(moesim), "gen", "-o", "base.h5", "--ranks", "2", "--experts", "4", "--top-k", "2",
+                "--hidden", "16", "--intermediate", "8", "--tokens", "4"], check=True, capture_output=True, cwd=tmp)
 data = open(base, "rb").read()
 
 paths = sorted(glob.glob(os.path.join(source, "tests", "fuzz", "regressions", "*", "*.h5")))

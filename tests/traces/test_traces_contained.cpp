@@ -2,10 +2,13 @@
 // at a path this process wrote itself, whose re-reads skip the probe only while unchanged.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include "contained.hpp"
 #include "error.hpp"
+#include "h5.hpp"
 #include "generate.hpp"
 #include "test_files.hpp"
 #include "trace_io.hpp"
@@ -49,4 +52,34 @@ TEST_CASE("a file this process wrote is probed again once something else changed
     out << test::bytes_of(kDamaged);
   }
   check_refused(path);
+}
+
+TEST_CASE("the probing child hands its records to the parent whole and in order, any bytes") {
+  const std::vector<std::string> sent{std::string("a\0b", 3), "line\nbreak", std::string(70000, 'x'), ""};
+  const auto got = contained::run("f.h5", [&](const contained::Progress& p) {
+    for (size_t i = 0; i < sent.size(); ++i) {
+      p.at("step " + std::to_string(i));
+      p.found(sent[i]);
+    }
+  });
+  CHECK(got == sent);
+}
+
+TEST_CASE("a damaged file's attributes are listed by the probe, never after lookups by name") {
+  // This file's /config header crashed libhdf5 1.10.8 when diff listed its attributes after the
+  // trace reader had looked some up by name, though the child's own listing came through.
+  const std::string path =
+      std::string(MOESIM_SOURCE_DIR) + "/tests/fuzz/regressions/trace/hdf5-attr-list-after-lookup-segv.h5";
+  try {
+    const auto f = h5::File::open_read(path);
+    CHECK_FALSE(f.has_attr("/config", "topk_weights_include_scaling"));
+    const auto names = f.attr_names("/");
+    CHECK(std::find(names.begin(), names.end(), "format") != names.end());
+    f.attr_names("/config");
+    FAIL("the damaged header's attributes were listed");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    CAPTURE(m);
+    CHECK(m.rfind(path + ": /config: ", 0) == 0);
+  }
 }
