@@ -9,10 +9,9 @@
 #include <vector>
 
 #include "buffer.hpp"
-#include "expert_weights.hpp"
+#include "device_inputs.hpp"
 #include "ffn.hpp"
 #include "gemm.hpp"
-#include "weights_gen.hpp"
 
 namespace moesim::gpu {
 namespace {
@@ -21,16 +20,6 @@ constexpr std::int64_t kChunkRows = 16384;  // rows per device pass: bounds the 
 constexpr std::int64_t kScatterThreads = 8;  // host threads copying a chunk's rows to their places
 
 bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
-
-hd::Narrow narrow_of(DType t) {
-  switch (t) {
-    case DType::bf16: return hd::Narrow::bf16;
-    case DType::f16: return hd::Narrow::f16;
-    case DType::e4m3: return hd::Narrow::e4m3;
-    case DType::e4m3fnuz: return hd::Narrow::e4m3fnuz;
-    default: return hd::Narrow::none;
-  }
-}
 
 class Stream {
  public:
@@ -95,32 +84,8 @@ class GpuBackend final : public ExpertBackend {
   void ensure_layer(int layer_pos) {
     if (layer_pos == layer_pos_) return;
     const Clock t0 = now();
-    const TraceConfig& c = trace_.config;
-    const Layer& layer = trace_.layers.at(layer_pos);
-    const std::size_t H = static_cast<std::size_t>(c.hidden), S = static_cast<std::size_t>(c.scales_per_token());
-    const bool fp8 = is_fp8(c.token_dtype);
-    rank_base_.assign(layer.ranks.size() + 1, 0);
-    for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
-      const RankInput& in = layer.ranks[r];
-      if (in.x.size() != static_cast<std::size_t>(in.num_tokens) * H)
-        throw Error(where(trace_.path) + "gpu backend: rank " + std::to_string(r) + " tokens not loaded");
-      rank_base_[r + 1] = rank_base_[r] + in.num_tokens;
-    }
-    const std::size_t rows = static_cast<std::size_t>(rank_base_.back());
-    x_.reserve(rows * H, "the layer's token rows");
-    if (fp8) scales_.reserve(rows * S, "the layer's token scales");
     layer_pos_ = -1;  // until the copies are in
-    for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
-      const RankInput& in = layer.ranks[r];
-      const std::size_t base = static_cast<std::size_t>(rank_base_[r]);
-      if (in.num_tokens == 0) continue;
-      MOESIM_GPU_CHECK(hipMemcpyAsync(x_.get() + base * H, in.x.data(), in.x.size() * sizeof(float),
-                                      hipMemcpyHostToDevice, stream_->get()));
-      if (fp8)
-        MOESIM_GPU_CHECK(hipMemcpyAsync(scales_.get() + base * S, in.x_scales.data(),
-                                        in.x_scales.size() * sizeof(float), hipMemcpyHostToDevice, stream_->get()));
-    }
-    stream_->sync();
+    upload_tokens(trace_, layer_pos, x_, scales_, rank_base_, stream_->get());
     layer_pos_ = layer_pos;
     t_layer_ += since(t0);
   }
@@ -132,36 +97,11 @@ class GpuBackend final : public ExpertBackend {
     const Clock t0 = now();
     key_ = Key{};
     const TraceConfig& c = trace_.config;
-    const Layer& layer = trace_.layers.at(key.layer_pos);
-    const bool rnd = rounds_bf16(key.numerics);
     const int I = key.shared ? c.shared_intermediate : c.intermediate;
-    const std::size_t n1 = static_cast<std::size_t>(is_gated(c.activation) ? 2 * I : I) * c.hidden;
-    const std::size_t n2 = static_cast<std::size_t>(c.hidden) * I;
-    wk.w1.reserve(n1, "expert w1");
-    wk.w2.reserve(n2, "expert w2");
-    if (layer.weights) {  // stored: the host provider's copy, converted on the device
-      if (key.shared)
-        weights_.shared(key.layer_pos, key.expert, host_);
-      else
-        weights_.routed(key.layer_pos, key.expert, host_);
-      upload(staging_, host_.w1.data(), n1, stream_->get(), "expert w1 staging");
-      convert_weights(wk.w1.get(), staging_.get(), static_cast<std::int64_t>(n1), rnd, stream_->get());
-      stream_->sync();  // staging_ is reused for w2
-      upload(staging_, host_.w2.data(), n2, stream_->get(), "expert w2 staging");
-      convert_weights(wk.w2.get(), staging_.get(), static_cast<std::int64_t>(n2), rnd, stream_->get());
-    } else {
-      const ExpertStreams s = expert_streams(c, trace_.weight_spec, layer.index, key.expert, key.shared);
-      if (s.w1.count != n1 || s.w2.count != n2) throw Error("gpu backend: generated weight sizes disagree");
-      const bool normal = trace_.weight_spec.distribution == "normal";
-      if (!normal && trace_.weight_spec.distribution != "uniform")
-        throw Error(where(trace_.path, "/generator/weights") + "unknown distribution '" +
-                    trace_.weight_spec.distribution + "'");
-      const hd::Narrow dt = narrow_of(c.weight_dtype);
-      generate_tensor(wk.w1.get(), static_cast<std::int64_t>(n1), s.w1.stream, s.w1.stddev, normal, dt, rnd,
-                      stream_->get());
-      generate_tensor(wk.w2.get(), static_cast<std::int64_t>(n2), s.w2.stream, s.w2.stddev, normal, dt, rnd,
-                      stream_->get());
-    }
+    wk.w1.reserve(static_cast<std::size_t>(is_gated(c.activation) ? 2 * I : I) * c.hidden, "expert w1");
+    wk.w2.reserve(static_cast<std::size_t>(c.hidden) * I, "expert w2");
+    load_expert_weights(trace_, weights_, key.layer_pos, key.expert, key.shared, rounds_bf16(key.numerics),
+                        wk.w1.get(), wk.w2.get(), staging_, host_, stream_->get());
     stream_->sync();
     key_ = key;
     t_weights_ += since(t0);
