@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "blas.hpp"
 #include "buffer.hpp"
+#include "fast_kernels.hpp"
 #include "gemm.hpp"
 #include "weights_gen.hpp"
 
@@ -96,6 +98,40 @@ double gemm_rate(std::int64_t n, int m, int k, bool fused, int reps) {
 }
 
 }  // namespace
+
+double copy_tb_per_s(std::size_t bytes, int reps) {
+  DeviceBuffer<unsigned char> a(bytes, "bench copy source"), b(bytes, "bench copy target");
+  MOESIM_GPU_CHECK(hipMemsetAsync(a.get(), 1, bytes, nullptr));
+  Events ev;
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    ev.start();
+    MOESIM_GPU_CHECK(hipMemcpyAsync(b.get(), a.get(), bytes, hipMemcpyDeviceToDevice, nullptr));
+    const double t = ev.stop_ms();
+    if (r > 0) ms.push_back(t);
+  }
+  return 2.0 * static_cast<double>(bytes) / (median(ms) * 1e-3) * 1e-12;  // read + written
+}
+
+double blas_gemm_tflops(std::int64_t n, int m, int k, int reps) {
+  DeviceBuffer<float> f(static_cast<std::size_t>(std::max<std::int64_t>(n, m)) * k, "bench float operand");
+  DeviceBuffer<std::uint16_t> a(static_cast<std::size_t>(n) * k, "bench a"), w(static_cast<std::size_t>(m) * k, "bench w"),
+      out(static_cast<std::size_t>(n) * m, "bench out");
+  generate_tensor<float>(f.get(), n * k, 1, 1.0, false, hd::Narrow::bf16, true, nullptr);
+  to_bf16(a.get(), f.get(), n * k, nullptr);
+  generate_tensor<float>(f.get(), static_cast<std::int64_t>(m) * k, 2, 0.05, false, hd::Narrow::bf16, true, nullptr);
+  to_bf16(w.get(), f.get(), static_cast<std::int64_t>(m) * k, nullptr);
+  Blas blas(nullptr);
+  Events ev;
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    ev.start();
+    blas.gemm_nt_bf16(out.get(), a.get(), w.get(), n, m, k);
+    const double t = ev.stop_ms();
+    if (r > 0) ms.push_back(t);
+  }
+  return 2.0 * static_cast<double>(n) * m * k / (median(ms) * 1e-3) * 1e-12;
+}
 
 double fma_peak_tflops(bool f64) { return f64 ? fma_peak<double>() : fma_peak<float>(); }
 

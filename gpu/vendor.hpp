@@ -36,6 +36,31 @@
 #define hipStream_t cudaStream_t
 #define hipSuccess cudaSuccess
 #define hipErrorNoDevice cudaErrorNoDevice
+#define hipMemcpy2DAsync cudaMemcpy2DAsync
+#define hipStreamWaitEvent cudaStreamWaitEvent
+
+// The vendor BLAS of the fast mode (gpu/blas.hpp): hipBLAS's names for cuBLAS's.
+#include <cublas_v2.h>
+#define MOESIM_HAVE_VENDOR_BLAS 1
+#define hipblasHandle_t cublasHandle_t
+#define hipblasStatus_t cublasStatus_t
+#define hipblasCreate cublasCreate
+#define hipblasDestroy cublasDestroy
+#define hipblasSetStream cublasSetStream
+#define hipblasGemmEx cublasGemmEx
+#define HIPBLAS_STATUS_SUCCESS CUBLAS_STATUS_SUCCESS
+#define HIPBLAS_OP_N CUBLAS_OP_N
+#define HIPBLAS_OP_T CUBLAS_OP_T
+#define HIPBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
+#define HIPBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
+#define HIP_R_16BF CUDA_R_16BF
 #else
 #include <hip/hip_runtime.h>
+// hipBLAS 6's own names (hipDataType, hipblasComputeType_t); Debian 12's ROCm 5.2 has no
+// hipBLAS, and a build without it leaves the fast mode out (gpu/blas.hip says so at run time).
+#if __has_include(<hipblas/hipblas.h>)
+#define HIPBLAS_V2
+#include <hipblas/hipblas.h>
+#define MOESIM_HAVE_VENDOR_BLAS 1
+#endif
 #endif

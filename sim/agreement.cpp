@@ -29,9 +29,14 @@ const double* TokenBounds::row(std::int64_t t) {
 
 Agreement compare_final(const std::vector<RankRun>& ranks, const LayerOutputs& ref, const Trace& trace, int layer_pos,
                         Numerics numerics, CombineModel combine) {
+  return compare_final(ranks, ref, trace, layer_pos, numerics, numerics, combine);
+}
+
+Agreement compare_final(const std::vector<RankRun>& ranks, const LayerOutputs& ref, const Trace& trace, int layer_pos,
+                        Numerics numerics, Numerics reference_numerics, CombineModel combine) {
   const TraceConfig& c = trace.config;
   const int H = c.hidden, K = c.top_k;
-  const bound::Budget budget(c, {numerics, bound::partial_levels(name(combine))}, {numerics, 0});
+  const bound::Budget budget(c, {numerics, bound::partial_levels(name(combine))}, {reference_numerics, 0});
   Agreement a;
   a.label = budget.label();
   for (std::size_t r = 0; r < ranks.size() && r < ref.ranks.size(); ++r) {

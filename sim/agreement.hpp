@@ -44,6 +44,9 @@ class TokenBounds {
 // final and slot outputs for layer `layer_pos` of `trace`, both in `numerics`.
 Agreement compare_final(const std::vector<RankRun>& ranks, const LayerOutputs& reference, const Trace& trace,
                         int layer_pos, Numerics numerics, CombineModel combine);
+// The same with the reference in its own numerics (`exact` against a bf16 run, say).
+Agreement compare_final(const std::vector<RankRun>& ranks, const LayerOutputs& reference, const Trace& trace,
+                        int layer_pos, Numerics numerics, Numerics reference_numerics, CombineModel combine);
 inline Agreement compare_final(const LayerRun& run, const LayerOutputs& reference, const Trace& trace, int layer_pos,
                                Numerics numerics, CombineModel combine) {
   return compare_final(run.ranks, reference, trace, layer_pos, numerics, combine);

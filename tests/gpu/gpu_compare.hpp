@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "generate.hpp"
 #include "reference.hpp"
 
 namespace moesim::test {
@@ -36,5 +37,34 @@ inline std::string first_difference(const Values& a, const Values& b, std::size_
 }
 
 #define CHECK_SAME_BITS(a, b, row, what) CHECK(::moesim::test::first_difference(a, b, row, what) == "")
+
+// The GPU tests' generated layer: 4 ranks of 9 to 37 tokens, 12 experts, top-3, 10% -1 slots,
+// shared experts of I = 40 when asked; H = 200 and I = 72 unless the test sets others.
+inline GenOptions odd_sized_layer(std::uint64_t seed) {
+  GenOptions g;
+  g.seed = seed;
+  g.num_ranks = 4;
+  g.num_experts = 12;
+  g.top_k = 3;
+  g.hidden = 200;
+  g.intermediate = 72;
+  g.tokens_per_rank = 9;
+  g.tokens_max = 37;
+  g.sentinel_rate = 0.1;
+  g.shared_intermediate = 40;
+  return g;
+}
+
+// 2 ranks of 5 tokens, 4 experts, H 64, I 16: what the refusal tests need.
+inline GenOptions small_layer() {
+  GenOptions g;
+  g.num_ranks = 2;
+  g.num_experts = 4;
+  g.top_k = 2;
+  g.hidden = 64;
+  g.intermediate = 16;
+  g.tokens_per_rank = 5;
+  return g;
+}
 
 }  // namespace moesim::test

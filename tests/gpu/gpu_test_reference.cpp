@@ -70,21 +70,11 @@ TEST_CASE("generated traces: activations, dtypes, distributions, shared experts,
   };
   std::uint64_t seed = 11;
   for (const Variant& v : variants) {
-    GenOptions g;
-    g.seed = seed++;
-    g.num_ranks = 4;
-    g.num_experts = 12;
-    g.top_k = 3;
-    g.hidden = 200;
-    g.intermediate = 72;
-    g.tokens_per_rank = 9;
-    g.tokens_max = 37;
+    GenOptions g = test::odd_sized_layer(seed++);
     g.activation = v.act;
     g.token_dtype = v.token;
     g.weight_dtype = v.weight == DType::f32 ? DType::f32 : DType::bf16;  // what gen stores
-    g.sentinel_rate = 0.1;
     g.num_shared_experts = v.shared;
-    g.shared_intermediate = 40;
     g.routed_scaling_factor = v.scaling;
     g.store_weights = v.stored;
     g.weight_spec.distribution = v.distribution;
@@ -97,22 +87,9 @@ TEST_CASE("generated traces: activations, dtypes, distributions, shared experts,
   }
 }
 
-namespace {
-// 2 ranks of 5 tokens, 4 experts, H 64, I 16: what the refusal tests need.
-GenOptions small_layer() {
-  GenOptions g;
-  g.num_ranks = 2;
-  g.num_experts = 4;
-  g.top_k = 2;
-  g.hidden = 64;
-  g.intermediate = 16;
-  g.tokens_per_rank = 5;
-  return g;
-}
-}  // namespace
 
 TEST_CASE("a row outside the layer is refused with a message, not read") {
-  const Trace t = generate(small_layer());
+  const Trace t = generate(test::small_layer());
   const WeightProvider weights(t);
   const auto gpu = gpu::make_gpu_backend(t, weights);
   const TokenRef rows[] = {{1, 4}, {1, 5}};  // rank 1 has tokens 0..4
@@ -128,7 +105,7 @@ TEST_CASE("a row outside the layer is refused with a message, not read") {
 }
 
 TEST_CASE("expert biases and swiglu_oai are refused on the GPU before any work, naming the feature") {
-  Trace t = generate(small_layer());
+  Trace t = generate(test::small_layer());
   t.path = "t.h5";
   t.config.activation = Activation::swiglu_oai;
   const WeightProvider weights(t);

@@ -9,6 +9,13 @@ namespace moesim::cli {
 
 inline constexpr const char* kBackendHelp =
     "where expert FFNs run: cpu, or gpu (bit for bit the CPU in every numerics mode; needs a GPU build)";
+inline constexpr const char* kGoldenBackendHelp =
+    "cpu; gpu (bit for bit the CPU in every numerics mode); gpu-fast (the whole layer on the GPU with the vendor "
+    "BLAS, bf16 only, within the bf16 rounding bound, not bitwise: NUMERICS.md, Fast mode); gpu-atomic (gpu-fast "
+    "with combine adding in the hardware's order, as atomics do)";
+
+// "gpu-fast" and "gpu-atomic": the whole layer on the device, not an ExpertBackend.
+inline bool is_fast_backend(const std::string& name) { return name == "gpu-fast" || name == "gpu-atomic"; }
 
 // nullptr for "cpu" (the callers' default, the reference kernel); throws UsageError for an
 // unknown name and Error when moesim was built without a GPU backend or no device is present.

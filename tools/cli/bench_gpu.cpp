@@ -4,8 +4,11 @@
 // E=256, top-8, H=7168, I=2048, one shared expert) on the GPU and on the CPU reference, with
 // the two results compared bit for bit and the host's peak memory.
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -20,8 +23,11 @@
 #include "parallel.hpp"
 #include "reference.hpp"
 #ifdef MOESIM_HAVE_GPU
+#include "agreement.hpp"
+#include "fast_layer.hpp"
 #include "gpu_bench.hpp"
 #include "gpu_backend.hpp"
+#include "run_to_run.hpp"
 #endif
 
 namespace moesim::cli {
@@ -103,6 +109,141 @@ std::string check_sampled_experts(const Trace& trace, const WeightProvider& weig
   return "";
 }
 
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The same layer in PyTorch on this GPU (tools/bench/torch_moe_layer.py): the transformers-style
+// eager loop and torch._grouped_mm, on moesim's routing. Returns the script's lines.
+std::vector<std::string> torch_layer(const std::string& python, const Trace& trace, int reps) {
+  const TraceConfig& c = trace.config;
+  const Layer& layer = trace.layers[0];
+  const std::string path = "/tmp/moesim-bench-routing-" + std::to_string(::getpid()) + ".bin";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) return {"cannot write " + path};
+    for (const RankInput& in : layer.ranks) std::fwrite(in.topk_ids.data(), 4, in.topk_ids.size(), f);
+    for (const RankInput& in : layer.ranks) std::fwrite(in.topk_weights.data(), 4, in.topk_weights.size(), f);
+    std::fclose(f);
+  }
+  std::int64_t T = 0;
+  for (const RankInput& in : layer.ranks) T += in.num_tokens;
+  const double scale = c.topk_weights_include_scaling ? 1.0 : c.routed_scaling_factor;
+  const std::string cmd = python + " " + MOESIM_SOURCE_DIR + "/tools/bench/torch_moe_layer.py " + path + " " +
+                          std::to_string(T) + " " + std::to_string(c.top_k) + " " + std::to_string(c.num_experts) +
+                          " " + std::to_string(c.hidden) + " " + std::to_string(c.intermediate) + " " +
+                          std::to_string(c.num_shared_experts) + " " + std::to_string(c.shared_intermediate) + " " +
+                          std::to_string(scale) + " " + std::to_string(reps) + " 2>&1";
+  std::vector<std::string> lines;
+  if (std::FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, p)) {
+      std::string l = buf;
+      while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+      lines.push_back(l);
+    }
+    ::pclose(p);
+  }
+  std::remove(path.c_str());
+  return lines;
+}
+
+double torch_ms(const std::vector<std::string>& lines, const std::string& key) {
+  for (const std::string& l : lines)
+    if (l.rfind(key + " ", 0) == 0) return std::atof(l.c_str() + key.size() + 1);
+  return 0;
+}
+
+struct FastFigures {
+  double layer_ms = 0;
+  LayerOutputs outputs;
+};
+
+// Fast mode on the layer: stage times against the copy and GEMM limits measured now, the
+// PyTorch versions, and the run-to-run changes of the ordered and the atomic combine.
+FastFigures bench_fast(const Trace& trace, const WeightProvider& weights, int reps, const std::string& python) {
+  const TraceConfig& c = trace.config;
+  FastFigures out;
+  std::printf("fast mode (vendor BLAS bf16 GEMMs, fp32 accumulation; the whole layer on the device), median of %d:\n",
+              reps);
+  gpu::FastTimes t;
+  RunToRun ordered_changes;
+  {
+    gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::ordered);
+    layer.run();  // warm-up
+    std::vector<gpu::FastTimes> runs;
+    for (int i = 0; i < reps; ++i) runs.push_back(layer.run());
+    const auto med = [&](double gpu::FastTimes::*f) {
+      std::vector<double> v;
+      for (const auto& r : runs) v.push_back(r.*f);
+      return median_of(v);
+    };
+    t = runs[0];
+    for (double gpu::FastTimes::*f : {&gpu::FastTimes::dispatch_ms, &gpu::FastTimes::gemm1_ms,
+                                      &gpu::FastTimes::activation_ms, &gpu::FastTimes::gemm2_ms,
+                                      &gpu::FastTimes::shared_ms, &gpu::FastTimes::combine_ms, &gpu::FastTimes::total_ms})
+      t.*f = med(f);
+    out.outputs = layer.outputs(false);
+    for (int i = 0; i < 2; ++i) {
+      layer.run();
+      ordered_changes.add(out.outputs, layer.outputs(false), Numerics::bf16);
+    }
+  }
+  const double copy = gpu::copy_tb_per_s(static_cast<std::size_t>(t.dispatch_bytes / 2), reps);
+  const double peak = gpu::blas_gemm_tflops(8192, 8192, 8192, reps);
+  const double one1 = gpu::blas_gemm_tflops(t.rows, is_gated(c.activation) ? 2 * c.intermediate : c.intermediate,
+                                            c.hidden, reps);
+  const double one2 = gpu::blas_gemm_tflops(t.rows, c.hidden, c.intermediate, reps);
+  const double f1 = 2.0 * t.rows * c.hidden * (is_gated(c.activation) ? 2 * c.intermediate : c.intermediate);
+  const double f2 = 2.0 * t.rows * c.hidden * c.intermediate;
+  const double one_ms = (f1 / one1 + f2 / one2) * 1e-9;  // the two GEMMs as one call each, same FLOPs
+  const double grouped = (f1 + f2) / (t.gemm1_ms + t.gemm2_ms) * 1e-9;
+  std::printf("  limits measured now: device-to-device copy %.2f TB/s (read + written), bf16 GEMM 8192^3 %.1f TFLOP/s\n",
+              copy, peak);
+  std::printf("  dispatch   %8.3f ms  %5.2f TB/s  %.2f of the copy (%.2f GB of bf16 rows read and written)\n",
+              t.dispatch_ms, t.dispatch_bytes / t.dispatch_ms * 1e-9, t.dispatch_bytes / t.dispatch_ms * 1e-9 / copy,
+              t.dispatch_bytes * 1e-9);
+  std::printf("  combine    %8.3f ms  %5.2f TB/s  %.2f of the copy (ordered: each token's slots in ascending order)\n",
+              t.combine_ms, t.combine_bytes / t.combine_ms * 1e-9, t.combine_bytes / t.combine_ms * 1e-9 / copy);
+  std::printf("  expert GEMMs %6.3f ms  %6.1f TFLOP/s  %.2f of one vendor GEMM per stage with the same FLOPs "
+              "(%.1f TFLOP/s), %.2f of the 8192^3 GEMM\n",
+              t.gemm1_ms + t.gemm2_ms, grouped, grouped / ((f1 + f2) / one_ms * 1e-9), (f1 + f2) / one_ms * 1e-9,
+              grouped / peak);
+  std::printf("  activation %8.3f ms; shared experts %.3f ms\n", t.activation_ms, t.shared_ms);
+  std::printf("  layer      %8.3f ms  %6.1f TFLOP/s effective\n", t.total_ms, t.flops / t.total_ms * 1e-9);
+  out.layer_ms = t.total_ms;
+  if (python != "none") {
+    const auto lines = torch_layer(python, trace, reps);
+    const double eager = torch_ms(lines, "eager_ms"), grouped_mm = torch_ms(lines, "grouped_ms");
+    if (eager > 0) {
+      std::printf("  PyTorch eager (transformers' loop over experts, index_add_) %8.2f ms: fast mode %.2fx faster\n",
+                  eager, eager / t.total_ms);
+      if (grouped_mm > 0)
+        std::printf("  PyTorch torch._grouped_mm                                  %8.2f ms: fast mode %.2fx faster\n",
+                    grouped_mm, grouped_mm / t.total_ms);
+    }
+    for (const std::string& l : lines)
+      if (l.rfind("eager_ms ", 0) != 0 && (l.rfind("grouped_ms ", 0) != 0 || grouped_mm == 0))
+        std::printf("  (torch: %s)\n", l.c_str());
+  }
+  RunToRun atomic_changes;
+  {
+    gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::atomic);
+    const gpu::FastTimes a = layer.run();
+    const LayerOutputs first = layer.outputs(false);
+    for (int i = 1; i < std::max(reps, 3); ++i) {
+      layer.run();
+      atomic_changes.add(first, layer.outputs(false), Numerics::bf16);
+    }
+    std::printf("  atomic combine %.3f ms (layer %.3f ms); run to run over %d runs: %s\n", a.combine_ms, a.total_ms,
+                std::max(reps, 3), atomic_changes.text().c_str());
+  }
+  std::printf("  ordered combine, run to run over 3 runs: %s\n", ordered_changes.text().c_str());
+  return out;
+}
+
 }  // namespace
 
 int bench_gpu(const po::variables_map& vm) {
@@ -152,15 +293,20 @@ int bench_gpu(const po::variables_map& vm) {
   g.n_group = 8;
   g.topk_group = 4;
   g.scoring = Scoring::sigmoid;
-  g.num_shared_experts = 1;
+  g.num_shared_experts = vm["shared-experts"].as<int>();
   g.routed_scaling_factor = 2.5;
   const Trace trace = generate(g);  // weights generated from the seed, as seed-only traces are
   const WeightProvider weights(trace);
   const double pairs = static_cast<double>(R) * T * K, tokens = static_cast<double>(R) * T;
-  const double flops = 6.0 * H * I * (pairs + tokens);
-  std::printf("layer: %d ranks x %d tokens, E=%d, top-%d, H=%d, I=%d, 1 shared expert, %s, %.2e FLOPs\n", R, T, E, K,
-              H, I, name(numerics).data(), flops);
+  const int S = g.num_shared_experts;
+  const double flops = 6.0 * H * I * (pairs + tokens * S);  // shared experts have I columns too (gen's default)
+  std::printf("layer: %d ranks x %d tokens, E=%d, top-%d, H=%d, I=%d, %d shared expert(s), %s, %.2e FLOPs\n", R, T, E,
+              K, H, I, S, name(numerics).data(), flops);
 
+  FastFigures fast;
+  const bool fast_mode = numerics == Numerics::bf16 && gpu::vendor_blas_built();
+  if (fast_mode) fast = bench_fast(trace, weights, reps, vm["torch"].as<std::string>());
+  else std::printf("fast mode: not measured (%s)\n", gpu::vendor_blas_built() ? "it computes bf16 only" : "no vendor BLAS in this build");
   ReferenceOptions o;
   o.numerics = numerics;
   o.threads = threads;
@@ -173,6 +319,14 @@ int bench_gpu(const po::variables_map& vm) {
   std::printf("  gpu: %8.2f s  %7.1f TFLOP/s  host peak RSS %.2f GiB (%.2f before the layer: trace and inputs)\n",
               t_gpu, flops / t_gpu * 1e-12, peak_rss_gib(), rss0);
   std::printf("       %s\n", backend->profile().c_str());
+  if (fast_mode) {
+    std::vector<sim::RankRun> runs(fast.outputs.ranks.size());
+    for (std::size_t r = 0; r < runs.size(); ++r) runs[r].final_out = fast.outputs.ranks[r].final_out;
+    const sim::Agreement a = sim::compare_final(runs, on_gpu, trace, 0, Numerics::bf16, sim::CombineModel::weighted);
+    std::printf("  fast mode: %.3f ms on the device against the deterministic mode's %.2f s (%.0fx); its final_out "
+                "against the deterministic bf16 one: %s, max |diff| %.3g\n",
+                fast.layer_ms, t_gpu, t_gpu * 1e3 / fast.layer_ms, a.verdict().c_str(), a.max_abs);
+  }
   if (const int sample = vm["sample-experts"].as<int>(); sample > 0) {
     std::int64_t rows = 0;
     const auto t0 = std::chrono::steady_clock::now();

@@ -193,6 +193,9 @@ int run_bench(const std::vector<std::string>& args) {
       "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
       "top-k", po::value<int>()->default_value(8), "routing and gpu: top-k")(
       "no-cpu", po::bool_switch(), "gpu: skip the CPU reference run of the whole layer")(
+      "shared-experts", po::value<int>()->default_value(1), "gpu: shared experts of the layer")(
+      "torch", po::value<std::string>()->default_value("python3"),
+      "gpu: the python with torch that times the same layer in PyTorch, or none")(
       "sample-experts", po::value<int>()->default_value(0),
       "gpu: also check N evenly spaced experts' rows bitwise against the CPU kernel (cheap at full size)");
   po::positional_options_description pos;
