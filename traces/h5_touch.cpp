@@ -12,6 +12,7 @@ namespace moesim::h5 {
 namespace {
 
 constexpr std::uint64_t kBlockBytes = std::uint64_t{64} << 20;  // the child's memory stays bounded
+constexpr std::uint64_t kConvertBytes = std::uint64_t{1} << 20;  // of doubles: one conversion's code path
 
 // The readers look attributes up by name, then list them (diff); HDF5 1.10 can crash on that
 // order alone for a damaged header, so the child does both, in that order.
@@ -36,6 +37,15 @@ std::vector<std::string> touch_attributes(hid_t object, bool& ok) {
     if (n <= 0 || size == 0 || static_cast<std::uint64_t>(n) * size > kBlockBytes) continue;
     std::vector<unsigned char> buf(static_cast<std::size_t>(n) * size);
     H5Aread(a.get(), mem.get(), buf.data());  // variable-length parts leak: the child exits soon
+    // The readers convert numbers to int64 or double: HDF5's conversion of a damaged integer type
+    // overran its stack (H5T__conv_i_f), where the native-type read above does not convert.
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (n == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT)) {
+      std::int64_t i = 0;
+      double d = 0;
+      H5Aread(a.get(), H5T_NATIVE_INT64, &i);
+      H5Aread(a.get(), H5T_NATIVE_DOUBLE, &d);
+    }
   }
   std::vector<std::string> again;
   at = 0;
@@ -61,6 +71,8 @@ void touch_data(hid_t d) {
     H5Dread(d, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
     return;
   }
+  const H5T_class_t cls = H5Tget_class(type.get());
+  const std::uint64_t row_elements = row_bytes / H5Tget_size(mem.get());
   const hsize_t rows_per_block = std::max<hsize_t>(1, kBlockBytes / row_bytes);
   std::vector<unsigned char> buf(std::min<std::uint64_t>(rows_per_block, dims[0]) * row_bytes);
   for (hsize_t row = 0; row < dims[0]; row += rows_per_block) {
@@ -70,6 +82,16 @@ void touch_data(hid_t d) {
     Id fspace(H5Scopy(space.get()), H5Sclose), mspace(H5Screate_simple(rank, count.data(), nullptr), H5Sclose);
     H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
     if (H5Dread(d, mem.get(), mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()) < 0) return;
+    if (row == 0 && (cls == H5T_INTEGER || cls == H5T_FLOAT)) {
+      // read_rows_as_double converts to double: one block of that conversion, as above for attributes.
+      const hsize_t rows = std::min<hsize_t>(count[0], std::max<hsize_t>(1, kConvertBytes / (row_elements * 8)));
+      std::vector<hsize_t> c2(count);
+      c2[0] = rows;
+      Id f2(H5Scopy(space.get()), H5Sclose), m2(H5Screate_simple(rank, c2.data(), nullptr), H5Sclose);
+      H5Sselect_hyperslab(f2.get(), H5S_SELECT_SET, start.data(), nullptr, c2.data(), nullptr);
+      std::vector<double> as_double(static_cast<std::size_t>(rows * row_elements));
+      H5Dread(d, H5T_NATIVE_DOUBLE, m2.get(), f2.get(), H5P_DEFAULT, as_double.data());
+    }
   }
 }
 
