@@ -7,6 +7,7 @@
 
 #include "error.hpp"
 #include "route.hpp"
+#include "stats_frame.hpp"
 
 namespace moesim::sim {
 
@@ -33,12 +34,11 @@ double RoutingStats::imbalance(const std::vector<std::int64_t>& v) {
   return mean > 0 ? static_cast<double>(*std::max_element(v.begin(), v.end())) / mean : 1.0;
 }
 
-RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources, const Dispatch* dispatched) {
-  const auto start = std::chrono::steady_clock::now();
+StatsFrame start_stats(const StatsInput& in, const std::vector<SourceRouting>& sources) {
   const ExpertMap& map = *in.map;
   const int R = map.num_ranks, E = map.num_experts, K = in.top_k;
-  const DispatchOptions& o = in.dispatch;
-  RoutingStats s;
+  StatsFrame f;
+  RoutingStats& s = f.stats;
   s.num_ranks = R;
   s.num_experts = E;
   for (auto* v : {&s.rows_per_rank, &s.sources_per_rank, &s.overflow_per_rank, &s.stale_rows_per_rank,
@@ -51,16 +51,49 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
   const std::int64_t max_tokens = in.max_tokens > 0 ? in.max_tokens : default_max_tokens(sources);
   const std::int64_t tok = byte_size(in.token_dtype);
   const std::int64_t scales = is_fp8(in.token_dtype) ? 4LL * ((in.hidden + in.scale_block - 1) / in.scale_block) : 0;
-  const std::int64_t send_row = in.hidden * tok + scales, back_row = in.hidden * tok;
+  f.send_row = in.hidden * tok + scales, f.back_row = in.hidden * tok;
 
   // Capacity per destination (flat layouts) or per destination expert segment (expert-major).
-  const bool em = expert_major(o.model);
-  std::vector<std::int64_t> cap(R), arrived(em ? static_cast<std::size_t>(R) * map.max_local : R, 0);
+  f.expert_major = expert_major(in.dispatch.model);
+  f.cap.resize(R);
   for (int d = 0; d < R; ++d) {
-    const std::int64_t b = buffer_rows(o, R, map.max_local, K, max_tokens);
+    const std::int64_t b = buffer_rows(in.dispatch, R, map.max_local, K, max_tokens);
     s.buffer_rows_per_rank[d] = b;
-    cap[d] = em ? max_tokens * R : (b < 0 ? INT64_MAX : b);
+    f.cap[d] = f.expert_major ? max_tokens * R : (b < 0 ? INT64_MAX : b);
   }
+  return f;
+}
+
+void finish_stats(const StatsInput& in, RoutingStats& s, std::chrono::steady_clock::time_point start) {
+  const ExpertMap& map = *in.map;
+  const int R = map.num_ranks, K = in.top_k;
+  if (reads_stale_rows(in.consumer, in.dispatch.model)) {
+    std::vector<std::int32_t> zero_ids(K, 0);
+    std::vector<Job> jobs(K);
+    for (int d = 0; d < R; ++d) {
+      const std::int64_t stale = std::max<std::int64_t>(0, s.buffer_rows_per_rank[d] - s.rows_per_rank[d]);
+      s.stale_rows_per_rank[d] = stale;
+      const int nj = plan_row(in.consumer, map, d, K, zero_ids.data(), -1, 0, true, jobs.data());
+      s.performed_per_rank[d] += stale * nj;
+      for (int j = 0; j < nj; ++j) s.performed_per_expert[jobs[j].expert] += stale;
+    }
+  }
+  for (int d = 0; d < R; ++d)
+    if (s.buffer_rows_per_rank[d] < 0) s.buffer_rows_per_rank[d] = s.rows_per_rank[d];  // sized exactly
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+RoutingStats routing_stats_by_rows(const StatsInput& in, const std::vector<SourceRouting>& sources,
+                                   const Dispatch* dispatched) {
+  const auto start = std::chrono::steady_clock::now();
+  const ExpertMap& map = *in.map;
+  const int R = map.num_ranks, K = in.top_k;
+  const DispatchOptions& o = in.dispatch;
+  StatsFrame f = start_stats(in, sources);
+  RoutingStats& s = f.stats;
+  const bool em = f.expert_major;
+  const std::vector<std::int64_t>& cap = f.cap;
+  std::vector<std::int64_t> arrived(em ? static_cast<std::size_t>(R) * map.max_local : R, 0);
 
   std::vector<RowDest> rows(K);
   std::vector<std::int32_t> ids(K);
@@ -125,24 +158,18 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
       }
     }
     for (int d = 0; d < R; ++d) {
-      s.dispatch_bytes[static_cast<std::size_t>(r) * R + d] = pair_rows[d] * send_row;
-      s.combine_bytes[static_cast<std::size_t>(d) * R + r] = pair_rows[d] * back_row;
+      s.dispatch_bytes[static_cast<std::size_t>(r) * R + d] = pair_rows[d] * f.send_row;
+      s.combine_bytes[static_cast<std::size_t>(d) * R + r] = pair_rows[d] * f.back_row;
     }
   }
-  if (reads_stale_rows(in.consumer, o.model)) {
-    std::vector<std::int32_t> zero_ids(K, 0);
-    for (int d = 0; d < R; ++d) {
-      const std::int64_t stale = std::max<std::int64_t>(0, s.buffer_rows_per_rank[d] - s.rows_per_rank[d]);
-      s.stale_rows_per_rank[d] = stale;
-      const int nj = plan_row(in.consumer, map, d, K, zero_ids.data(), -1, 0, true, jobs.data());
-      s.performed_per_rank[d] += stale * nj;
-      for (int j = 0; j < nj; ++j) s.performed_per_expert[jobs[j].expert] += stale;
-    }
-  }
-  for (int d = 0; d < R; ++d)
-    if (s.buffer_rows_per_rank[d] < 0) s.buffer_rows_per_rank[d] = s.rows_per_rank[d];  // sized exactly
-  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  finish_stats(in, s, start);
   return s;
+}
+
+RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources, const Dispatch* dispatched) {
+  if (!dispatched)
+    if (auto s = routing_stats_counted(in, sources)) return std::move(*s);
+  return routing_stats_by_rows(in, sources, dispatched);
 }
 
 }  // namespace moesim::sim

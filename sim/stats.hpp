@@ -1,9 +1,10 @@
 #pragma once
-// Routing statistics of a dispatch x consumer pairing, computed in one streaming pass over the
-// routing (no tensors), so --routing-only handles R=1024 x 4096 tokens x top-8 in seconds and a
-// full run reports exactly the same numbers. Rows arrive in canonical order (source rank, token,
-// slot) unless the dispatch that was run says which rows it kept.
+// Routing statistics of a dispatch x consumer pairing, computed from the routing alone (no
+// tensors), so --routing-only handles R=1024 x 4096 tokens x top-8 in a fraction of a second and
+// a full run reports exactly the same numbers. Rows arrive in canonical order (source rank,
+// token, slot) unless the dispatch that was run says which rows it kept.
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "consumer.hpp"
@@ -50,11 +51,23 @@ struct StatsInput {
   DispatchOptions dispatch;
   ConsumerOptions consumer;
   std::int64_t max_tokens = 0;  // 0: the largest source token count
+  int threads = 1;              // for the counting pass (the statistics do not depend on it)
 };
 
 // With `dispatched`, which rows survived a receive overflow is read from it (its arrival order,
-// shuffled or not); without it, rows arrive in canonical order against the capacities.
+// shuffled or not); without it, rows arrive in canonical order against the capacities. Takes the
+// counting pass where it applies (no dispatch given, no capacity exceeded), else the row pass.
 RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting>& sources,
                            const Dispatch* dispatched = nullptr);
+
+// The row pass: every row through the dispatch's routing rule (route.hpp) and the consumer's
+// plan (consumer.hpp), one at a time, as the full simulation routes them.
+RoutingStats routing_stats_by_rows(const StatsInput& in, const std::vector<SourceRouting>& sources,
+                                   const Dispatch* dispatched = nullptr);
+
+// The counting pass (stats_count.cpp): one pass over the ids, threads over source ranks, each
+// with its own counters, summed in a fixed order. nullopt where a destination receives more rows
+// than its capacity: which rows drop (or whether it is an error) is the row pass's to say.
+std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const std::vector<SourceRouting>& sources);
 
 }  // namespace moesim::sim

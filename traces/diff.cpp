@@ -7,6 +7,8 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <thread>
+#include <type_traits>
 
 #include "diff_attrib.hpp"
 #include "diff_bound.hpp"
@@ -265,19 +267,31 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
   BlockReader ra(a, ds, o.raw, o.block_elements), rb(b, ds, o.raw, o.block_elements);
   bool first_found = false;
   const auto perm = o.match_rows ? row_permutation(a, b, ds, da, at.axes()) : std::vector<std::uint64_t>{};
-  auto process = [&](const std::vector<double>& va, const std::vector<double>& vb, std::uint64_t first) {
-    for (size_t i = 0; i < va.size(); ++i) {
-      const std::uint64_t flat = first + i, row = flat / row_elems;
+  // One pass, in element order (the sums' order): an equal finite pair only adds to the sums;
+  // every other pair goes through the whole judgement.
+  auto process = [&](const auto* va, const auto* vb, std::size_t n, std::uint64_t first) {
+    std::uint64_t row = first / row_elems, in_row = first % row_elems;
+    for (size_t i = 0; i < n; ++i) {
+      for (std::size_t run = cmp.add_equal_run(va + i, vb + i, n - i); run > 0;) {
+        const std::uint64_t take = std::min<std::uint64_t>(run, row_elems - in_row);
+        row_finite[row] += take;
+        run -= take, i += take, in_row += take;
+        if (in_row == row_elems) in_row = 0, ++row;
+      }
+      if (i == n) break;
+      const double x = va[i], y = vb[i];
+      const std::uint64_t flat = first + i, row_of = row, column = in_row;
+      if (++in_row == row_elems) in_row = 0, ++row;
       // The bound comes from the second file's element: its row of the same source when matched.
-      const double limit = bounds ? bounds->at(perm.empty() ? flat : perm[row] * row_elems + flat % row_elems) : 0;
-      const auto e = cmp.add(va[i], vb[i], limit);
+      const double limit = bounds ? bounds->at(perm.empty() ? flat : perm[row_of] * row_elems + column) : 0;
+      const auto e = cmp.add(x, y, limit);
       if (e.new_max_ratio) d.max_ratio_at = at.locate(flat);
-      if (e.differ) d.row_max_abs[row] = std::max(d.row_max_abs[row], e.abs);
-      if (std::isfinite(e.abs)) d.row_mean_abs[row] += e.abs, ++row_finite[row];
+      if (e.differ) d.row_max_abs[row_of] = std::max(d.row_max_abs[row_of], e.abs);
+      if (std::isfinite(e.abs)) d.row_mean_abs[row_of] += e.abs, ++row_finite[row_of];
       if (e.new_max_abs) d.max_abs_at = at.locate(flat);
       if (e.new_max_rel) d.max_rel_at = at.locate(flat);
       if (!e.mismatch) continue;
-      ++d.row_mismatched[row];
+      ++d.row_mismatched[row_of];
       const Location l = at.locate(flat);
       if (!first_found) d.first_mismatch_at = l, first_found = true;
       if (l.rank >= 0) tally(r.per_rank[l.rank], e.abs, ds);
@@ -286,22 +300,39 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
       else if (l.src_token >= 0) tally(r.per_token[{l.layer, l.src_rank, l.src_token}], e.abs, ds);
     }
   };
-  std::vector<double> va, vb;
   if (!perm.empty()) {
     // Received rows arrive in a different order (atomics-based slot reservation): compare
     // each row of the first file with the row of the second that came from the same source.
     d.rows_matched = true;
+    std::vector<double> va, vb;
     for (std::uint64_t i = 0; i < rows; ++i) {
       ra.read_row(i, va);
       rb.read_row(perm[i], vb);
-      process(va, vb, i * row_elems);
+      process(va.data(), vb.data(), va.size(), i * row_elems);
     }
   } else {
-    std::uint64_t fa = 0, fb = 0;
-    while (ra.next(va, fa)) {
-      if (!rb.next(vb, fb) || fa != fb || va.size() != vb.size()) b.fail(ds, "blocks out of step");
-      process(va, vb, fa);
-    }
+    // Three threads on each block pair: the next pair is read ahead, the five sums of calc_diff
+    // and the cosine go on a helper (in element order, as add() would take them), and this one
+    // judges every pair. float32 is read as stored.
+    cmp.sums_apart();
+    double sums[5] = {0, 0, 0, 0, 0};
+    auto stream = [&](auto* type) {
+      using T = std::remove_pointer_t<decltype(type)>;
+      PairStream<T> pairs(ra, rb);
+      const std::vector<T>*va, *vb;
+      std::uint64_t first = 0;
+      while (pairs.next(va, vb, first)) {
+        std::thread summing([&] { finite_sums(va->data(), vb->data(), va->size(), sums); });
+        struct Join {
+          std::thread& t;
+          ~Join() { t.join(); }
+        } join{summing};
+        process(va->data(), vb->data(), va->size(), first);
+      }
+    };
+    if (ra.native_f32() && rb.native_f32()) stream(static_cast<float*>(nullptr));
+    else stream(static_cast<double*>(nullptr));
+    cmp.set_sums(sums);
   }
   for (std::uint64_t i = 0; i < rows; ++i)
     if (row_finite[i]) d.row_mean_abs[i] /= static_cast<double>(row_finite[i]);

@@ -76,6 +76,7 @@ Comparator::Comparator(DType compare_type, Criterion criterion, Tolerance tol, d
       native_f32_(native_f32),
       has_ulp_(ulp_type(compare_type)) {
   if (has_ulp_) m_.max_ulp = 0;
+  equal_mismatches_ = criterion == Criterion::delta && 0 > threshold;
 }
 
 Comparator::Element Comparator::add(double a, double b, double bound) {
@@ -112,13 +113,12 @@ Comparator::Element Comparator::add(double a, double b, double bound) {
   } else {
     ++m_.finite_pairs;
     m_.sum_abs += e.abs;
-    const double x = a + 1, y = b + 1;
-    m_.sum_xy1 += x * y;
-    m_.sum_sq1 += x * x + y * y;
-    m_.sum_ab += a * b;
-    m_.sum_aa += a * a;
-    m_.sum_bb += b * b;
-    if (has_ulp_) {
+    if (!sums_apart_) {
+      double sums[5] = {m_.sum_xy1, m_.sum_sq1, m_.sum_ab, m_.sum_aa, m_.sum_bb};
+      accumulate(a, b, sums);
+      set_sums(sums);
+    }
+    if (has_ulp_ && e.differ) {  // an equal pair is 0 ULPs apart
       const double u = ulp_distance(a, b, type_);
       if (u > m_.max_ulp) m_.max_ulp = u;
     }

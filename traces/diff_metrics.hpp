@@ -1,6 +1,8 @@
 #pragma once
 // Element-wise comparison and the aggregate metrics of one dataset pair. Sums are taken in
 // element order in float64, so results do not depend on block size or thread count.
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "diff_tolerance.hpp"
@@ -51,9 +53,54 @@ class Comparator {
   };
   // `bound`: the element's rounding bound (Criterion::bound only).
   Element add(double a, double b, double bound = 0);
+  // What add() does for the equal finite pairs at the start of [a, a + n), inline and with the
+  // sums in registers (most pairs of a diff are equal); returns how many it took, stopping at the
+  // first other pair. None where equal pairs mismatch (a negative -d).
+  template <class T>
+  std::size_t add_equal_run(const T* a, const T* b, std::size_t n) {
+    if (equal_mismatches_) return 0;
+    double s[5] = {m_.sum_xy1, m_.sum_sq1, m_.sum_ab, m_.sum_aa, m_.sum_bb};
+    std::size_t i = 0;
+    for (; i < n; ++i) {
+      if (!(a[i] == b[i])) break;
+      const double v = a[i];
+      if (!(v - v == 0)) break;  // not finite
+      if (sums_apart_) continue;
+      // accumulate(v, v) with its equal products taken once: the same bits. |a - b| = 0 adds
+      // nothing to sum_abs, and no ULP.
+      const double x = v + 1, xx = x * x, vv = v * v;
+      s[0] += xx;
+      s[1] += xx + xx;
+      s[2] += vv;
+      s[3] += vv;
+      s[4] += vv;
+    }
+    m_.sum_xy1 = s[0], m_.sum_sq1 = s[1], m_.sum_ab = s[2], m_.sum_aa = s[3], m_.sum_bb = s[4];
+    m_.elements += i;
+    m_.finite_pairs += i;
+    return i;
+  }
+  // The five sums of calc_diff and the cosine come from finite_sums() over the same pairs (on
+  // another thread), not from add(): set_sums() puts them in at the end.
+  void sums_apart() { sums_apart_ = true; }
+  void set_sums(const double* s) {
+    m_.sum_xy1 = s[0], m_.sum_sq1 = s[1], m_.sum_ab = s[2], m_.sum_aa = s[3], m_.sum_bb = s[4];
+  }
   const Metrics& metrics() const { return m_; }
 
+  // The sums of a finite pair, in element order: sum_xy1, sum_sq1, sum_ab, sum_aa, sum_bb.
+  static void accumulate(double a, double b, double* s) {
+    const double x = a + 1, y = b + 1;
+    s[0] += x * y;
+    s[1] += x * x + y * y;
+    s[2] += a * b;
+    s[3] += a * a;
+    s[4] += b * b;
+  }
+
  private:
+  bool sums_apart_ = false;
+  bool equal_mismatches_ = false;
   DType type_;
   Criterion criterion_;
   Tolerance tol_;
@@ -62,6 +109,17 @@ class Comparator {
   bool has_ulp_;
   Metrics m_;
 };
+
+// What add() sums over the finite pairs of [a, a + n), in element order, continuing `s`.
+template <class T>
+void finite_sums(const T* a, const T* b, std::size_t n, double* s) {
+  double t[5] = {s[0], s[1], s[2], s[3], s[4]};
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = a[i], y = b[i];
+    if (x - x == 0 && y - y == 0) Comparator::accumulate(x, y, t);  // both finite
+  }
+  for (int k = 0; k < 5; ++k) s[k] = t[k];
+}
 
 // Distance in units in the last place of `t` (bf16, f16, f32, f64, fp8); NaN or Inf give -1.
 double ulp_distance(double a, double b, DType t);

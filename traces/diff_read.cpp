@@ -18,6 +18,19 @@ int precision(DType t) {
     default: return 1000;  // integers: exact
   }
 }
+// The file and memory selections of one block: [start, start + count) on every axis.
+struct Selection {
+  h5::Id file, mem;
+  hid_t fs = H5S_ALL, ms = H5S_ALL;
+  Selection(hid_t dataset, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count)
+      : file(H5Dget_space(dataset), H5Sclose) {
+    if (count.empty()) return;  // a scalar: the whole of it
+    H5Sselect_hyperslab(file.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+    mem = h5::Id(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
+    ms = mem.get();
+    fs = file.get();
+  }
+};
 }  // namespace
 
 bool is_numeric(const h5::File& f, const std::string& ds) {
@@ -92,7 +105,11 @@ BlockReader::BlockReader(const h5::File& f, std::string ds, bool raw, std::uint6
   if (dataset_.get() < 0) f.fail(ds_, "cannot open dataset");
 }
 
-bool BlockReader::next(std::vector<double>& out, std::uint64_t& first) {
+bool BlockReader::next(std::vector<double>& out, std::uint64_t& first) { return next_block(out, first); }
+bool BlockReader::next(std::vector<float>& out, std::uint64_t& first) { return next_block(out, first); }
+
+template <class T>
+bool BlockReader::next_block(std::vector<T>& out, std::uint64_t& first) {
   if (done_ >= total_) return false;
   first = done_;
   const size_t n = dims_.size();
@@ -130,17 +147,9 @@ void BlockReader::read_row(std::uint64_t row, std::vector<double>& out) {
 
 void BlockReader::read_block(const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
                              std::uint64_t elems, std::vector<double>& out, std::uint64_t at) {
-  const size_t n = dims_.size();
   out.resize(elems);
-  h5::Id fspace(H5Dget_space(dataset_.get()), H5Sclose);
-  h5::Id mspace;
-  hid_t ms = H5S_ALL, fs = H5S_ALL;
-  if (n > 0) {
-    H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-    mspace = h5::Id(H5Screate_simple(static_cast<int>(n), count.data(), nullptr), H5Sclose);
-    ms = mspace.get();
-    fs = fspace.get();
-  }
+  const Selection sel(dataset_.get(), start, count);
+  const hid_t ms = sel.ms, fs = sel.fs;
   herr_t rc;
   if (decode_) {
     if (type_.type == DType::bf16 || type_.type == DType::f16) {
@@ -158,5 +167,84 @@ void BlockReader::read_block(const std::vector<hsize_t>& start, const std::vecto
   }
   if (rc < 0) file_.fail(ds_, "read failed at element " + std::to_string(at) + " (truncated or damaged file)");
 }
+
+void BlockReader::read_block(const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
+                             std::uint64_t elems, std::vector<float>& out, std::uint64_t at) {
+  if (!native_f32()) file_.fail(ds_, "not a float32 dataset");
+  out.resize(elems);
+  const Selection sel(dataset_.get(), start, count);
+  const hid_t ms = sel.ms, fs = sel.fs;
+  const herr_t rc = elems ? H5Dread(dataset_.get(), H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out.data()) : 0;
+  if (rc < 0) file_.fail(ds_, "read failed at element " + std::to_string(at) + " (truncated or damaged file)");
+}
+
+template <class T>
+PairStream<T>::PairStream(BlockReader& a, BlockReader& b) : reader_([this, &a, &b] { read_ahead(a, b); }) {}
+
+template <class T>
+PairStream<T>::~PairStream() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  reader_.join();
+}
+
+template <class T>
+void PairStream<T>::read_ahead(BlockReader& a, BlockReader& b) {
+  h5::silence_this_thread();
+  try {
+    for (;;) {
+      long long slot;
+      {
+        // A slot is free once the caller has moved past it: the one it holds is taken_ - 1.
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || read_ - taken_ < kSlots - 1; });
+        if (stop_) return;
+        slot = read_ % kSlots;
+      }
+      Slot& s = slots_[slot];
+      std::uint64_t fb = 0;
+      const bool more = a.next(s.a, s.first);
+      if (more != b.next(s.b, fb) || (more && (fb != s.first || s.a.size() != s.b.size())))
+        b.fail("blocks out of step");
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!more) {
+        done_ = true;
+        cv_.notify_all();
+        return;
+      }
+      ++read_;
+      cv_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::current_exception();
+    done_ = true;
+    cv_.notify_all();
+  }
+}
+
+template <class T>
+bool PairStream<T>::next(const std::vector<T>*& a, const std::vector<T>*& b, std::uint64_t& first) {
+  std::unique_lock<std::mutex> lock(mu_);
+  ++taken_;  // frees the slot handed out last time
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return read_ >= taken_ || done_; });
+  if (read_ < taken_) {
+    --taken_;
+    if (error_) std::rethrow_exception(error_);
+    return false;
+  }
+  const Slot& s = slots_[(taken_ - 1) % kSlots];
+  a = &s.a;
+  b = &s.b;
+  first = s.first;
+  return true;
+}
+
+template class PairStream<double>;
+template class PairStream<float>;
 
 }  // namespace moesim::diff

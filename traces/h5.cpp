@@ -19,10 +19,12 @@
 
 namespace moesim::h5 {
 
+void silence_this_thread() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
 namespace {
 // HDF5 prints its error stack by default; moesim reports one line instead.
 struct SilenceHdf5 {
-  SilenceHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+  SilenceHdf5() { silence_this_thread(); }
 };
 const SilenceHdf5 silence;
 

@@ -40,6 +40,10 @@ struct DatasetInfo {
   std::uint64_t elements() const;
 };
 
+// A thread-safe libhdf5 keeps one error stack per thread, each printing by default: a thread
+// other than the main one that calls HDF5 calls this first (the main thread's is silenced at start).
+void silence_this_thread();
+
 class File {
  public:
   static File open_read(const std::string& path);

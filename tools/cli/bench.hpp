@@ -7,6 +7,9 @@ namespace moesim::cli {
 // Routing-only statistics at scale against a floor pass that only reads every id.
 int bench_routing(const po::variables_map& vm);
 
+// moesim diff on two 256 MiB float32 datasets against a plain read of them and h5diff (bench_diff.cpp).
+int bench_diff(const po::variables_map& vm);
+
 // The GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp).
 int bench_gpu(const po::variables_map& vm);
 

@@ -3,12 +3,14 @@
 //   peak, OpenBLAS on the same GEMMs and one Eigen GEMM of the same total FLOPs, at several tokens
 //   per expert.
 //   routing: routing-only statistics at scale (bench_routing.cpp).
+//   diff: moesim diff against a plain read of the same datasets and h5diff (bench_diff.cpp).
 //   gpu: the GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp);
 //   --ranks, --experts, --numerics and --threads default to 8, 256, bf16 and every core there.
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -179,10 +181,11 @@ int run_bench(const std::vector<std::string>& args) {
   const std::map<std::string, std::function<int(const po::variables_map&)>> cases = {
       {"reference", bench_reference},
       {"routing", bench_routing},
+      {"diff", bench_diff},
       {"gpu", bench_gpu},
   };
   po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
-  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing or gpu")(
+  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing, diff or gpu")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
       "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
@@ -192,6 +195,9 @@ int run_bench(const std::vector<std::string>& args) {
       "ranks", po::value<int>()->default_value(1024), "routing: ranks R (E = 8 R experts)")(
       "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
       "top-k", po::value<int>()->default_value(8), "routing and gpu: top-k")(
+      "diff-mib", po::value<int>()->default_value(256), "diff: MiB of each of the two float32 datasets")(
+      "dir", po::value<std::string>()->default_value(std::filesystem::temp_directory_path().string()),
+      "diff: where the two files are written (removed afterwards)")(
       "no-cpu", po::bool_switch(), "gpu: skip the CPU reference run of the whole layer")(
       "shared-experts", po::value<int>()->default_value(1), "gpu: shared experts of the layer")(
       "torch", po::value<std::string>()->default_value("python3"),

@@ -61,7 +61,7 @@ int run_run(const std::vector<std::string>& args) {
       ("per-rank", po::bool_switch(), "print per-rank counts")
       ("no-reference", po::bool_switch(), "skip the comparison with the reference")
       ("backend", po::value<std::string>()->default_value("cpu"), kBackendHelp)
-      ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math (results do not depend on it)");
+      ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math and the routing statistics (results do not depend on it)");
   po::positional_options_description pos;
   pos.add("trace", 1);
   po::variables_map vm;
@@ -132,7 +132,9 @@ int run_run(const std::vector<std::string>& args) {
     std::vector<int> indices;
     for (int l : layers) {
       const auto sources = layer_sources(trace, l, map, o);
-      all.push_back(routing_stats(stats_input(c, map, o), sources));
+      StatsInput si = stats_input(c, map, o);
+      si.threads = o.threads;
+      all.push_back(routing_stats(si, sources));
       indices.push_back(trace.layers[l].index);
       const RoutingStats& s = all.back();
       std::cout << "layer " << trace.layers[l].index << " (routing only)\n";
