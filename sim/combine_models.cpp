@@ -1,5 +1,6 @@
 // The combine models (pairing.hpp) and the final output. Every sum is in the accumulation type
-// (float64 in exact mode, float32 otherwise), in ascending top-k slot order, rounded once to the
+// (float64 in exact mode, float32 otherwise), in ascending top-k slot order (rank-sum: in the
+// library's RankOrder), rounded once to the
 // output dtype (bf16 in bf16/fp8 modes) as reference/NUMERICS.md rounds the reference's own
 // weighted sum; the weighted model calls the reference's combine primitive itself. The final
 // output then applies the routed scaling factor and shared experts with that same primitive,
@@ -52,6 +53,11 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   std::vector<const T*> slot_out(K);
   std::vector<T> acc(H), node_acc(H);
   std::vector<int> seen;
+  struct RankEntry {
+    int dest, first, last;
+  };
+  std::vector<RankEntry> dests;
+  const RankOrder order = rank_order(o.dispatch.model, o.deepep_version);
   for (int s = 0; s < R; ++s) {
     const SourceRouting& src = sources[s];
     const std::int64_t T_s = src.num_tokens;
@@ -77,20 +83,33 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
           for (int k = 0; k < K; ++k) slot_out[k] = ids[k] >= 0 ? row_of(t, k) : nullptr;
           combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y);
           break;
-        case CombineModel::pair_sum:
-        case CombineModel::rank_sum: {
+        case CombineModel::pair_sum: {
           std::fill(acc.begin(), acc.end(), T(0));
-          seen.clear();
+          for (int k = 0; k < K; ++k)
+            if (dest_of(ids[k]) >= 0)
+              if (const T* row = row_of(t, k))
+                for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+          for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
+          break;
+        }
+        case CombineModel::rank_sum: {
+          // One entry per destination rank: the slot whose row carries it (its first) and its last.
+          dests.clear();
           for (int k = 0; k < K; ++k) {
             const int dest = dest_of(ids[k]);
             if (dest < 0) continue;
-            if (o.combine == CombineModel::rank_sum) {
-              if (std::find(seen.begin(), seen.end(), dest) != seen.end()) continue;
-              seen.push_back(dest);
-            }
-            if (const T* row = row_of(t, k))
-              for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+            auto it = std::find_if(dests.begin(), dests.end(), [&](const RankEntry& e) { return e.dest == dest; });
+            if (it == dests.end()) dests.push_back({dest, k, k});
+            else it->last = k;
           }
+          if (order == RankOrder::ascending_rank)
+            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.dest < b.dest; });
+          else if (order == RankOrder::last_slot)
+            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.last < b.last; });
+          std::fill(acc.begin(), acc.end(), T(0));
+          for (const RankEntry& e : dests)
+            if (const T* row = row_of(t, e.first))
+              for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
           for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
           break;
         }

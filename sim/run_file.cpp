@@ -62,6 +62,8 @@ void write_header(h5::File& f, const Trace& trace, const RunDescription& d) {
   f.set_attr("/", "dispatch", std::string(name(o.dispatch.model)));
   f.set_attr("/", "consumer", std::string(name(o.consumer.model)));
   f.set_attr("/", "combine", std::string(name(o.combine)));
+  f.set_attr("/", "deepep_version", std::string(name(o.deepep_version)));
+  f.set_attr("/", "rank_sum_order", std::string(name(rank_order(o.dispatch.model, o.deepep_version))));
   f.set_attr("/", "pairing", d.verdict.correct ? "correct" : "flagged");
   std::string reasons;
   for (const auto& r : d.verdict.reasons) reasons += (reasons.empty() ? "" : "\n") + r;

@@ -17,6 +17,7 @@ struct SimOptions {
   DispatchOptions dispatch;
   ConsumerOptions consumer;
   CombineModel combine = CombineModel::rank_sum;
+  DeepepVersion deepep_version = DeepepVersion::v1;  // rank-sum's order after deepep-ht (pairing.hpp)
   Numerics numerics = Numerics::exact;
   DType fp8_format = DType::e4m3;
   bool logical_ids = false;  // trace ids are logical (EPLB placements): pick replicas by `replica`

@@ -155,6 +155,22 @@ TEST_CASE("-o writes a run file in the golden layout plus every stage") {
   CHECK(f.info("/stats/layers/0/dispatch_bytes").dims == std::vector<std::uint64_t>{4, 4});
 }
 
+TEST_CASE("--deepep-version picks DeepEP's combine order, printed and recorded in the run file") {
+  const std::string out = kTmp + "/sim_cli_deepep.h5";
+  std::filesystem::remove(out);
+  Result r = run(kDefault + " --dispatch deepep-ht --deepep-version v2 -o " + out);
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "combine rank-sum (DeepEP v2: last-slot order)  (a correct integration)"));
+  const auto f = moesim::h5::File::open_read(out);
+  CHECK(f.attr_string("/", "deepep_version") == "v2");
+  CHECK(f.attr_string("/", "rank_sum_order") == "last-slot");
+  r = run(kDefault + " --dispatch deepep-ht");
+  CHECK(contains(r.out, "(DeepEP v1: ascending-rank order)"));
+  r = run(kDefault + " --deepep-version v3");
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "unknown deepep version 'v3' (expected v1, v2)"));
+}
+
 TEST_CASE("bad input: one line, exit code 2, no output file") {
   const std::string out = kTmp + "/sim_cli_bad.h5";
   std::filesystem::remove(out);

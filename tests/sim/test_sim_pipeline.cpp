@@ -76,17 +76,22 @@ void check_correct_pairings(const Trace& tr, std::initializer_list<Numerics> mod
     for (const auto& p : kCorrect) {
       CAPTURE(label(p));
       CAPTURE(name(n));
-      const SimOptions o = options_for(p, n);
-      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
-      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
-      const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
-      CHECK(a.bad_tokens == 0);
-      CHECK(a.worst.ratio <= 1);
-      if (p.k == CombineModel::weighted)
-        for (int r = 0; r < tr.config.num_ranks; ++r)
-          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
-      CHECK(run.stats.waste() == 1.0);
+      for (DeepepVersion v : {DeepepVersion::v1, DeepepVersion::v2}) {
+        if (v == DeepepVersion::v2 && p.d != DispatchModel::deepep_ht) continue;
+        CAPTURE(name(v));
+        SimOptions o = options_for(p, n);
+        o.deepep_version = v;
+        CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
+        const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+        const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
+        CHECK(a.bad_tokens == 0);
+        CHECK(a.worst.ratio <= 1);
+        if (p.k == CombineModel::weighted)
+          for (int r = 0; r < tr.config.num_ranks; ++r)
+            for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
+              REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
+        CHECK(run.stats.waste() == 1.0);
+      }
     }
   }
 }
@@ -357,6 +362,53 @@ TEST_CASE("internode-v1 rounds each node's partial before the cross-node sum; ra
   o.combine = CombineModel::internode_v1;
   run_combine(tr, 0, wp, map, sources, d, o, runs);
   CHECK(runs[0].combine_out.f32[0] == 1.0f);  // node 0: bf16(1 + 2^-8) = 1; node 1: 2^-8; bf16(1 + 2^-8) = 1
+}
+
+TEST_CASE("rank-sum's order is the library's: MORI first slot, DeepEP V1 ascending rank, DeepEP V2 last slot") {
+  test::TraceShape shape;
+  shape.tokens = {1, 0, 0, 0};
+  shape.hidden = 2;
+  Trace tr = test::make_trace(shape);
+  // Slots go to ranks 1, 2, 0, 1: first-slot order 1, 2, 0; ascending 0, 1, 2; last-slot 2, 0, 1.
+  tr.layers[0].ranks[0].topk_ids = {4, 8, 0, 5};
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  // Returned rows chosen so that each order rounds differently in float32:
+  //   (-2^-24 + (1 + 2^-23)) ties to 1, + -1 = 0;  (-1 + -2^-24) ties to -1, + (1 + 2^-23) = 2^-23;
+  //   ((1 + 2^-23) + -1) = 2^-23, + -2^-24 = 2^-24.
+  const float back[4] = {-1.0f, -0x1p-24f, 1.0f + 0x1p-23f, 0.0f};
+  auto combined = [&](DispatchModel d, DeepepVersion v) {
+    SimOptions o;
+    o.numerics = Numerics::fp32;
+    o.dispatch.model = d;
+    o.deepep_version = v;
+    const auto sources = layer_sources(tr, 0, map, o);
+    const Dispatch disp = dispatch(map, 4, sources, o.dispatch);
+    std::vector<RankRun> runs(4);
+    for (int r = 0; r < 4; ++r) {
+      REQUIRE(disp.ranks[r].total_recv == (r == 3 ? 0 : 1));
+      runs[r].expert_rows.wide = false;
+      runs[r].expert_rows.f32.assign(2 * disp.ranks[r].total_recv, back[r]);
+    }
+    run_combine(tr, 0, wp, map, sources, disp, o, runs);
+    CHECK(runs[0].combine_out.f32[0] == runs[0].combine_out.f32[1]);
+    return runs[0].combine_out.f32[0];
+  };
+  CHECK(rank_order(DispatchModel::mori, DeepepVersion::v2) == RankOrder::first_slot);
+  CHECK(combined(DispatchModel::mori, DeepepVersion::v1) == 0.0f);
+  CHECK(combined(DispatchModel::deepep_ht, DeepepVersion::v1) == 0x1p-23f);
+  CHECK(combined(DispatchModel::deepep_ht, DeepepVersion::v2) == 0x1p-24f);
+}
+
+TEST_CASE("a trace's library_settings pick the DeepEP version; anything but v1 or v2 names the file") {
+  Trace tr;
+  tr.path = "cap.h5";
+  CHECK(default_deepep_version(tr) == DeepepVersion::v1);
+  tr.config.library_settings["deepep_version"] = "v2";
+  CHECK(default_deepep_version(tr) == DeepepVersion::v2);
+  tr.config.library_settings["deepep_version"] = "2.1.0";
+  CHECK_THROWS_WITH_AS(default_deepep_version(tr),
+                       "cap.h5: /config/library_settings: unknown deepep version '2.1.0' (expected v1, v2)", Error);
 }
 
 TEST_CASE("EPLB with logical ids: every replica policy matches the reference, same-rank keeps traffic local") {

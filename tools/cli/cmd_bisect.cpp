@@ -65,6 +65,7 @@ int run_bisect(const std::vector<std::string>& args) {
   s.consumer.model = vm.count("consumer") ? parse_consumer(vm["consumer"].as<std::string>()) : default_consumer(s.dispatch.model);
   s.combine = vm.count("combine") ? parse_combine(vm["combine"].as<std::string>()) : default_combine(s.dispatch.model, c.mori.kernel_type);
   s.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
+  s.deepep_version = default_deepep_version(trace);
   const std::string neg = vm["negative-ids"].as<std::string>();
   if (neg != "skip" && neg != "rank0") throw UsageError("--negative-ids is skip or rank0");
   s.dispatch.negative = neg == "rank0" ? NegativeIds::rank0 : NegativeIds::skip;

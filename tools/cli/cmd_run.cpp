@@ -46,6 +46,7 @@ int run_run(const std::vector<std::string>& args) {
       ("combine", po::value<std::string>(), "rank-sum | weighted | internode-v1 | pair-sum (default: as --consumer)")
       ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
       ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
+      ("deepep-version", po::value<std::string>(), "deepep-ht rank-sum order: v1 (legacy kernels: ascending rank) or v2 (ElasticBuffer: each rank's last slot) (default: the trace's library_settings deepep_version, else v1)")
       ("src-pos-encoding", po::value<std::string>()->default_value("flat"), "mori src_token_pos: flat (HEAD) or legacy (before 2026-04)")
       ("negative-ids", po::value<std::string>()->default_value("skip"), "mori -1 ids: skip, or rank0 (the old truncation)")
       ("overflow", po::value<std::string>()->default_value("error"), "receive overflow: error, or drop (silent, mori issue 356)")
@@ -82,6 +83,8 @@ int run_run(const std::vector<std::string>& args) {
   o.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
   o.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
   if (!is_fp8(o.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
+  o.deepep_version = vm.count("deepep-version") ? parse_deepep_version(vm["deepep-version"].as<std::string>())
+                                                 : default_deepep_version(trace);
   o.dispatch.encoding = parse_src_pos_encoding(vm["src-pos-encoding"].as<std::string>());
   if (o.dispatch.encoding == SrcPosEncoding::pair) throw UsageError("--src-pos-encoding is flat or legacy");
   const std::string neg = vm["negative-ids"].as<std::string>();
