@@ -83,7 +83,7 @@ CombineModel default_combine(DispatchModel m, const std::string& kernel_type) {
 }
 
 namespace {
-bool consumer_weighted(ConsumerModel c) { return c != ConsumerModel::per_expert; }
+bool consumer_weighted(ConsumerModel c) { return c != ConsumerModel::per_expert && c != ConsumerModel::identity; }
 }  // namespace
 
 PairingVerdict judge_pairing(DispatchModel d, const ConsumerOptions& co, CombineModel k) {
@@ -117,6 +117,11 @@ PairingVerdict judge_pairing(DispatchModel d, const ConsumerOptions& co, Combine
                         "cost computations, and whatever they hold is computed");
   }
   if (v.correct) return v;
+  if (c == ConsumerModel::identity) {
+    v.reasons.push_back("identity experts return their input: a check of dispatch and combine as MORI's and DeepEP's "
+                        "tests make it, not the layer's output (run prints that check)");
+    return v;
+  }
   if (c == ConsumerModel::all_k)
     v.reasons.push_back(std::string("all-k computes every id of each row's top-k (K per row) although a row stands "
                                     "for one ") + (rank_rows ? "destination rank" : "expert") +

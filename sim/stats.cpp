@@ -53,14 +53,14 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
   const std::int64_t scales = is_fp8(in.token_dtype) ? 4LL * ((in.hidden + in.scale_block - 1) / in.scale_block) : 0;
   const std::int64_t send_row = in.hidden * tok + scales, back_row = in.hidden * tok;
 
-  // Capacity per destination (flat layouts) or per destination expert segment (expert-major).
+  // Capacity per receive block (dispatch.hpp, block_capacity): a destination's whole buffer, one
+  // of its local experts, or (deepep-ll) one (local expert, source rank).
   const bool em = expert_major(o.model);
-  std::vector<std::int64_t> cap(R), arrived(em ? static_cast<std::size_t>(R) * map.max_local : R, 0);
-  for (int d = 0; d < R; ++d) {
-    const std::int64_t b = buffer_rows(o, R, map.max_local, K, max_tokens);
-    s.buffer_rows_per_rank[d] = b;
-    cap[d] = em ? max_tokens * R : (b < 0 ? INT64_MAX : b);
-  }
+  const int num_s = o.model == DispatchModel::deepep_ll ? R : 1;
+  const std::int64_t block_cap = block_capacity(o, R, map.max_local, K, max_tokens);
+  const std::int64_t cap = block_cap < 0 ? INT64_MAX : block_cap;
+  std::vector<std::int64_t> arrived(static_cast<std::size_t>(R) * (em ? map.max_local : 1) * num_s, 0);
+  for (int d = 0; d < R; ++d) s.buffer_rows_per_rank[d] = buffer_rows(o, R, map.max_local, K, max_tokens);
 
   std::vector<RowDest> rows(K);
   std::vector<std::int32_t> ids(K);
@@ -87,15 +87,16 @@ RoutingStats routing_stats(const StatsInput& in, const std::vector<SourceRouting
       for (int i = 0; i < n; ++i) {
         const RowDest& rd = rows[i];
         const int d = rd.dest;
-        std::int64_t& a = em ? arrived[static_cast<std::size_t>(d) * map.max_local + map.local_of[rd.target]] : arrived[d];
+        const std::size_t block = em ? static_cast<std::size_t>(d) * map.max_local + map.local_of[rd.target] : d;
+        std::int64_t& a = arrived[block * num_s + (num_s > 1 ? r : 0)];
         if (dispatched) {
           if (dispatched->slot_row[r][t * K + rd.slot] < 0) {
             ++s.overflow_per_rank[d];
             continue;
           }
-        } else if (a >= cap[d]) {
+        } else if (a >= cap) {
           if (o.overflow == Overflow::error)
-            throw Error("rank " + std::to_string(d) + " receive buffer overflow: more than " + std::to_string(cap[d]) +
+            throw Error("rank " + std::to_string(d) + " receive buffer overflow: more than " + std::to_string(cap) +
                         " rows (raise max tokens per rank, or --overflow drop to model the silent drop)");
           ++s.overflow_per_rank[d];
           continue;
