@@ -85,7 +85,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
       switch (o.combine) {
         case CombineModel::weighted:
           for (int k = 0; k < K; ++k) slot_out[k] = ids[k] >= 0 ? row_of(t, k) : nullptr;
-          combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y);
+          combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y, ids);
           break;
         case CombineModel::pair_sum: {
           std::fill(acc.begin(), acc.end(), T(0));

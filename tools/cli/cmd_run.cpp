@@ -47,7 +47,7 @@ int run_run(const std::vector<std::string>& args) {
       ("dispatch", po::value<std::string>(), "mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
       ("consumer", po::value<std::string>(), "aiter-mask | deepep-local | per-expert | all-k | dedup-filter | target-expert | identity (experts return their input; run then applies the library's combine check) (default: what a correct integration of the dispatch uses)")
       ("combine", po::value<std::string>(), "rank-sum | weighted | internode-v1 | pair-sum (default: as --consumer)")
-      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
+      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 | hf-bf16 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
       ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
       ("deepep-version", po::value<std::string>(), "deepep-ht rank-sum order: v1 (legacy kernels: ascending rank) or v2 (ElasticBuffer: each rank's last slot) (default: the trace's library_settings deepep_version, else v1)")
       ("combine-quant", po::value<std::string>(), "mori rank-sum: MORI's combine quantization none | fp8_direct_cast | fp8_blockwise, in --fp8-format's fp8 (default: the trace's library_settings quant_type, else none)")
