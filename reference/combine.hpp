@@ -8,6 +8,10 @@
 //   r = round(acc); if routed_scaling_factor != 1: r = round(r * s)
 //   if shared: r = round(r + shared)
 // where round is bf16 round-to-nearest-even in bf16/fp8 modes and nothing otherwise.
+// hf_bf16 (Hugging Face eager, index_add_ per expert): slots in ascending (id, slot) order when
+// ids are given (slot order otherwise), acc = round(acc + round(w_k * y_k)), then as above.
+#include <cstdint>
+
 #include "numerics.hpp"
 
 namespace moesim {
@@ -20,10 +24,11 @@ struct CombineSpec {
 
 // slot_out[k]: [hidden] expert output of slot k, nullptr for a slot with no expert (-1).
 // weights: [top_k]. shared: [hidden] summed shared-expert output, or nullptr. out: [hidden].
+// ids: [top_k] the slots' expert ids, read in hf_bf16 only (its order), or nullptr.
 void combine_token(const CombineSpec& spec, int hidden, int top_k, const double* const* slot_out,
-                   const float* weights, const double* shared, double* out);
+                   const float* weights, const double* shared, double* out, const std::int32_t* ids = nullptr);
 void combine_token(const CombineSpec& spec, int hidden, int top_k, const float* const* slot_out,
-                   const float* weights, const float* shared, float* out);
+                   const float* weights, const float* shared, float* out, const std::int32_t* ids = nullptr);
 
 // Sum of several shared experts' outputs: s = 0 .. S-1 ascending in the accumulation type,
 // rounded once to bf16 at the end in bf16/fp8 modes (with S = 1 the output passes unchanged).

@@ -13,7 +13,7 @@ namespace {
 
 constexpr std::int64_t kRowChunk = 256;  // rows per pass, bounding the intermediate buffers
 
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
+bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 
 template <class T>
 inline T maybe_bf16(T v, bool round) {
@@ -44,9 +44,31 @@ void input_row(const TokenRows& in, std::int64_t row, int H, const ExpertOptions
       quantize_blocks(src.data(), 1, H, o.scale_block, fmt, q.data(), qs.data());
       for (int c = 0; c < H; ++c) out[c] = static_cast<T>(q[c] * qs[c / o.scale_block]);
     }
-  } else if (o.numerics == Numerics::bf16) {
+  } else if (o.numerics == Numerics::bf16 || o.numerics == Numerics::hf_bf16) {
     for (int c = 0; c < H; ++c) out[c] = maybe_bf16(out[c], true);
   }
+}
+
+// Hugging Face eager bf16: a GEMM's bf16 output, then the bias as its own bf16 add.
+template <class T>
+T biased_hf(T v, const T* b) {
+  const T r = maybe_bf16(v, true);
+  return b ? maybe_bf16(r + *b, true) : r;
+}
+
+// Hugging Face eager bf16 act(gate) * up: each tensor op rounds to bf16. SiLU and the GELUs are
+// one op each (computed in float32, rounded once); GPT-OSS's clamped SwiGLU is five: gate * alpha,
+// sigmoid, gate * sigmoid, up + 1 and the product (the clamps select a bf16 value exactly).
+template <class T>
+T hf_gated(Activation a, T gate, T up, T alpha, T limit) {
+  auto rb = [](T v) { return maybe_bf16(v, true); };
+  if (a != Activation::swiglu_oai) return rb(rb(apply_activation(a, gate)) * up);
+  const T one = T(1);
+  const T g = gate > limit ? limit : gate;
+  const T u = up > limit ? limit : (up < -limit ? -limit : up);
+  const T t = rb(g * alpha);
+  const T sig = rb(one / (one + detail::act_exp(-t)));
+  return rb(rb(u + one) * rb(g * sig));
 }
 
 template <class T, class D, class F>
@@ -73,7 +95,10 @@ struct ExpertKernel {
     const bool rnd = rounds_bf16(e.numerics_);
     // Where both operands are bf16 values (NUMERICS.md): GEMM1 in bf16 mode (fp8 mode's dequantized
     // rows are wider), GEMM2 in bf16 and fp8.
-    const bool fuse1 = e.numerics_ == Numerics::bf16, fuse2 = rnd;
+    const bool fuse1 = e.numerics_ == Numerics::bf16 || e.numerics_ == Numerics::hf_bf16, fuse2 = rnd;
+    // Hugging Face eager: the bias is a separate bf16 add after the GEMM's bf16 output, and
+    // every op of the activation rounds (hf_gated).
+    const bool hf = e.numerics_ == Numerics::hf_bf16;
     const std::vector<T>& w1 = pick<T>(e.w1_f64_, e.w1_f32_);
     const std::vector<T>& w2 = pick<T>(e.w2_f64_, e.w2_f32_);
     const std::vector<T>& b1 = pick<T>(e.b1_f64_, e.b1_f32_);
@@ -101,10 +126,12 @@ struct ExpertKernel {
         T* hr = h + r * I;
         for (int i = 0; i < I; ++i) {
           // GEMM1 output (plus its bias) stored as bf16
-          const T gate = maybe_bf16(bias ? gr[i] + b1[i] : gr[i], rnd);
+          const T gate = hf ? biased_hf(gr[i], bias ? &b1[i] : nullptr) : maybe_bf16(bias ? gr[i] + b1[i] : gr[i], rnd);
           if (e.gated_) {
-            const T up = maybe_bf16(bias ? gr[I + i] + b1[I + i] : gr[I + i], rnd);
-            hr[i] = maybe_bf16(apply_gated(e.activation_, gate, up, alpha, limit), rnd);
+            const T up = hf ? biased_hf(gr[I + i], bias ? &b1[I + i] : nullptr)
+                            : maybe_bf16(bias ? gr[I + i] + b1[I + i] : gr[I + i], rnd);
+            hr[i] = hf ? hf_gated(e.activation_, gate, up, alpha, limit)
+                       : maybe_bf16(apply_gated(e.activation_, gate, up, alpha, limit), rnd);
           } else {
             hr[i] = maybe_bf16(apply_activation(e.activation_, gate), rnd);
           }
@@ -113,7 +140,8 @@ struct ExpertKernel {
       gemm::multiply<T>(h, n, I, w2, H, I, y, ld2, scratch, fuse2);
       for (std::int64_t r = 0; r < n; ++r)
         for (int c = 0; c < H; ++c)
-          out[(r0 + r) * H + c] = maybe_bf16(bias ? y[r * ld2 + c] + b2[c] : y[r * ld2 + c], rnd);
+          out[(r0 + r) * H + c] = hf ? biased_hf(y[r * ld2 + c], bias ? &b2[c] : nullptr)
+                                     : maybe_bf16(bias ? y[r * ld2 + c] + b2[c] : y[r * ld2 + c], rnd);
     }
   }
 };

@@ -131,7 +131,7 @@ LayerOutputs run_typed(const Trace& trace, int layer_pos, const WeightProvider& 
         gate.apply(r, t, shared_sum.data());
       }
       combine_token(spec, H, K, slots.data(), in.topk_weights.data() + t * K, S > 0 ? shared_sum.data() : nullptr,
-                    fo.data() + t * H);
+                    fo.data() + t * H, in.topk_ids.data() + t * K);
     }
   });
   return out;

@@ -1,5 +1,6 @@
 // The combine models (pairing.hpp) and the final output. Every sum is in the accumulation type
-// (float64 in exact mode, float32 otherwise), in ascending top-k slot order, rounded once to the
+// (float64 in exact mode, float32 otherwise), in ascending top-k slot order (rank-sum: in the
+// library's RankOrder), rounded once to the
 // output dtype (bf16 in bf16/fp8 modes) as reference/NUMERICS.md rounds the reference's own
 // weighted sum; the weighted model calls the reference's combine primitive itself. The final
 // output then applies the routed scaling factor and shared experts with that same primitive,
@@ -52,6 +53,14 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   std::vector<const T*> slot_out(K);
   std::vector<T> acc(H), node_acc(H);
   std::vector<int> seen;
+  struct RankEntry {
+    int dest, first, last;
+  };
+  std::vector<RankEntry> dests;
+  const RankOrder order = rank_order(o.dispatch.model, o.deepep_version);
+  const bool mori_weights = o.dispatch.model == DispatchModel::mori && o.combine == CombineModel::rank_sum;
+  const bool quantized = o.combine_quant.type != CombineQuant::none;
+  std::vector<float> q(quantized ? H : 0), qs(quantized ? H : 0);
   for (int s = 0; s < R; ++s) {
     const SourceRouting& src = sources[s];
     const std::int64_t T_s = src.num_tokens;
@@ -61,6 +70,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
     auto& fout = vec<T>(run.final_out);
     cout.assign(T_s * H, T(0));
     fout.assign(T_s * H, T(0));
+    run.combine_weights.assign(mori_weights ? T_s * K : 0, 0.0f);
     // The row of slot k (rank-dedup layouts point every slot of a rank at its one row).
     auto row_of = [&](std::int64_t t, int k) -> const T* {
       const int dest = d.slot_dest[s][t * K + k];
@@ -75,23 +85,55 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
       switch (o.combine) {
         case CombineModel::weighted:
           for (int k = 0; k < K; ++k) slot_out[k] = ids[k] >= 0 ? row_of(t, k) : nullptr;
-          combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y);
+          combine_token(partial, H, K, slot_out.data(), &src.weights[t * K], nullptr, y, ids);
           break;
-        case CombineModel::pair_sum:
-        case CombineModel::rank_sum: {
+        case CombineModel::pair_sum: {
           std::fill(acc.begin(), acc.end(), T(0));
-          seen.clear();
+          for (int k = 0; k < K; ++k)
+            if (dest_of(ids[k]) >= 0)
+              if (const T* row = row_of(t, k))
+                for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+          for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
+          break;
+        }
+        case CombineModel::rank_sum: {
+          // One entry per destination rank: the slot whose row carries it (its first) and its last.
+          dests.clear();
           for (int k = 0; k < K; ++k) {
             const int dest = dest_of(ids[k]);
             if (dest < 0) continue;
-            if (o.combine == CombineModel::rank_sum) {
-              if (std::find(seen.begin(), seen.end(), dest) != seen.end()) continue;
-              seen.push_back(dest);
-            }
-            if (const T* row = row_of(t, k))
-              for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+            auto it = std::find_if(dests.begin(), dests.end(), [&](const RankEntry& e) { return e.dest == dest; });
+            if (it == dests.end()) dests.push_back({dest, k, k});
+            else it->last = k;
           }
+          if (order == RankOrder::ascending_rank)
+            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.dest < b.dest; });
+          else if (order == RankOrder::last_slot)
+            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.last < b.last; });
+          std::fill(acc.begin(), acc.end(), T(0));
+          for (const RankEntry& e : dests)
+            if (const T* row = row_of(t, e.first)) {
+              if constexpr (std::is_same_v<T, float>) {
+                if (quantized) {
+                  quantize_combine_row(o.combine_quant, row, H, q.data(), qs.data());
+                  accumulate_quantized(q.data(), qs.data(), H, acc.data());
+                  continue;
+                }
+              }
+              for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
+            }
           for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
+          if (mori_weights) {
+            // MORI accumulates the returned weight rows in float32 like the hidden rows (WarpAccum):
+            // repeated additions, which differ from w * n for some w once n >= 6.
+            float* w = &run.combine_weights[t * K];
+            for (const RankEntry& e : dests) {
+              const std::int64_t row = d.slot_row[s][t * K + e.first];
+              if (row < 0) continue;
+              const float* back = &d.ranks[e.dest].weights[row * K];
+              for (int k = 0; k < K; ++k) w[k] = w[k] + back[k];
+            }
+          }
           break;
         }
         case CombineModel::internode_v1: {
@@ -156,9 +198,25 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
 
 }  // namespace
 
+void check_combine_quant(const SimOptions& options, int hidden) {
+  const CombineQuantOptions& q = options.combine_quant;
+  if (q.type == CombineQuant::none) return;
+  // MORI quantizes the bf16 rows its IntraNode combine sends; nothing else has this step.
+  const std::string what = "combine quantization " + std::string(name(q.type));
+  if (options.dispatch.model != DispatchModel::mori || options.combine != CombineModel::rank_sum)
+    throw Error(what + " is MORI's IntraNode combine: it needs dispatch mori and combine rank-sum");
+  if (options.numerics != Numerics::bf16 && options.numerics != Numerics::fp8)
+    throw Error(what + " quantizes bf16 rows: it needs numerics bf16 or fp8");
+  if (!is_fp8(q.fp8)) throw Error(what + ": the format must be float8_e4m3fn or float8_e4m3fnuz");
+  if (q.type == CombineQuant::fp8_blockwise && (q.scale_dim < 1 || q.scale_dim > hidden))
+    throw Error(what + ": scale_dim " + std::to_string(q.scale_dim) + " must be in [1, hidden = " +
+                std::to_string(hidden) + "]");
+}
+
 void run_combine(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
                  const std::vector<SourceRouting>& sources, const Dispatch& dispatch, const SimOptions& options,
                  std::vector<RankRun>& out) {
+  check_combine_quant(options, trace.config.hidden);
   if (is_f64(options.numerics))
     combine<double>(trace, layer_pos, weights, map, sources, dispatch, options, out);
   else

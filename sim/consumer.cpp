@@ -9,7 +9,8 @@ namespace moesim::sim {
 namespace {
 constexpr ConsumerModel kConsumers[] = {ConsumerModel::aiter_mask, ConsumerModel::deepep_local,
                                         ConsumerModel::per_expert, ConsumerModel::all_k,
-                                        ConsumerModel::dedup_filter, ConsumerModel::target_expert};
+                                        ConsumerModel::dedup_filter, ConsumerModel::target_expert,
+                                        ConsumerModel::identity};
 }
 
 std::string_view name(ConsumerModel m) {
@@ -20,6 +21,7 @@ std::string_view name(ConsumerModel m) {
     case ConsumerModel::all_k: return "all-k";
     case ConsumerModel::dedup_filter: return "dedup-filter";
     case ConsumerModel::target_expert: return "target-expert";
+    case ConsumerModel::identity: return "identity";
   }
   return "?";
 }
@@ -28,7 +30,7 @@ ConsumerModel parse_consumer(std::string_view s) {
   for (auto m : kConsumers)
     if (name(m) == s) return m;
   throw Error("unknown consumer model '" + std::string(s) +
-              "' (expected aiter-mask, deepep-local, per-expert, all-k, dedup-filter, target-expert)");
+              "' (expected aiter-mask, deepep-local, per-expert, all-k, dedup-filter, target-expert, identity)");
 }
 
 std::string_view name(NonLocal n) {
@@ -91,6 +93,7 @@ int plan_row(const ConsumerOptions& o, const ExpertMap& map, int dest, int K, co
     case ConsumerModel::target_expert:
       if (target >= 0) out[n++] = {slot, target, true};
       break;
+    case ConsumerModel::identity: break;  // returns its input, computes nothing
   }
   return n;
 }

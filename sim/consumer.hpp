@@ -11,7 +11,7 @@
 
 namespace moesim::sim {
 
-enum class ConsumerModel { aiter_mask, deepep_local, per_expert, all_k, dedup_filter, target_expert };
+enum class ConsumerModel { aiter_mask, deepep_local, per_expert, all_k, dedup_filter, target_expert, identity };
 std::string_view name(ConsumerModel m);
 ConsumerModel parse_consumer(std::string_view s);
 
@@ -47,6 +47,8 @@ struct Job {
 //  all-k (the seed's broken flow): every id of the row after the global-to-local remap.
 //  dedup-filter (the seed's option A): once per source token, the local slots of its global ids.
 //  target-expert (the seed's option B): the row's target expert, weighted by its slot's weight.
+//  identity (MORI's and DeepEP's combine tests): no expert math, no jobs; every row returns the
+//    row its expert would see (expert_input_row, no router weight), unweighted.
 int plan_row(const ConsumerOptions& o, const ExpertMap& map, int dest, int K, const std::int32_t* ids, int target,
              int slot, bool first_of_source, Job* out);
 

@@ -24,6 +24,9 @@ void shuffle_range(std::vector<std::int64_t>& order, std::int64_t begin, std::in
   }
 }
 
+// Stream key of deepep-ll's order of source blocks inside a local expert's block.
+constexpr std::uint64_t kSourceOrderKey = 0x736f75726365ULL;
+
 struct PendingRow {
   std::int32_t src_rank, src_token;
   RowDest d;
@@ -45,6 +48,12 @@ DispatchModel parse_dispatch(std::string_view s) {
   for (auto m : kModels)
     if (name(m) == s) return m;
   throw Error("unknown dispatch model '" + std::string(s) + "' (expected mori, deepep-ht, deepep-ll, pplx, pairs)");
+}
+
+bool blocks_by_source(DispatchModel m) { return m == DispatchModel::deepep_ht || m == DispatchModel::deepep_ll; }
+
+std::int64_t pack_layout_range(std::int64_t begin, std::int64_t count) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(begin) << 32 | static_cast<std::uint32_t>(count));
 }
 
 bool rank_dedup(DispatchModel m) { return m == DispatchModel::mori || m == DispatchModel::deepep_ht; }
@@ -138,6 +147,17 @@ std::int64_t buffer_rows(const DispatchOptions& o, int R, int max_local, int K, 
   return -1;
 }
 
+std::int64_t block_capacity(const DispatchOptions& o, int R, int max_local, int K, std::int64_t max_tokens) {
+  switch (o.model) {
+    case DispatchModel::deepep_ll: return max_tokens;
+    case DispatchModel::pplx: return max_tokens * R;
+    case DispatchModel::deepep_ht: return -1;
+    case DispatchModel::mori:
+    case DispatchModel::pairs: return buffer_rows(o, R, max_local, K, max_tokens);
+  }
+  return -1;
+}
+
 // Receive buffers: MORI's flat [MaxNumTokensToRecv, H] with rows [0, total_recv) valid
 // (python/mori/ops/dispatch_combine.py); DeepEP HT's exactly sized recv_x ordered by source rank
 // (csrc/deep_ep.cpp, intranode dispatch); DeepEP LL's and pplx's expert-major
@@ -169,43 +189,56 @@ Dispatch dispatch(const ExpertMap& map, int K, const std::vector<SourceRouting>&
     }
   }
 
+  const bool em = expert_major(o.model);
+  const bool by_source = blocks_by_source(o.model);
+  const std::int64_t cap = block_capacity(o, R, map.max_local, K, out.max_tokens);
   for (int d = 0; d < R; ++d) {
     auto& p = pending[d];
     RecvBuffer& b = out.ranks[d];
-    const int E_local = map.num_local(d);
-    std::vector<std::int64_t> order(p.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::vector<std::int64_t> seg_begin{0, static_cast<std::int64_t>(p.size())};
-    if (expert_major(o.model)) {
-      std::stable_sort(order.begin(), order.end(), [&](auto a, auto c) {
-        return map.local_of[p[a].d.target] < map.local_of[p[c].d.target];
-      });
-      seg_begin.assign(E_local + 1, 0);
-      for (auto& r : p) ++seg_begin[map.local_of[r.d.target] + 1];
-      for (int e = 0; e < E_local; ++e) seg_begin[e + 1] += seg_begin[e];
-    }
-    const std::size_t segments = seg_begin.size() - 1;
-    if (o.shuffle)
-      for (std::size_t g = 0; g < segments; ++g)
-        shuffle_range(order, seg_begin[g], seg_begin[g + 1], stream_of(o.shuffle_seed, {static_cast<std::uint64_t>(d), g}));
-
-    // Capacity: the whole buffer for flat layouts, each expert's segment for expert-major ones.
     b.buffer_rows = buffer_rows(o, R, map.max_local, K, out.max_tokens);
-    const std::int64_t total_in = static_cast<std::int64_t>(p.size());
-    const std::int64_t seg_cap = expert_major(o.model) ? out.max_tokens * R : (b.buffer_rows < 0 ? total_in : b.buffer_rows);
+    // Blocks in canonical order (a stable counting sort of the arrival order by expert, then
+    // source): what each library keeps together. Only the order inside a block is left to
+    // arrival (atomics or channels), and in deepep-ll also the order of a local expert's source
+    // blocks (each source's (begin, count) comes from an atomic on packed_recv_count).
+    const int num_e = em ? map.num_local(d) : 1, num_s = by_source ? R : 1;
+    auto block_of = [&](const PendingRow& r) {
+      return (em ? map.local_of[r.d.target] : 0) * num_s + (by_source ? r.src_rank : 0);
+    };
+    std::vector<std::int64_t> block_begin(static_cast<std::size_t>(num_e) * num_s + 1, 0);
+    for (const auto& r : p) ++block_begin[block_of(r) + 1];
+    for (std::size_t g = 1; g < block_begin.size(); ++g) block_begin[g] += block_begin[g - 1];
+    std::vector<std::int64_t> order(p.size()), next(block_begin.begin(), block_begin.end() - 1);
+    for (std::size_t i = 0; i < p.size(); ++i) order[next[block_of(p[i])]++] = static_cast<std::int64_t>(i);
+    if (o.shuffle)
+      for (std::size_t g = 0; g + 1 < block_begin.size(); ++g)
+        shuffle_range(order, block_begin[g], block_begin[g + 1], stream_of(o.shuffle_seed, {static_cast<std::uint64_t>(d), g}));
+
     std::vector<std::int64_t> kept;
     kept.reserve(p.size());
-    if (expert_major(o.model)) b.expert_begin.assign(E_local + 1, 0);
-    for (std::size_t g = 0; g < segments; ++g) {
-      const std::int64_t n = seg_begin[g + 1] - seg_begin[g];
-      const std::int64_t keep = std::min(n, seg_cap);
-      if (n > keep && o.overflow == Overflow::error)
-        throw Error("rank " + std::to_string(d) + " receive buffer overflow: " + std::to_string(n) + " rows for " +
-                    std::to_string(seg_cap) + " slots" + (expert_major(o.model) ? " of local expert " + std::to_string(g) : "") +
-                    " (raise max tokens per rank, or --overflow drop to model the silent drop)");
-      b.overflow += n - keep;
-      for (std::int64_t i = 0; i < keep; ++i) kept.push_back(order[seg_begin[g] + i]);
-      if (expert_major(o.model)) b.expert_begin[g + 1] = static_cast<std::int64_t>(kept.size());
+    if (em) b.expert_begin.assign(num_e + 1, 0);
+    if (o.model == DispatchModel::deepep_ll) b.layout_range.assign(static_cast<std::size_t>(num_e) * R, 0);
+    std::vector<std::int64_t> src_order(num_s);
+    for (int e = 0; e < num_e; ++e) {
+      std::iota(src_order.begin(), src_order.end(), 0);
+      if (o.shuffle && o.model == DispatchModel::deepep_ll)
+        shuffle_range(src_order, 0, num_s, stream_of(o.shuffle_seed, {static_cast<std::uint64_t>(d), static_cast<std::uint64_t>(e), kSourceOrderKey}));
+      for (const std::int64_t src : src_order) {
+        const std::int64_t g = static_cast<std::int64_t>(e) * num_s + src;
+        const std::int64_t n = block_begin[g + 1] - block_begin[g];
+        const std::int64_t limit = cap >= 0 ? cap : n;
+        const std::int64_t keep = std::min(n, limit);
+        if (n > keep && o.overflow == Overflow::error)
+          throw Error("rank " + std::to_string(d) + " receive buffer overflow: " + std::to_string(n) + " rows for " +
+                      std::to_string(limit) + " slots" + (em ? " of local expert " + std::to_string(e) : "") +
+                      (o.model == DispatchModel::deepep_ll ? " from source rank " + std::to_string(src) : "") +
+                      " (raise max tokens per rank, or --overflow drop to model the silent drop)");
+        b.overflow += n - keep;
+        if (!b.layout_range.empty())
+          b.layout_range[static_cast<std::size_t>(e) * R + src] =
+              pack_layout_range(static_cast<std::int64_t>(kept.size()) - b.expert_begin[e], keep);
+        for (std::int64_t i = 0; i < keep; ++i) kept.push_back(order[block_begin[g] + i]);
+      }
+      if (em) b.expert_begin[e + 1] = static_cast<std::int64_t>(kept.size());
     }
     if (b.buffer_rows < 0) b.buffer_rows = static_cast<std::int64_t>(kept.size());
 

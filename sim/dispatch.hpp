@@ -19,6 +19,10 @@ bool rank_dedup(DispatchModel m);
 // True for expert-major buffers [E_local, max_tokens * R, H] (deepep-ll, pplx).
 bool expert_major(DispatchModel m);
 
+// True where a source rank's rows stay one block: deepep-ht (grouped by ascending source rank)
+// and deepep-ll (one (begin, count) range per source inside each local expert's block).
+bool blocks_by_source(DispatchModel m);
+
 // What the ids of a received row hold.
 //   global:  top-k ids copied verbatim (mori, pairs).
 //   local:   id - first local expert, -1 for non-local (deepep-ht).
@@ -72,6 +76,9 @@ struct RecvBuffer {
   std::vector<std::int32_t> ids;                        // [N, K] as delivered
   std::vector<float> weights;                           // [N, K] as delivered
   std::vector<std::int64_t> expert_begin;               // expert-major: [E_local + 1] row offsets
+  // deepep-ll: [E_local, R] DeepEP's packed_recv_layout_range, (begin << 32) | count, begin the
+  // source's first row inside its local expert's block.
+  std::vector<std::int64_t> layout_range;
   std::int64_t overflow = 0;                            // rows that arrived past capacity (dropped)
 };
 
@@ -91,6 +98,13 @@ struct Dispatch {
 std::int64_t default_max_tokens(const std::vector<SourceRouting>& sources);
 // Rows of each rank's receive buffer for this model and capacity.
 std::int64_t buffer_rows(const DispatchOptions& o, int num_ranks, int max_local, int top_k, std::int64_t max_tokens);
+
+// Rows one receive block holds, -1 for no limit: the whole buffer for mori and pairs, a local
+// expert's block for pplx (max_tokens * R), one (local expert, source rank) block for deepep-ll
+// (max_tokens: duplicate ids or a source with more tokens overflow it), none for deepep-ht.
+std::int64_t block_capacity(const DispatchOptions& o, int num_ranks, int max_local, int top_k, std::int64_t max_tokens);
+// DeepEP's packing of one layout_range entry: count in the low 32 bits, begin in the high ones.
+std::int64_t pack_layout_range(std::int64_t begin, std::int64_t count);
 
 // Runs the dispatch model over every source rank. Throws Error on overflow when
 // options.overflow is error.

@@ -20,11 +20,53 @@ std::vector<double>& vec<double>(Values& v) { return v.f64; }
 template <>
 std::vector<float>& vec<float>(Values& v) { return v.f32; }
 
+// v as a zeroed [n] vector of T (float64 in exact mode).
+template <class T>
+std::vector<T>& zeroed(Values& v, std::size_t n) {
+  v.wide = std::is_same_v<T, double>;
+  auto& out = vec<T>(v);
+  out.assign(n, T(0));
+  return out;
+}
+
 struct PlannedJob {
   int dest;
   std::int64_t row;
   Job job;
 };
+
+// Identity experts: every row returns the row its expert would see, and each slot's expert_out
+// is the row that carries it.
+template <class T>
+void identity_side(const Trace& tr, int lp, const Dispatch& d, const SimOptions& o, std::vector<RankRun>& out) {
+  const TraceConfig& c = tr.config;
+  const Layer& layer = tr.layers[lp];
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden, S = c.scales_per_token();
+  ReferenceOptions ro;
+  ro.numerics = o.numerics;
+  ro.fp8_format = o.fp8_format;
+  const ExpertOptions eo = expert_options(c, ro);
+  auto input_of = [&](int src, std::int64_t token, T* y) {
+    const RankInput& in = layer.ranks[src];
+    TokenRows rows;
+    rows.x = &in.x[token * H];
+    rows.scales = in.x_scales.empty() ? nullptr : &in.x_scales[token * S];
+    rows.rows = 1;
+    expert_input_row(rows, 0, H, eo, y);
+  };
+  for (int r = 0; r < R; ++r) {
+    const RecvBuffer& b = d.ranks[r];
+    auto& rows = zeroed<T>(out[r].expert_rows, b.total_recv * H);
+    for (std::int64_t i = 0; i < b.total_recv; ++i) input_of(b.src_rank[i], b.src_token[i], &rows[i * H]);
+  }
+  for (int s = 0; s < R; ++s) {
+    const std::int64_t T_s = layer.ranks[s].num_tokens;
+    auto& eo_s = zeroed<T>(out[s].expert_out, T_s * K * H);
+    for (std::int64_t t = 0; t < T_s; ++t)
+      for (int k = 0; k < K; ++k)
+        if (d.slot_row[s][t * K + k] >= 0) input_of(s, t, &eo_s[(t * K + k) * H]);
+  }
+}
 
 template <class T>
 void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map, const Dispatch& d,
@@ -54,6 +96,11 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
       job_begin[r][i + 1] = static_cast<std::int64_t>(jobs.size());
     }
     for (std::int64_t i = 0; i < b.total_recv; ++i) first_row[b.src_rank[i]][b.src_token[i]] = -1;
+  }
+
+  if (o.consumer.model == ConsumerModel::identity) {
+    identity_side<T>(tr, lp, d, o, out);
+    return;
   }
 
   // 2. Group by logical expert, in ascending expert order.
@@ -103,9 +150,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   std::vector<const T*> slot_out(K);
   for (int r = 0; r < R; ++r) {
     const RecvBuffer& b = d.ranks[r];
-    out[r].expert_rows.wide = is_f64(o.numerics);
-    auto& rows = vec<T>(out[r].expert_rows);
-    rows.assign(b.total_recv * H, T(0));
+    auto& rows = zeroed<T>(out[r].expert_rows, b.total_recv * H);
     for (std::int64_t i = 0; i < b.total_recv; ++i) {
       const std::int64_t jb = job_begin[r][i], je = job_begin[r][i + 1];
       if (jb == je) continue;
@@ -124,9 +169,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   // 5. expert_out [T, K, H]: the job for slot k on the row that carries slot k.
   for (int s = 0; s < R; ++s) {
     const std::int64_t T_s = layer.ranks[s].num_tokens;
-    out[s].expert_out.wide = is_f64(o.numerics);
-    auto& eo_s = vec<T>(out[s].expert_out);
-    eo_s.assign(T_s * K * H, T(0));
+    auto& eo_s = zeroed<T>(out[s].expert_out, T_s * K * H);
     for (std::int64_t t = 0; t < T_s; ++t)
       for (int k = 0; k < K; ++k) {
         const int dest = d.slot_dest[s][t * K + k];

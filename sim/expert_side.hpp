@@ -14,6 +14,9 @@ namespace moesim::sim {
 void run_expert_side(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
                      const Dispatch& dispatch, const SimOptions& options, std::vector<RankRun>& out);
 
+// Throws Error when options ask for MORI's combine quantization where it does not apply.
+void check_combine_quant(const SimOptions& options, int hidden);
+
 // Fills combine_out and final_out of every rank from their expert_rows, with the combine model.
 void run_combine(const Trace& trace, int layer_pos, const WeightProvider& weights, const ExpertMap& map,
                  const std::vector<SourceRouting>& sources, const Dispatch& dispatch, const SimOptions& options,

@@ -20,6 +20,39 @@ CombineModel parse_combine(std::string_view s) {
   throw Error("unknown combine model '" + std::string(s) + "' (expected rank-sum, weighted, internode-v1, pair-sum)");
 }
 
+std::string_view name(RankOrder o) {
+  switch (o) {
+    case RankOrder::first_slot: return "first-slot";
+    case RankOrder::ascending_rank: return "ascending-rank";
+    case RankOrder::last_slot: return "last-slot";
+  }
+  return "?";
+}
+
+std::string_view name(DeepepVersion v) { return v == DeepepVersion::v2 ? "v2" : "v1"; }
+
+DeepepVersion parse_deepep_version(std::string_view s) {
+  for (auto v : {DeepepVersion::v1, DeepepVersion::v2})
+    if (name(v) == s) return v;
+  throw Error("unknown deepep version '" + std::string(s) + "' (expected v1, v2)");
+}
+
+DeepepVersion default_deepep_version(const Trace& trace) {
+  const auto& settings = trace.config.library_settings;
+  const auto it = settings.find("deepep_version");
+  if (it == settings.end()) return DeepepVersion::v1;
+  try {
+    return parse_deepep_version(it->second);
+  } catch (const Error& e) {
+    throw Error(where(trace.path, "/config/library_settings") + e.what());
+  }
+}
+
+RankOrder rank_order(DispatchModel d, DeepepVersion v) {
+  if (d != DispatchModel::deepep_ht) return RankOrder::first_slot;
+  return v == DeepepVersion::v2 ? RankOrder::last_slot : RankOrder::ascending_rank;
+}
+
 DispatchModel default_dispatch(const TraceConfig& c) {
   if (c.library == "pplx") return DispatchModel::pplx;
   if (c.library == "deepep" || c.library == "deepep-ht") return DispatchModel::deepep_ht;
@@ -50,7 +83,7 @@ CombineModel default_combine(DispatchModel m, const std::string& kernel_type) {
 }
 
 namespace {
-bool consumer_weighted(ConsumerModel c) { return c != ConsumerModel::per_expert; }
+bool consumer_weighted(ConsumerModel c) { return c != ConsumerModel::per_expert && c != ConsumerModel::identity; }
 }  // namespace
 
 PairingVerdict judge_pairing(DispatchModel d, const ConsumerOptions& co, CombineModel k) {
@@ -84,6 +117,11 @@ PairingVerdict judge_pairing(DispatchModel d, const ConsumerOptions& co, Combine
                         "cost computations, and whatever they hold is computed");
   }
   if (v.correct) return v;
+  if (c == ConsumerModel::identity) {
+    v.reasons.push_back("identity experts return their input: a check of dispatch and combine as MORI's and DeepEP's "
+                        "tests make it, not the layer's output (run prints that check)");
+    return v;
+  }
   if (c == ConsumerModel::all_k)
     v.reasons.push_back(std::string("all-k computes every id of each row's top-k (K per row) although a row stands "
                                     "for one ") + (rank_rows ? "destination rank" : "expert") +

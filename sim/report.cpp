@@ -22,7 +22,11 @@ std::string bytes(double b) {
 
 void print_pairing(std::ostream& out, const SimOptions& o, const PairingVerdict& v) {
   out << "pairing: dispatch " << name(o.dispatch.model) << ", consumer " << name(o.consumer.model) << ", combine "
-      << name(o.combine) << (v.correct ? "  (a correct integration)\n" : "  (FLAGGED: not a correct integration)\n");
+      << name(o.combine);
+  if (o.combine == CombineModel::rank_sum && o.dispatch.model == DispatchModel::deepep_ht)
+    out << " (DeepEP " << name(o.deepep_version) << ": " << name(rank_order(o.dispatch.model, o.deepep_version))
+        << " order)";
+  out << (v.correct ? "  (a correct integration)\n" : "  (FLAGGED: not a correct integration)\n");
   for (const auto& r : v.reasons) out << "  why: " << r << "\n";
   if (!v.correct) out << "  correct: " << v.correct_pairings << "\n";
 }

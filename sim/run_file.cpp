@@ -62,6 +62,12 @@ void write_header(h5::File& f, const Trace& trace, const RunDescription& d) {
   f.set_attr("/", "dispatch", std::string(name(o.dispatch.model)));
   f.set_attr("/", "consumer", std::string(name(o.consumer.model)));
   f.set_attr("/", "combine", std::string(name(o.combine)));
+  f.set_attr("/", "deepep_version", std::string(name(o.deepep_version)));
+  f.set_attr("/", "rank_sum_order", std::string(name(rank_order(o.dispatch.model, o.deepep_version))));
+  f.set_attr("/", "combine_quant", std::string(name(o.combine_quant.type)));
+  if (o.combine_quant.type != CombineQuant::none)
+    f.set_attr("/", "combine_fp8_format", std::string(name(o.combine_quant.fp8)));
+  if (o.combine_quant.type == CombineQuant::fp8_blockwise) f.set_attr("/", "combine_scale_dim", o.combine_quant.scale_dim);
   f.set_attr("/", "pairing", d.verdict.correct ? "correct" : "flagged");
   std::string reasons;
   for (const auto& r : d.verdict.reasons) reasons += (reasons.empty() ? "" : "\n") + r;
@@ -134,13 +140,24 @@ void write_run(const std::string& out_path, const Trace& trace, const std::vecto
                  std::string(name(rank_dedup(o.dispatch.model) ? o.dispatch.encoding : SrcPosEncoding::pair)));
       write_plain(f, dp + "/target_expert", {N}, b.target, "dispatch", "row");
       if (!b.expert_begin.empty()) {
-        f.write(dp + "/expert_begin", {static_cast<std::uint64_t>(b.expert_begin.size())}, b.expert_begin.data());
-        f.set_attr(dp + "/expert_begin", "stage", "dispatch");
-        f.set_attr(dp + "/expert_begin", "axes", "local_expert");
+        const auto E_local = static_cast<std::uint64_t>(b.expert_begin.size() - 1);
+        write_plain(f, dp + "/expert_begin", {E_local + 1}, b.expert_begin, "dispatch", "local_expert");
+        if (o.dispatch.model == DispatchModel::deepep_ll) {
+          // What DeepEP's low_latency_dispatch returns beside recv_x (its handle and recv_count).
+          std::vector<std::int32_t> count(E_local);
+          for (std::uint64_t e = 0; e < E_local; ++e)
+            count[e] = static_cast<std::int32_t>(b.expert_begin[e + 1] - b.expert_begin[e]);
+          write_plain(f, dp + "/packed_recv_count", {E_local}, count, "dispatch", "local_expert");
+          write_plain(f, dp + "/layout_range", {E_local, static_cast<std::uint64_t>(c.num_ranks)}, b.layout_range,
+                      "dispatch", "local_expert,src_rank");
+          write_plain(f, dp + "/src_info", {N}, b.src_token, "dispatch", "row");
+        }
       }
       write_output(f, rp + "/expert_rows", {N, H}, run.ranks[r].expert_rows, o.numerics, "expert", "row,hidden");
       const auto T = static_cast<std::uint64_t>(layer.ranks[r].num_tokens);
       write_output(f, rp + "/combine_out", {T, H}, run.ranks[r].combine_out, o.numerics, "combine", "token,hidden");
+      if (o.dispatch.model == DispatchModel::mori && o.combine == CombineModel::rank_sum)
+        write_plain(f, rp + "/combine_weights", {T, K}, run.ranks[r].combine_weights, "combine", "token,slot");
     }
     write_stats(f, run.layer_index, run.stats);
   }

@@ -60,6 +60,7 @@ LayerRun simulate_layer(const Trace& trace, int layer_pos, const WeightProvider&
   for (int r = 0; r < c.num_ranks; ++r)
     if (static_cast<std::int64_t>(layer.ranks[r].x.size()) != layer.ranks[r].num_tokens * c.hidden)
       throw Error(where(trace.path, rank_path(layer.index, r) + "/x") + "tokens not loaded");
+  check_combine_quant(o, c.hidden);
   LayerRun run;
   run.layer_index = layer.index;
   const auto sources = layer_sources(trace, layer_pos, map, o);

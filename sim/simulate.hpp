@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "combine_quant.hpp"
 #include "consumer.hpp"
 #include "dispatch.hpp"
 #include "expert_map.hpp"
@@ -17,6 +18,8 @@ struct SimOptions {
   DispatchOptions dispatch;
   ConsumerOptions consumer;
   CombineModel combine = CombineModel::rank_sum;
+  DeepepVersion deepep_version = DeepepVersion::v1;  // rank-sum's order after deepep-ht (pairing.hpp)
+  CombineQuantOptions combine_quant;                  // MORI's combine quantization (mori + rank-sum only)
   Numerics numerics = Numerics::exact;
   DType fp8_format = DType::e4m3;
   bool logical_ids = false;  // trace ids are logical (EPLB placements): pick replicas by `replica`
@@ -29,6 +32,9 @@ struct RankRun {
   Values expert_rows;  // [N, H] what the expert side returned for each received row
   Values expert_out;   // [T, K, H] slot k's unweighted expert output as this run computed it
   Values combine_out;  // [T, H]
+  // mori rank-sum: MORI combine's output weights [T, K], float32: the weights row each distinct
+  // destination rank returned, summed in first-slot order (weights x unique destination ranks).
+  std::vector<float> combine_weights;
   Values final_out;    // [T, H]
 };
 

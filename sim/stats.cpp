@@ -53,14 +53,13 @@ StatsFrame start_stats(const StatsInput& in, const std::vector<SourceRouting>& s
   const std::int64_t scales = is_fp8(in.token_dtype) ? 4LL * ((in.hidden + in.scale_block - 1) / in.scale_block) : 0;
   f.send_row = in.hidden * tok + scales, f.back_row = in.hidden * tok;
 
-  // Capacity per destination (flat layouts) or per destination expert segment (expert-major).
+  // Capacity per receive block (dispatch.hpp, block_capacity): a destination's whole buffer, one
+  // of its local experts, or (deepep-ll) one (local expert, source rank).
   f.expert_major = expert_major(in.dispatch.model);
-  f.cap.resize(R);
-  for (int d = 0; d < R; ++d) {
-    const std::int64_t b = buffer_rows(in.dispatch, R, map.max_local, K, max_tokens);
-    s.buffer_rows_per_rank[d] = b;
-    f.cap[d] = f.expert_major ? max_tokens * R : (b < 0 ? INT64_MAX : b);
-  }
+  f.per_source = in.dispatch.model == DispatchModel::deepep_ll;
+  const std::int64_t block_cap = block_capacity(in.dispatch, R, map.max_local, K, max_tokens);
+  f.cap = block_cap < 0 ? INT64_MAX : block_cap;
+  for (int d = 0; d < R; ++d) s.buffer_rows_per_rank[d] = buffer_rows(in.dispatch, R, map.max_local, K, max_tokens);
   return f;
 }
 
@@ -92,8 +91,9 @@ RoutingStats routing_stats_by_rows(const StatsInput& in, const std::vector<Sourc
   StatsFrame f = start_stats(in, sources);
   RoutingStats& s = f.stats;
   const bool em = f.expert_major;
-  const std::vector<std::int64_t>& cap = f.cap;
-  std::vector<std::int64_t> arrived(em ? static_cast<std::size_t>(R) * map.max_local : R, 0);
+  const int num_s = f.per_source ? R : 1;
+  const std::int64_t cap = f.cap;
+  std::vector<std::int64_t> arrived(static_cast<std::size_t>(R) * (em ? map.max_local : 1) * num_s, 0);
 
   std::vector<RowDest> rows(K);
   std::vector<std::int32_t> ids(K);
@@ -120,15 +120,16 @@ RoutingStats routing_stats_by_rows(const StatsInput& in, const std::vector<Sourc
       for (int i = 0; i < n; ++i) {
         const RowDest& rd = rows[i];
         const int d = rd.dest;
-        std::int64_t& a = em ? arrived[static_cast<std::size_t>(d) * map.max_local + map.local_of[rd.target]] : arrived[d];
+        const std::size_t block = em ? static_cast<std::size_t>(d) * map.max_local + map.local_of[rd.target] : d;
+        std::int64_t& a = arrived[block * num_s + (num_s > 1 ? r : 0)];
         if (dispatched) {
           if (dispatched->slot_row[r][t * K + rd.slot] < 0) {
             ++s.overflow_per_rank[d];
             continue;
           }
-        } else if (a >= cap[d]) {
+        } else if (a >= cap) {
           if (o.overflow == Overflow::error)
-            throw Error("rank " + std::to_string(d) + " receive buffer overflow: more than " + std::to_string(cap[d]) +
+            throw Error("rank " + std::to_string(d) + " receive buffer overflow: more than " + std::to_string(cap) +
                         " rows (raise max tokens per rank, or --overflow drop to model the silent drop)");
           ++s.overflow_per_rank[d];
           continue;

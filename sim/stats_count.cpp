@@ -143,6 +143,20 @@ CountFn count_fn(bool plan, bool contiguous) {
               : count_fn<kDedup, kMinusOneToRank0, false>(contiguous);
 }
 
+// deepep-ll: whether every (expert, source rank) block holds its rows (one per slot naming the expert).
+bool per_source_fits(const std::vector<SourceRouting>& sources, int E, int K, std::int64_t cap, int threads) {
+  std::vector<char> over(sources.size(), 0);
+  std::vector<std::vector<std::int64_t>> seen(workers_for(sources.size(), threads));
+  parallel_items(sources.size(), threads, [&](std::size_t r, int w) {
+    std::vector<std::int64_t>& n = seen[static_cast<std::size_t>(w)];
+    n.assign(static_cast<std::size_t>(E), 0);
+    const SourceRouting& src = sources[r];
+    for (std::int64_t i = 0; i < src.num_tokens * K; ++i)
+      if (src.ids[i] >= 0 && ++n[src.ids[i]] > cap) over[r] = 1;
+  });
+  return std::find(over.begin(), over.end(), 1) == over.end();
+}
+
 }  // namespace
 
 std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const std::vector<SourceRouting>& sources) {
@@ -199,10 +213,11 @@ std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const st
   if (jobs == Jobs::needed) s.performed_per_expert = s.needed_per_expert, s.performed_per_rank = s.needed_per_rank;
   // A capacity exceeded anywhere: the row pass says which rows arrived in time.
   for (int d = 0; d < R; ++d)
-    if (!f.expert_major && s.rows_per_rank[d] > f.cap[d]) return std::nullopt;
-  if (f.expert_major)
+    if (!f.expert_major && s.rows_per_rank[d] > f.cap) return std::nullopt;
+  if (f.expert_major && !f.per_source)
     for (int e = 0; e < E; ++e)
-      if (s.rows_per_expert[e] > f.cap[rank_of[e]]) return std::nullopt;
+      if (s.rows_per_expert[e] > f.cap) return std::nullopt;
+  if (f.per_source && !per_source_fits(sources, E, in.top_k, f.cap, in.threads)) return std::nullopt;
   finish_stats(in, s, start);
   return std::move(s);
 }

@@ -12,8 +12,10 @@ namespace moesim::sim {
 
 struct StatsFrame {
   RoutingStats stats;
-  std::vector<std::int64_t> cap;  // [R] rows per destination (flat) or per destination expert segment
+  std::int64_t cap = 0;      // rows per receive block: a destination (flat), one of its experts
+                             // (expert-major), or one (expert, source rank) when per_source
   bool expert_major = false;
+  bool per_source = false;   // deepep-ll
   std::int64_t send_row = 0, back_row = 0;  // bytes of one row: dispatched, and returned by combine
 };
 

@@ -8,7 +8,9 @@ namespace moesim {
 
 // exact: float64 everywhere, the golden truth. fp32: float32 inputs and accumulation.
 // bf16: a bf16 GPU kernel emulated bit for bit. fp8: bf16 plus fp8 dispatch quantization.
-enum class Numerics { exact, fp32, bf16, fp8 };
+// hf_bf16 ("hf-bf16"): Hugging Face transformers' eager bf16 path, every tensor op rounded to
+// bf16 and the token's sum accumulated in bf16 in ascending expert order (NUMERICS.md).
+enum class Numerics { exact, fp32, bf16, fp8, hf_bf16 };
 
 std::string_view name(Numerics n);
 Numerics parse_numerics(std::string_view s);  // throws Error on an unknown name

@@ -242,5 +242,5 @@ TEST_CASE("bisect --candidate with an unknown numerics attribute names the file 
   const Ran r = run_moesim("bisect " + trace_path() + " --candidate " + gold);
   CHECK(r.code == 2);
   CHECK(r.err == "moesim bisect: " + gold +
-                     ": /: attribute 'numerics': unknown numerics 'fp4' (expected exact, fp32, bf16 or fp8)\n");
+                     ": /: attribute 'numerics': unknown numerics 'fp4' (expected exact, fp32, bf16, fp8 or hf-bf16)\n");
 }

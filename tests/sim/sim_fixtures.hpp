@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "dispatch.hpp"
 #include "random.hpp"
 #include "trace.hpp"
 
@@ -63,6 +64,17 @@ inline Trace make_trace(const TraceShape& s) {
   }
   tr.layers.push_back(std::move(layer));
   return tr;
+}
+
+// Layer 0's routing of every rank as dispatch takes it (trace ids read as physical).
+inline std::vector<sim::SourceRouting> sources_of(const Trace& tr) {
+  std::vector<sim::SourceRouting> s(tr.config.num_ranks);
+  for (int r = 0; r < tr.config.num_ranks; ++r) {
+    s[r].num_tokens = tr.layers[0].ranks[r].num_tokens;
+    s[r].ids = tr.layers[0].ranks[r].topk_ids;
+    s[r].weights = tr.layers[0].ranks[r].topk_weights;
+  }
+  return s;
 }
 
 }  // namespace moesim::test

@@ -153,6 +153,72 @@ TEST_CASE("-o writes a run file in the golden layout plus every stage") {
   CHECK(f.info(rp + "/dispatch/recv_x").dims[0] == static_cast<std::uint64_t>(total));
   CHECK(f.attr_double("/stats/layers/0", "waste_factor") == 1.0);
   CHECK(f.info("/stats/layers/0/dispatch_bytes").dims == std::vector<std::uint64_t>{4, 4});
+  // DeepEP LL's own returns: packed_recv_count per local expert, layout_range [E_local, R] whose
+  // counts add up to it, src_info the source token of each row.
+  const auto E_local = f.info(rp + "/dispatch/packed_recv_count").dims[0];
+  CHECK(f.info(rp + "/dispatch/layout_range").dims == std::vector<std::uint64_t>{E_local, 4});
+  const auto count = f.read<std::int32_t>(rp + "/dispatch/packed_recv_count");
+  const auto range = f.read<std::int64_t>(rp + "/dispatch/layout_range");
+  const auto src_rank = f.read<std::int32_t>(rp + "/dispatch/src_rank");
+  std::int64_t base = 0;
+  for (std::uint64_t e = 0; e < E_local; ++e) {
+    std::int64_t sum = 0;
+    for (int s = 0; s < 4; ++s) {
+      const std::int64_t begin = range[e * 4 + s] >> 32, n = range[e * 4 + s] & 0xffffffffLL;
+      sum += n;
+      for (std::int64_t i = begin; i < begin + n; ++i) CHECK(src_rank[base + i] == s);
+    }
+    CHECK(sum == count[e]);
+    base += count[e];
+  }
+  CHECK(base == total);
+  CHECK(f.read<std::int32_t>(rp + "/dispatch/src_info") == f.read<std::int32_t>(rp + "/dispatch/src_token"));
+  CHECK_FALSE(f.exists(rp + "/combine_weights"));  // MORI's combine only
+}
+
+TEST_CASE("--deepep-version picks DeepEP's combine order, printed and recorded in the run file") {
+  const std::string out = kTmp + "/sim_cli_deepep.h5";
+  std::filesystem::remove(out);
+  Result r = run(kDefault + " --dispatch deepep-ht --deepep-version v2 -o " + out);
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "combine rank-sum (DeepEP v2: last-slot order)  (a correct integration)"));
+  const auto f = moesim::h5::File::open_read(out);
+  CHECK(f.attr_string("/", "deepep_version") == "v2");
+  CHECK(f.attr_string("/", "rank_sum_order") == "last-slot");
+  r = run(kDefault + " --dispatch deepep-ht");
+  CHECK(contains(r.out, "(DeepEP v1: ascending-rank order)"));
+  r = run(kDefault + " --deepep-version v3");
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "unknown deepep version 'v3' (expected v1, v2)"));
+}
+
+TEST_CASE("--consumer identity runs the library's own combine check; --combine-quant is MORI's, recorded") {
+  Result r = run(kDefault + " --consumer identity");
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "identity experts: combine_out vs x * unique ranks: calc_diff "));
+  CHECK(contains(r.out, "MORI's allclose(atol = rtol = 1e-2) on every token: passes"));
+  CHECK(contains(r.out, "\nresult: identity experts pass the library's combine check\n"));
+  r = run(kDefault + " --consumer identity --dispatch deepep-ll --combine weighted");
+  CHECK(r.code == 0);
+  CHECK(contains(r.out, "x * sum of weights"));
+  const std::string out = kTmp + "/sim_cli_quant.h5";
+  std::filesystem::remove(out);
+  r = run(kDefault + " --combine-quant fp8_blockwise --combine-scale-dim 4 -o " + out);
+  CHECK(r.code == 1);  // the quantization error is past the bf16 rounding bound of the reference
+  const auto f = moesim::h5::File::open_read(out);
+  CHECK(f.attr_string("/", "combine_quant") == "fp8_blockwise");
+  CHECK(f.attr_string("/", "combine_fp8_format") == "float8_e4m3fn");
+  CHECK(f.attr_int("/", "combine_scale_dim") == 4);
+  r = run(kDefault + " --combine-quant fp8_blockwise --numerics exact -o " + out + "2");
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "combine quantization fp8_blockwise quantizes bf16 rows: it needs numerics bf16 or fp8"));
+  CHECK_FALSE(contains(r.out, "layer 0"));  // refused before any work
+  r = run(kDefault + " --dispatch deepep-ht --combine-quant fp8_direct_cast");
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "needs dispatch mori and combine rank-sum"));
+  r = run(kDefault + " --combine-quant fp4_blockwise");
+  CHECK(r.code == 2);
+  CHECK(contains(r.err, "unknown combine quantization 'fp4_blockwise'"));
 }
 
 TEST_CASE("bad input: one line, exit code 2, no output file") {

@@ -22,15 +22,7 @@ namespace {
 constexpr DispatchModel kAll[] = {DispatchModel::mori, DispatchModel::deepep_ht, DispatchModel::deepep_ll,
                                   DispatchModel::pplx, DispatchModel::pairs};
 
-std::vector<SourceRouting> sources_of(const Trace& tr) {
-  std::vector<SourceRouting> s(tr.config.num_ranks);
-  for (int r = 0; r < tr.config.num_ranks; ++r) {
-    s[r].num_tokens = tr.layers[0].ranks[r].num_tokens;
-    s[r].ids = tr.layers[0].ranks[r].topk_ids;
-    s[r].weights = tr.layers[0].ranks[r].topk_weights;
-  }
-  return s;
-}
+using test::sources_of;
 
 // Reference counts from ids // E_local, the way DeepEP's test builds them.
 void reference_counts(const Trace& tr, bool dedup, std::vector<std::int64_t>& per_rank,

@@ -13,6 +13,7 @@
 #include "sim_fixtures.hpp"
 #include "simulate.hpp"
 #include "expert_side.hpp"
+#include "identity_check.hpp"
 #include "trace_io.hpp"
 
 using namespace moesim;
@@ -48,21 +49,6 @@ std::string label(const Pairing& p) {
   return std::string(name(p.d)) + " + " + std::string(name(p.c)) + " + " + std::string(name(p.k));
 }
 
-// Identity experts: every received row returns its own x (x held exactly in float64).
-std::vector<RankRun> identity_rows(const Trace& tr, const Dispatch& d) {
-  const int H = tr.config.hidden;
-  std::vector<RankRun> out(tr.config.num_ranks);
-  for (int r = 0; r < tr.config.num_ranks; ++r) {
-    const RecvBuffer& b = d.ranks[r];
-    out[r].expert_rows.wide = true;
-    out[r].expert_rows.f64.resize(b.total_recv * H);
-    for (std::int64_t i = 0; i < b.total_recv; ++i)
-      for (int h = 0; h < H; ++h)
-        out[r].expert_rows.f64[i * H + h] = tr.layers[0].ranks[b.src_rank[i]].x[b.src_token[i] * H + h];
-  }
-  return out;
-}
-
 // Every correct pairing on `tr` against the reference, in each mode: no bad token, within the
 // mode's tolerance, no wasted computation, and the weighted model (the reference's own combine
 // primitive on the same per-slot outputs) to the bit.
@@ -76,17 +62,22 @@ void check_correct_pairings(const Trace& tr, std::initializer_list<Numerics> mod
     for (const auto& p : kCorrect) {
       CAPTURE(label(p));
       CAPTURE(name(n));
-      const SimOptions o = options_for(p, n);
-      CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
-      const LayerRun run = simulate_layer(tr, 0, wp, map, o);
-      const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
-      CHECK(a.bad_tokens == 0);
-      CHECK(a.worst.ratio <= 1);
-      if (p.k == CombineModel::weighted)
-        for (int r = 0; r < tr.config.num_ranks; ++r)
-          for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
-            REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
-      CHECK(run.stats.waste() == 1.0);
+      for (DeepepVersion v : {DeepepVersion::v1, DeepepVersion::v2}) {
+        if (v == DeepepVersion::v2 && p.d != DispatchModel::deepep_ht) continue;
+        CAPTURE(name(v));
+        SimOptions o = options_for(p, n);
+        o.deepep_version = v;
+        CHECK(judge_pairing(p.d, o.consumer, p.k).correct);
+        const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+        const Agreement a = compare_final(run, ref, tr, 0, n, p.k);
+        CHECK(a.bad_tokens == 0);
+        CHECK(a.worst.ratio <= 1);
+        if (p.k == CombineModel::weighted)
+          for (int r = 0; r < tr.config.num_ranks; ++r)
+            for (std::size_t i = 0; i < ref.ranks[r].final_out.size(); ++i)
+              REQUIRE(run.ranks[r].final_out[i] == ref.ranks[r].final_out[i]);
+        CHECK(run.stats.waste() == 1.0);
+      }
     }
   }
 }
@@ -113,10 +104,12 @@ TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x tim
     CAPTURE(models);
     SimOptions o;
     o.dispatch.model = dm;
+    o.consumer.model = ConsumerModel::identity;
     o.combine = km;
     const auto sources = layer_sources(tr, 0, map, o);
     const Dispatch d = dispatch(map, K, sources, o.dispatch);
-    auto runs = identity_rows(tr, d);
+    std::vector<RankRun> runs(shape.ranks);
+    run_expert_side(tr, 0, wp, map, d, o, runs);
     run_combine(tr, 0, wp, map, sources, d, o, runs);
     for (int r = 0; r < shape.ranks; ++r) {
       const RankInput& in = tr.layers[0].ranks[r];
@@ -142,6 +135,55 @@ TEST_CASE("identity experts combined: x times unique ranks (unweighted) or x tim
       }
     }
   }
+}
+
+TEST_CASE("identity experts pass each library's own combine check; the wrong combine or old -1 handling fails it") {
+  test::TraceShape shape;
+  shape.ranks = 6;
+  shape.experts = 24;
+  shape.hidden = 16;
+  shape.tokens = {9, 14, 3, 0, 11, 6};
+  shape.minus_one_rate = 0.2;
+  shape.token_dtype = DType::bf16;
+  Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  auto check = [&](DispatchModel dm, CombineModel km, Numerics n, NegativeIds neg = NegativeIds::skip) {
+    SimOptions o;
+    o.dispatch.model = dm;
+    o.dispatch.negative = neg;
+    o.consumer.model = ConsumerModel::identity;
+    o.combine = km;
+    o.numerics = n;
+    CHECK_FALSE(judge_pairing(dm, o.consumer, km).correct);  // a check, not a layer's output
+    return check_identity(tr, 0, map, simulate_layer(tr, 0, wp, map, o), o);
+  };
+  for (Numerics n : {Numerics::exact, Numerics::bf16, Numerics::fp8}) {
+    CAPTURE(name(n));
+    for (auto [dm, km] : {std::pair{DispatchModel::mori, CombineModel::rank_sum},
+                          std::pair{DispatchModel::deepep_ht, CombineModel::rank_sum},
+                          std::pair{DispatchModel::deepep_ll, CombineModel::weighted},
+                          std::pair{DispatchModel::pplx, CombineModel::weighted}}) {
+      const IdentityCheck ck = check(dm, km, n);
+      CAPTURE(ck.bar);
+      CHECK(ck.passes);
+      if (n != Numerics::fp8) CHECK(ck.bad_tokens == 0);  // fp8 rows are ~6% off: DeepEP's fp8 bar
+      CHECK(ck.tokens == 43);
+      if (n == Numerics::exact) CHECK(ck.max_abs < 1e-12);
+    }
+  }
+  // An unweighted sum where DeepEP LL weights, and a -1 sent to rank 0 by old MORI: both fail.
+  SimOptions o;
+  o.dispatch.model = DispatchModel::deepep_ll;
+  o.consumer.model = ConsumerModel::identity;
+  o.combine = CombineModel::pair_sum;
+  o.numerics = Numerics::bf16;
+  const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+  o.combine = CombineModel::weighted;  // DeepEP LL's test expects x * sum of weights
+  CHECK_FALSE(check_identity(tr, 0, map, run, o).passes);
+  const IdentityCheck rank0 = check(DispatchModel::mori, CombineModel::rank_sum, Numerics::bf16, NegativeIds::rank0);
+  CHECK_FALSE(rank0.passes);
+  CHECK(rank0.bad_tokens > 0);
 }
 
 TEST_CASE("every correct pairing matches the reference on random traces") {
@@ -357,6 +399,77 @@ TEST_CASE("internode-v1 rounds each node's partial before the cross-node sum; ra
   o.combine = CombineModel::internode_v1;
   run_combine(tr, 0, wp, map, sources, d, o, runs);
   CHECK(runs[0].combine_out.f32[0] == 1.0f);  // node 0: bf16(1 + 2^-8) = 1; node 1: 2^-8; bf16(1 + 2^-8) = 1
+}
+
+TEST_CASE("rank-sum's order is the library's: MORI first slot, DeepEP V1 ascending rank, DeepEP V2 last slot") {
+  test::TraceShape shape;
+  shape.tokens = {1, 0, 0, 0};
+  shape.hidden = 2;
+  Trace tr = test::make_trace(shape);
+  // Slots go to ranks 1, 2, 0, 1: first-slot order 1, 2, 0; ascending 0, 1, 2; last-slot 2, 0, 1.
+  tr.layers[0].ranks[0].topk_ids = {4, 8, 0, 5};
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  // Returned rows chosen so that each order rounds differently in float32:
+  //   (-2^-24 + (1 + 2^-23)) ties to 1, + -1 = 0;  (-1 + -2^-24) ties to -1, + (1 + 2^-23) = 2^-23;
+  //   ((1 + 2^-23) + -1) = 2^-23, + -2^-24 = 2^-24.
+  const float back[4] = {-1.0f, -0x1p-24f, 1.0f + 0x1p-23f, 0.0f};
+  auto combined = [&](DispatchModel d, DeepepVersion v) {
+    SimOptions o;
+    o.numerics = Numerics::fp32;
+    o.dispatch.model = d;
+    o.deepep_version = v;
+    const auto sources = layer_sources(tr, 0, map, o);
+    const Dispatch disp = dispatch(map, 4, sources, o.dispatch);
+    std::vector<RankRun> runs(4);
+    for (int r = 0; r < 4; ++r) {
+      REQUIRE(disp.ranks[r].total_recv == (r == 3 ? 0 : 1));
+      runs[r].expert_rows.wide = false;
+      runs[r].expert_rows.f32.assign(2 * disp.ranks[r].total_recv, back[r]);
+    }
+    run_combine(tr, 0, wp, map, sources, disp, o, runs);
+    CHECK(runs[0].combine_out.f32[0] == runs[0].combine_out.f32[1]);
+    return runs[0].combine_out.f32[0];
+  };
+  CHECK(rank_order(DispatchModel::mori, DeepepVersion::v2) == RankOrder::first_slot);
+  CHECK(combined(DispatchModel::mori, DeepepVersion::v1) == 0.0f);
+  CHECK(combined(DispatchModel::deepep_ht, DeepepVersion::v1) == 0x1p-23f);
+  CHECK(combined(DispatchModel::deepep_ht, DeepepVersion::v2) == 0x1p-24f);
+}
+
+TEST_CASE("MORI combine's output weights: each distinct rank's weight row summed in float32, not w x ranks") {
+  test::TraceShape shape;
+  shape.ranks = 8;
+  shape.experts = 16;
+  shape.top_k = 7;
+  shape.tokens = {1, 0, 0, 0, 0, 0, 0, 0};
+  Trace tr = test::make_trace(shape);
+  // Ranks 3, 1, 3, 0, 4, 6, 7: six distinct, so six additions of w. With w = 0x1.1f0c22p-1 they give
+  // 0x1.ae9232p+1, one ulp under fl(6 * w) = 0x1.ae9234p+1.
+  tr.layers[0].ranks[0].topk_ids = {6, 2, 7, 0, 9, 12, 14};
+  tr.layers[0].ranks[0].topk_weights.assign(7, 0x1.1f0c22p-1f);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  SimOptions o;
+  o.numerics = Numerics::fp32;
+  const LayerRun run = simulate_layer(tr, 0, wp, map, o);
+  REQUIRE(run.ranks[0].combine_weights.size() == 7);
+  for (float w : run.ranks[0].combine_weights) CHECK(w == 0x1.ae9232p+1f);
+  CHECK(0x1.ae9232p+1f != 6.0f * 0x1.1f0c22p-1f);
+  for (int r = 1; r < 8; ++r) CHECK(run.ranks[r].combine_weights.empty());  // no tokens there
+  o.dispatch.model = DispatchModel::deepep_ht;
+  CHECK(simulate_layer(tr, 0, wp, map, o).ranks[0].combine_weights.empty());
+}
+
+TEST_CASE("a trace's library_settings pick the DeepEP version; anything but v1 or v2 names the file") {
+  Trace tr;
+  tr.path = "cap.h5";
+  CHECK(default_deepep_version(tr) == DeepepVersion::v1);
+  tr.config.library_settings["deepep_version"] = "v2";
+  CHECK(default_deepep_version(tr) == DeepepVersion::v2);
+  tr.config.library_settings["deepep_version"] = "2.1.0";
+  CHECK_THROWS_WITH_AS(default_deepep_version(tr),
+                       "cap.h5: /config/library_settings: unknown deepep version '2.1.0' (expected v1, v2)", Error);
 }
 
 TEST_CASE("EPLB with logical ids: every replica policy matches the reference, same-rank keeps traffic local") {

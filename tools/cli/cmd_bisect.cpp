@@ -40,7 +40,7 @@ int run_bisect(const std::vector<std::string>& args) {
       ("dispatch", po::value<std::string>(), "candidate dispatch: mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
       ("consumer", po::value<std::string>(), "candidate consumer (default: the correct one for the dispatch)")
       ("combine", po::value<std::string>(), "candidate combine (default: the correct one for the dispatch)")
-      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8, else bf16)")
+      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 | hf-bf16 (default: fp32 for f32 tokens, fp8 for fp8, else bf16)")
       ("negative-ids", po::value<std::string>()->default_value("skip"), "mori -1 ids: skip or rank0")
       ("non-local", po::value<std::string>()->default_value("wrap"), "all-k: non-local ids wrap, clamp or mask")
       ("whole-buffer", po::bool_switch(), "the consumer reads the whole receive buffer")
@@ -65,6 +65,7 @@ int run_bisect(const std::vector<std::string>& args) {
   s.consumer.model = vm.count("consumer") ? parse_consumer(vm["consumer"].as<std::string>()) : default_consumer(s.dispatch.model);
   s.combine = vm.count("combine") ? parse_combine(vm["combine"].as<std::string>()) : default_combine(s.dispatch.model, c.mori.kernel_type);
   s.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
+  s.deepep_version = default_deepep_version(trace);
   const std::string neg = vm["negative-ids"].as<std::string>();
   if (neg != "skip" && neg != "rank0") throw UsageError("--negative-ids is skip or rank0");
   s.dispatch.negative = neg == "rank0" ? NegativeIds::rank0 : NegativeIds::skip;

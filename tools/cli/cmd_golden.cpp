@@ -51,7 +51,7 @@ int run_golden(const std::vector<std::string>& args) {
   po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
   desc.add_options()("trace", po::value<std::string>()->required(), "trace file")(
       "output,o", po::value<std::string>()->required(), "golden file to write")(
-      "numerics", po::value<std::string>()->default_value("exact"), "exact, fp32, bf16 or fp8")(
+      "numerics", po::value<std::string>()->default_value("exact"), "exact, fp32, bf16, fp8 or hf-bf16")(
       "fp8", po::value<std::string>()->default_value("float8_e4m3fn"),
       "fp8 dispatch format when tokens are not fp8: float8_e4m3fn or float8_e4m3fnuz")(
       "threads", po::value<int>()->default_value(1), "worker threads (results do not depend on it; default with --backend gpu: every core)")(

@@ -12,6 +12,8 @@
 #include "capture_check.hpp"
 #include "command.hpp"
 #include "error.hpp"
+#include "expert_side.hpp"
+#include "identity_check.hpp"
 #include "options.hpp"
 #include "output_path.hpp"
 #include "report.hpp"
@@ -35,6 +37,7 @@ int run_run(const std::vector<std::string>& args) {
       "Compares the final output with the CPU reference model in the same numerics: it matches when\n"
       "every element is within the rounding bound of reference/NUMERICS.md (\"How far two results may\n"
       "differ\"), the verdict diff, bisect and diagnose give too.\n"
+      "With --consumer identity, the combine check of the library's own tests instead.\n"
       "Exit 0: it matches, or nothing was compared (--no-reference, --routing-only); 1: it does not;\n"
       "2: bad input.\n\n"
       "options");
@@ -42,16 +45,19 @@ int run_run(const std::vector<std::string>& args) {
       ("trace", po::value<std::string>()->required(), "trace file")
       ("output,o", po::value<std::string>(), "write the run file (every stage per rank, /stats; only /stats with --routing-only) here; without -o nothing is written")
       ("dispatch", po::value<std::string>(), "mori | deepep-ht | deepep-ll | pplx | pairs (default: the trace's library, else mori)")
-      ("consumer", po::value<std::string>(), "aiter-mask | deepep-local | per-expert | all-k | dedup-filter | target-expert (default: what a correct integration of the dispatch uses)")
+      ("consumer", po::value<std::string>(), "aiter-mask | deepep-local | per-expert | all-k | dedup-filter | target-expert | identity (experts return their input; run then applies the library's combine check) (default: what a correct integration of the dispatch uses)")
       ("combine", po::value<std::string>(), "rank-sum | weighted | internode-v1 | pair-sum (default: as --consumer)")
-      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
+      ("numerics", po::value<std::string>(), "exact | fp32 | bf16 | fp8 | hf-bf16 (default: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16)")
       ("fp8-format", po::value<std::string>()->default_value("float8_e4m3fn"), "fp8 mode: float8_e4m3fn or float8_e4m3fnuz")
+      ("deepep-version", po::value<std::string>(), "deepep-ht rank-sum order: v1 (legacy kernels: ascending rank) or v2 (ElasticBuffer: each rank's last slot) (default: the trace's library_settings deepep_version, else v1)")
+      ("combine-quant", po::value<std::string>(), "mori rank-sum: MORI's combine quantization none | fp8_direct_cast | fp8_blockwise, in --fp8-format's fp8 (default: the trace's library_settings quant_type, else none)")
+      ("combine-scale-dim", po::value<int>()->default_value(56), "fp8_blockwise: blocks per row (MORI_FP8_COMBINE_SCALE_DIM)")
       ("src-pos-encoding", po::value<std::string>()->default_value("flat"), "mori src_token_pos: flat (HEAD) or legacy (before 2026-04)")
       ("negative-ids", po::value<std::string>()->default_value("skip"), "mori -1 ids: skip, or rank0 (the old truncation)")
       ("overflow", po::value<std::string>()->default_value("error"), "receive overflow: error, or drop (silent, mori issue 356)")
-      ("max-tokens", po::value<std::int64_t>(), "per-rank token capacity (mori max_num_inp_token_per_rank; default: the trace's, else the largest rank)")
+      ("max-tokens", po::value<std::int64_t>(), "per-rank token capacity (mori max_num_inp_token_per_rank, deepep-ll slots per (expert, source rank); default: the trace's, else the largest rank)")
       ("max-total-recv", po::value<std::int64_t>(), "mori max_total_recv_tokens (default: the trace's)")
-      ("shuffle-seed", po::value<std::uint64_t>(), "permute received rows like atomics-based kernels (default: canonical order)")
+      ("shuffle-seed", po::value<std::uint64_t>(), "permute received rows where the library leaves their order to arrival: mori/pairs the whole buffer, deepep-ht inside each source rank's block, deepep-ll the source ranges and rows inside them, pplx inside each expert (default: canonical order)")
       ("non-local", po::value<std::string>()->default_value("wrap"), "all-k: non-local ids wrap, clamp or mask")
       ("whole-buffer", po::bool_switch(), "aiter-mask/all-k read the whole receive buffer, not the first total_recv rows")
       ("ids", po::value<std::string>()->default_value("physical"), "trace ids are physical, or logical (eplb: a replica is picked)")
@@ -82,6 +88,21 @@ int run_run(const std::vector<std::string>& args) {
   o.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
   o.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
   if (!is_fp8(o.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
+  o.deepep_version = vm.count("deepep-version") ? parse_deepep_version(vm["deepep-version"].as<std::string>())
+                                                 : default_deepep_version(trace);
+  if (vm.count("combine-quant")) {
+    o.combine_quant.type = parse_combine_quant(vm["combine-quant"].as<std::string>());
+  } else if (o.dispatch.model == DispatchModel::mori && o.combine == CombineModel::rank_sum) {
+    const auto it = c.library_settings.find("quant_type");
+    if (it != c.library_settings.end()) try {
+        o.combine_quant.type = parse_combine_quant(it->second);
+      } catch (const Error& e) {
+        throw Error(where(trace.path, "/config/library_settings") + e.what());
+      }
+  }
+  o.combine_quant.fp8 = o.fp8_format;
+  o.combine_quant.scale_dim = vm["combine-scale-dim"].as<int>();
+  check_combine_quant(o, c.hidden);  // before any work
   o.dispatch.encoding = parse_src_pos_encoding(vm["src-pos-encoding"].as<std::string>());
   if (o.dispatch.encoding == SrcPosEncoding::pair) throw UsageError("--src-pos-encoding is flat or legacy");
   const std::string neg = vm["negative-ids"].as<std::string>();
@@ -161,12 +182,20 @@ int run_run(const std::vector<std::string>& args) {
   const WeightProvider ref_weights(ref_trace);
   std::vector<LayerRun> runs;
   bool all_agree = true;
+  // Identity experts are judged by the library's own combine check, not against the reference.
+  const bool identity = o.consumer.model == ConsumerModel::identity;
   for (int l : layers) {
     runs.push_back(simulate_layer(trace, l, weights, map, o));
     const LayerRun& run = runs.back();
     std::cout << "layer " << run.layer_index << "\n";
     print_stats(std::cout, run.stats, vm["per-rank"].as<bool>());
-    if (!vm["no-reference"].as<bool>()) {
+    if (identity) {
+      const IdentityCheck ck = check_identity(trace, l, map, run, o);
+      all_agree = all_agree && ck.passes;
+      std::cout << "  identity experts: combine_out vs " << ck.expectation << ": calc_diff " << ck.calc_diff
+                << ", max |diff| " << ck.max_abs << ", " << ck.bad_tokens << " of " << ck.tokens
+                << " tokens past MORI's allclose; " << ck.bar << ": " << (ck.passes ? "passes" : "FAILS") << "\n";
+    } else if (!vm["no-reference"].as<bool>()) {
       ReferenceOptions rop;
       rop.numerics = o.numerics;
       rop.fp8_format = o.fp8_format;
@@ -189,6 +218,11 @@ int run_run(const std::vector<std::string>& args) {
   if (vm.count("output")) {
     write_run(vm["output"].as<std::string>(), trace, runs, description);
     std::cout << "wrote " << vm["output"].as<std::string>() << "\n";
+  }
+  if (identity) {
+    std::cout << (all_agree ? "result: identity experts pass the library's combine check"
+                            : "result: identity experts FAIL the library's combine check") << "\n";
+    return all_agree ? 0 : 1;
   }
   if (vm["no-reference"].as<bool>()) return 0;
   std::cout << (all_agree ? "result: matches the reference" : "result: DISAGREES with the reference") << "\n";
