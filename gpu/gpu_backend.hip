@@ -19,7 +19,6 @@ namespace {
 constexpr std::int64_t kChunkRows = 16384;  // rows per device pass: bounds the intermediates
 constexpr std::int64_t kScatterThreads = 8;  // host threads copying a chunk's rows to their places
 
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8; }
 
 class Stream {
  public:

@@ -12,7 +12,6 @@ inline T rounded(T v, bool bf16) {
   return bf16 ? static_cast<T>(round_bf16(static_cast<float>(v))) : v;
 }
 
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 
 template <class T>
 void combine_impl(const CombineSpec& spec, int hidden, int top_k, const T* const* slot_out, const float* weights,

@@ -13,7 +13,6 @@ namespace {
 
 constexpr std::int64_t kRowChunk = 256;  // rows per pass, bounding the intermediate buffers
 
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 
 template <class T>
 inline T maybe_bf16(T v, bool round) {

@@ -36,7 +36,7 @@ bool same_bits(double a, double b, bool wide) {
 }  // namespace
 
 void RunToRun::add(const LayerOutputs& a, const LayerOutputs& b, Numerics numerics) {
-  const bool bf16 = numerics == Numerics::bf16 || numerics == Numerics::fp8;
+  const bool bf16 = rounds_bf16(numerics);
   unit = bf16 ? "bf16" : (is_f64(numerics) ? "float64" : "float32");
   for (std::size_t r = 0; r < a.ranks.size() && r < b.ranks.size(); ++r) {
     const Values& x = a.ranks[r].final_out;

@@ -6,7 +6,6 @@
 namespace moesim {
 namespace {
 
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 
 template <class T>
 inline T maybe_bf16(T v, bool round) {

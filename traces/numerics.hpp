@@ -13,6 +13,8 @@ namespace moesim {
 enum class Numerics { exact, fp32, bf16, fp8, hf_bf16 };
 
 std::string_view name(Numerics n);
+// Whether the mode's outputs and intermediates are bf16 values (bf16, fp8, hf-bf16).
+inline bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 Numerics parse_numerics(std::string_view s);  // throws Error on an unknown name
 
 // The mode a kernel on these tokens runs: fp32 for f32 tokens, fp8 for fp8 tokens, else bf16.

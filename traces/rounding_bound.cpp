@@ -13,7 +13,6 @@ constexpr double kBf16 = 0x1p-8;  // unit roundoff of bfloat16 (8 significant bi
 constexpr double kFp8 = 0x1p-4;   // e4m3fn and e4m3fnuz (4 significant bits)
 
 double compute_unit(Numerics n) { return n == Numerics::exact ? 0x1p-53 : 0x1p-24; }
-bool rounds_bf16(Numerics n) { return n == Numerics::bf16 || n == Numerics::fp8 || n == Numerics::hf_bf16; }
 
 // One expert output row on one side (reference/NUMERICS.md, "The expert input row" and "One
 // expert's FFN"): the sum of the unit roundoffs of every rounding on its way, each taken as a
