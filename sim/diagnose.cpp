@@ -70,7 +70,7 @@ void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred
 double value(const Values& v, std::size_t i) { return v[i]; }
 
 void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol,
-                const bound::Budget& budget, Evaluation& e, std::vector<double>& worst) {
+                const bound::Budget& budget, bool whole_buffer, Evaluation& e, std::vector<double>& worst) {
   const Captured& cap = layer.ranks[r].captured;
   const int K = c.top_k, H = c.hidden;
   const RecvBuffer& b = p.dispatch.ranks[r];
@@ -78,7 +78,8 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
   const std::string at = "layer " + std::to_string(layer.index) + " rank " + std::to_string(r);
   const CapturedRows cr = decode_captured(layer, r, p.dispatch.max_tokens, K);
 
-  if (cap.total_recv >= 0 || cap.rows > 0) {
+  // A whole buffer held without total_recv: its row count is the capacity, not what was sent.
+  if ((cap.total_recv >= 0 || cap.rows > 0) && !whole_buffer) {
     Tally& t = e.obs[obs_counts];
     t.present = true;
     t.total += 1;
@@ -219,7 +220,8 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
                 slots ? RowBound([&](std::int64_t t) { return final_bounds.row(t); }) : RowBound());
 }
 
-void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base, std::vector<BufferFinding>& out) {
+void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base,
+                        const std::vector<CaptureCheck>& checks, DispatchModel lib, std::vector<BufferFinding>& out) {
   const int H = c.hidden;
   for (int r = 0; r < c.num_ranks; ++r) {
     const Captured& cap = layer.ranks[r].captured;
@@ -228,6 +230,9 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     f.layer = layer.index;
     f.rank = r;
     f.full = cap.total_recv > 0 && cap.total_recv == cap.buffer_rows;
+    for (const auto& ck : checks)
+      for (const auto& m : ck.models)
+        if (f.full && ck.rank == r && m.dispatch == lib && m.negative == NegativeIds::skip) f.overflow = m.overflow;
     const CapturedRows cr = decode_captured(layer, r, capture_max_tokens(layer, base), c.top_k);
     const std::int64_t valid = std::min<std::int64_t>(cr.valid, static_cast<std::int64_t>(cap.src_token_pos.size()));
     std::set<std::int64_t> seen;
@@ -273,6 +278,28 @@ bool Diagnosis::consistent() const {
   return !ranked.empty() && ranked[0].tested && hypothesis(ranked[0]).correct && ranked[0].unexplained == 0;
 }
 
+Verdict Diagnosis::verdict() const {
+  const Evaluation* correct = nullptr;
+  for (const auto& e : ranked)
+    if (hypothesis(e).correct) correct = &e;
+  int present = 0;
+  for (int o = 0; correct && o < kNumObs; ++o) present += correct->obs[o].present;
+  if (!correct || !correct->tested || present == 0) return Verdict::undecided;
+  if (consistent()) return has_outputs ? Verdict::consistent : Verdict::buffers_consistent;
+  return ranked[0].tested && ranked[0].unexplained == 0 ? Verdict::explained : Verdict::disagrees;
+}
+
+int exit_code(Verdict v) {
+  switch (v) {
+    case Verdict::consistent: return 0;
+    case Verdict::explained:
+    case Verdict::disagrees: return 1;
+    case Verdict::buffers_consistent: return 3;
+    case Verdict::undecided: return 4;
+  }
+  return 4;
+}
+
 Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
   const TraceConfig& c = trace.config;
   Diagnosis d;
@@ -310,10 +337,18 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
   }
   const ExpertMap map = make_expert_map(c);
   const WeightProvider weights(trace);
+  d.sources_known = has_source_routing(trace);
   for (int l : d.layers) {
     d.checks.push_back(check_captures(trace, l, map, o.base.dispatch));
-    find_buffer_issues(c, trace.layers[l], o.base.dispatch, d.buffers);
+    find_buffer_issues(c, trace.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
+    auto rd = read_receive_sides(trace, l, map, o.base.dispatch, d.checks.back(), d.sources_known);
+    d.readings.insert(d.readings.end(), rd.begin(), rd.end());
   }
+  auto whole_buffer = [&](int layer_index, int r) {
+    for (const auto& rd : d.readings)
+      if (rd.layer == layer_index && rd.rank == r) return rd.whole_buffer;
+    return false;
+  };
 
   for (int i = 0; i < static_cast<int>(d.hypotheses.size()); ++i) {
     const Hypothesis& h = d.hypotheses[i];
@@ -324,6 +359,12 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     const bound::Side side{o.base.numerics, bound::partial_levels(name(h.options.combine))};
     const bound::Budget budget(c, side, side);
     if (by_bound && d.bound_label.empty()) d.bound_label = budget.label();
+    if (!d.sources_known) {
+      e.tested = false;
+      e.note = "needs the source routing (every rank's topk_ids and topk_weights): the trace holds none";
+      d.ranked.push_back(std::move(e));
+      continue;
+    }
     if (!d.has_outputs && !h.structural && !h.correct) {
       e.tested = false;
       e.note = "predicts the correct integration's buffers: needs captured outputs";
@@ -340,7 +381,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
           break;
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
-        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, d.tolerance, budget, e, worst);
+        for (int r = 0; r < c.num_ranks; ++r)
+          score_rank(c, trace.layers[l], r, p, d.tolerance, budget, whole_buffer(trace.layers[l].index, r), e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;
@@ -361,6 +403,9 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     if (sa != sb) return sa < sb;
     return a.index < b.index;
   });
+  const std::int64_t max_tokens =
+      o.base.dispatch.max_tokens_per_rank > 0 ? o.base.dispatch.max_tokens_per_rank : c.mori.max_num_inp_token_per_rank;
+  if (d.verdict() != Verdict::consistent) d.next = capture_next(trace, d.layers, lib, max_tokens, !d.has_outputs);
   return d;
 }
 

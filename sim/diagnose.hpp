@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "capture_check.hpp"
+#include "diagnose_deduce.hpp"
 #include "simulate.hpp"
 
 namespace moesim::sim {
@@ -77,8 +78,19 @@ struct BufferFinding {
   int layer = 0, rank = 0;
   std::int64_t duplicate_positions = 0;  // valid rows whose src_token_pos repeats an earlier row's
   std::int64_t identical_rows = 0;       // valid rows whose recv_x equals a row of another source
-  bool full = false;                     // total_recv equals the buffer size: rows may have been dropped
+  bool full = false;                     // total_recv equals the buffer size
+  std::int64_t overflow = -1;            // full: rows the library's dispatch sends past it (-1: not computed)
 };
+
+// What the evidence supports, and moesim diagnose's exit code for it.
+enum class Verdict {
+  consistent,          // 0: the correct integration explains everything, outputs included
+  explained,           // 1: a bug model explains the capture and the correct integration does not
+  disagrees,           // 1: the correct integration leaves observations unexplained; no model explains them all
+  buffers_consistent,  // 3: the buffers fit the correct integration; the consumer was not tested (no outputs)
+  undecided,           // 4: nothing could be compared (no source routing, or no observation): capture more
+};
+int exit_code(Verdict v);
 
 struct DiagnoseOptions {
   SimOptions base;          // numerics, fp8 format, threads, capacities
@@ -101,7 +113,11 @@ struct Diagnosis {
   double tolerance = 0;       // relative L2 where the bound does not judge
   std::string bound_label;    // "the bf16 rounding bound" when it judges the numeric observations
   std::vector<Evaluation> ranked;  // best first; untested hypotheses last
+  bool sources_known = true;       // the trace holds some rank's source routing
+  std::vector<ReceiveReading> readings;  // per diagnosed layer and captured rank
+  std::vector<std::string> next;         // what to capture next (empty when nothing is missing)
   bool consistent() const;         // the correct integration is first and explains everything
+  Verdict verdict() const;
   const Hypothesis& hypothesis(const Evaluation& e) const { return hypotheses[e.index]; }
 };
 
