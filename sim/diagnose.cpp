@@ -14,6 +14,7 @@
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
+#include "stats.hpp"
 #include "trace_io.hpp"
 
 namespace moesim::sim {
@@ -238,11 +239,12 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     std::set<std::int64_t> seen;
     for (std::int64_t i = 0; i < valid; ++i)
       if (!seen.insert(cap.src_token_pos[i]).second) ++f.duplicate_positions;
-    if (!cap.recv_x.empty()) {
+    // Without positions a row's source is unknown; the receive-side deductions judge identical rows then.
+    if (!cap.recv_x.empty() && cr.positions) {
       std::map<std::vector<float>, std::set<std::pair<int, std::int64_t>>> sources;
       for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
         std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
-        sources[row].insert(cr.positions ? std::pair{cr.src_rank[i], cr.token[i]} : std::pair{-1, i});
+        sources[row].insert({cr.src_rank[i], cr.token[i]});
       }
       for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
         std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
@@ -251,6 +253,26 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     }
     out.push_back(f);
   }
+}
+
+// The seed's measure for a consumer that computes every id of every row or reads the whole
+// buffer: expert computations per distinct source token received, beside what the layer needs.
+std::string waste_text(const Trace& tr, const std::vector<int>& layers, const ExpertMap& map, const SimOptions& o) {
+  std::int64_t performed = 0, sources = 0, needed = 0;
+  for (int l : layers) {
+    const RoutingStats st = routing_stats(stats_input(tr.config, map, o), layer_sources(tr, l, map, o));
+    performed += st.total_performed();
+    sources += st.total_sources();
+    needed += st.total_needed();
+  }
+  const bool all_k = o.consumer.model == ConsumerModel::all_k;
+  const std::string what = all_k && o.consumer.whole_buffer ? "the all-k flow over the whole receive buffer"
+                           : all_k                         ? "the all-k flow (every id of every row computed)"
+                                                           : "reading the whole receive buffer";
+  auto ratio = [](std::int64_t a, std::int64_t b) { return b > 0 ? fmt_g(static_cast<double>(a) / static_cast<double>(b)) : "-"; };
+  return what + ": " + std::to_string(performed) + " expert computations for " + std::to_string(sources) +
+         " distinct source tokens received, " + ratio(performed, sources) + " per source token; the layer needs " +
+         std::to_string(needed) + " (token, expert) computations, so " + ratio(performed, needed) + "x what it needs";
 }
 
 }  // namespace
@@ -336,17 +358,39 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     d.hypotheses = std::move(kept);
   }
   const ExpertMap map = make_expert_map(c);
-  const WeightProvider weights(trace);
   d.sources_known = has_source_routing(trace);
+  // Rows matched to their sources by content stand in for total_recv and src_token_pos where
+  // neither was captured: the models are scored on a copy of the trace that holds them.
+  std::optional<Trace> inferred;
   for (int l : d.layers) {
-    d.checks.push_back(check_captures(trace, l, map, o.base.dispatch));
-    find_buffer_issues(c, trace.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
-    auto rd = read_receive_sides(trace, l, map, o.base.dispatch, d.checks.back(), d.sources_known);
+    const auto checks = check_captures(trace, l, map, o.base.dispatch);
+    auto rd = read_receive_sides(trace, l, map, o.base.dispatch, checks, d.sources_known);
+    for (const auto& x : rd) {
+      const Captured& cap = trace.layers[l].ranks[x.rank].captured;
+      if (x.matched_end < 0 || cap.total_recv >= 0 || !cap.src_token_pos.empty()) continue;
+      if (!inferred) inferred.emplace(trace);
+      Captured& ic = inferred->layers[l].ranks[x.rank].captured;
+      ic.total_recv = x.matched_end;
+      ic.src_token_pos = x.inferred_pos;
+      ic.src_pos_encoding = "flat";
+    }
     d.readings.insert(d.readings.end(), rd.begin(), rd.end());
   }
-  auto whole_buffer = [&](int layer_index, int r) {
+  const Trace& scored = inferred ? *inferred : trace;
+  for (int l : d.layers) {
+    d.checks.push_back(check_captures(scored, l, map, o.base.dispatch));
+    for (auto& ck : d.checks.back())
+      if (inferred && trace.layers[l].ranks[ck.rank].captured.total_recv < 0 && ck.total_recv >= 0)
+        ck.evidence.insert(ck.evidence.begin(), "total_recv " + std::to_string(ck.total_recv) +
+                                                    " and src_token_pos inferred by matching rows to sources by content");
+    find_buffer_issues(c, scored.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
+  }
+  const WeightProvider weights(scored);
+  // A whole buffer without total_recv (captured or inferred): its row count is not compared.
+  auto whole_buffer = [&](int layer_pos, int r) {
+    if (scored.layers[layer_pos].ranks[r].captured.total_recv >= 0) return false;
     for (const auto& rd : d.readings)
-      if (rd.layer == layer_index && rd.rank == r) return rd.whole_buffer;
+      if (rd.layer == scored.layers[layer_pos].index && rd.rank == r) return rd.whole_buffer;
     return false;
   };
 
@@ -374,7 +418,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     std::vector<double> worst(kNumObs, -1.0);
     try {
       for (int l : d.layers) {
-        const Prediction p = predict(trace, l, h, weights, map);
+        const Prediction p = predict(scored, l, h, weights, map);
         if (!p.tested) {
           e.tested = false;
           e.note = p.note;
@@ -382,7 +426,7 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
         for (int r = 0; r < c.num_ranks; ++r)
-          score_rank(c, trace.layers[l], r, p, d.tolerance, budget, whole_buffer(trace.layers[l].index, r), e, worst);
+          score_rank(c, scored.layers[l], r, p, d.tolerance, budget, whole_buffer(l, r), e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;
@@ -405,6 +449,10 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
   });
   const std::int64_t max_tokens =
       o.base.dispatch.max_tokens_per_rank > 0 ? o.base.dispatch.max_tokens_per_rank : c.mori.max_num_inp_token_per_rank;
+  if (d.verdict() == Verdict::explained) {
+    const SimOptions& ho = d.hypothesis(d.ranked.front()).options;
+    if (ho.consumer.model == ConsumerModel::all_k || ho.consumer.whole_buffer) d.answer = waste_text(scored, d.layers, map, ho);
+  }
   if (d.verdict() != Verdict::consistent) d.next = capture_next(trace, d.layers, lib, max_tokens, !d.has_outputs);
   return d;
 }

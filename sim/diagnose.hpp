@@ -116,6 +116,7 @@ struct Diagnosis {
   bool sources_known = true;       // the trace holds some rank's source routing
   std::vector<ReceiveReading> readings;  // per diagnosed layer and captured rank
   std::vector<std::string> next;         // what to capture next (empty when nothing is missing)
+  std::string answer;  // an all-k or whole-buffer answer's cost: computations per distinct source token
   bool consistent() const;         // the correct integration is first and explains everything
   Verdict verdict() const;
   const Hypothesis& hypothesis(const Evaluation& e) const { return hypotheses[e.index]; }

@@ -11,6 +11,8 @@
 #include <set>
 #include <unordered_map>
 
+#include "diagnose_rows.hpp"
+
 namespace moesim::sim {
 
 namespace {
@@ -303,11 +305,11 @@ std::vector<ReceiveReading> read_receive_sides(const Trace& trace, int layer_pos
             src_of[key_of(&in.topk_ids[t * K])].push_back({s, t});
       }
       std::vector<std::int64_t> count(N, 0);
-      std::map<std::pair<int, std::int64_t>, std::int64_t> rows_of_source;
+      std::map<std::pair<int, std::int64_t>, std::int64_t> rows_of_source;  // rows given to each source
+      std::vector<std::pair<int, std::int64_t>> pick(N, {-1, -1});
       for (std::int64_t i = 0; i < N; ++i) {
         auto it = src_of.find(key_of(&cap.recv_topk_ids[i * K]));
         if (it == src_of.end()) continue;
-        std::pair<int, std::int64_t> last{-1, -1};
         for (const auto& [s, t] : it->second) {
           const RankInput& in = layer.ranks[s];
           for (int k = 0; k < K; ++k) key[k] = in.topk_ids[t * K + k];
@@ -317,28 +319,42 @@ std::vector<ReceiveReading> read_receive_sides(const Trace& trace, int layer_pos
               std::memcmp(&cap.recv_x[i * H], &in.x[t * H], H * sizeof(float)) != 0)
             continue;
           ++count[i];
-          last = {s, static_cast<std::int64_t>(t)};
+          // Among equal candidates, the one given the fewest rows so far (the first on a tie).
+          const std::pair<int, std::int64_t> cand{s, t};
+          if (pick[i].first < 0 || rows_of_source[cand] < rows_of_source[pick[i]]) pick[i] = cand;
         }
-        if (count[i] == 1) ++rows_of_source[last];
+        if (count[i] > 0) ++rows_of_source[pick[i]];
       }
       std::int64_t a = N;
       while (a > 0 && count[a - 1] == 0) --a;
       rd.matched_end = a;
+      const std::int64_t enc_tokens = capture_max_tokens(layer, base);
+      rd.inferred_pos.assign(a, -1);
+      for (std::int64_t i = 0; i < a; ++i)
+        if (count[i] > 0)
+          rd.inferred_pos[i] = encode_src_pos(SrcPosEncoding::flat, R, enc_tokens, K, pick[i].first, pick[i].second, -1);
       std::int64_t one = 0, several = 0, unmatched = 0, repeated = 0;
       for (std::int64_t i = 0; i < a; ++i) one += count[i] == 1, several += count[i] > 1, unmatched += count[i] == 0;
-      for (const auto& [src, n] : rows_of_source) repeated += n > 1;
+      for (const auto& [src, n] : rows_of_source) repeated += n > 1 && one > 0;
       std::string s = at + "matched by content (no src_token_pos): rows [0, " + std::to_string(a) + ") match source tokens " +
                       "routed to this rank (" + std::to_string(one) + " exactly one, " + std::to_string(several) +
                       " several, " + std::to_string(unmatched) + " none)";
       if (a < N) s += "; rows [" + std::to_string(a) + ", " + std::to_string(N) + ") match no source token: a stale tail";
       if (repeated) s += "; " + std::to_string(repeated) + " source tokens matched by more than one row";
-      std::string fits;
+      std::string sends, same;
       for (const auto& ck : checks)
         if (ck.rank == r)
-          for (const auto& m : ck.models)
-            fits += (fits.empty() ? "" : ", ") + m.model + " sends " + std::to_string(m.expected_rows);
-      if (!fits.empty()) s += "; rows to this rank: " + fits;
+          for (const auto& m : ck.models) {
+            sends += (sends.empty() ? "" : ", ") + m.model + " sends " + std::to_string(m.expected_rows);
+            if (m.expected_rows == a) same += (same.empty() ? "" : ", ") + m.model;
+          }
+      if (!sends.empty()) s += "; rows to this rank: " + sends;
+      s += same.empty() ? "; no dispatch model sends that many rows" : "; the valid prefix has the length " + same + " send";
       rd.sentences.push_back(s + ".");
+      if (cap.total_recv < 0)
+        rd.sentences.push_back(at + "the models are scored with total_recv = " + std::to_string(a) +
+                               " and each row's source from these matches (ambiguous rows given to the candidate with the "
+                               "fewest rows).");
     }
     out.push_back(std::move(rd));
   }

@@ -22,6 +22,7 @@ struct ReceiveReading {
   bool whole_buffer = false;      // the rows are a whole receive buffer and total_recv was not captured
   std::int64_t stale_from = -1;   // rows [stale_from, rows) are stale by their content; -1: no stale tail seen
   std::int64_t matched_end = -1;  // content matching: rows [matched_end, rows) match no source token; -1: not matched
+  std::vector<std::int64_t> inferred_pos;  // [matched_end] flat src_token_pos of each row's match, -1 for none
   std::string id_space = "unknown";  // from the ids' range: "global", "local" or "unknown"
   std::vector<std::string> models;   // dispatch models whose rows these can be (empty: not decided)
   std::int64_t identical_groups = 0; // groups of two or more identical valid rows

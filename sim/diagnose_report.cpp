@@ -78,6 +78,7 @@ void print_verdict(std::ostream& out, const Diagnosis& d) {
       for (std::size_t i = 1; i < d.ranked.size(); ++i)
         if (same_rank(d.ranked[i], best)) ties += (ties.empty() ? "" : ", ") + d.hypothesis(d.ranked[i]).key;
       if (!ties.empty()) out << "  as well as " << ties << ": the captured evidence does not tell them apart\n";
+      if (!d.answer.empty()) out << "  " << d.answer << "\n";
       break;
     }
     case Verdict::disagrees: {
@@ -198,7 +199,7 @@ void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis
       << ", \"has_outputs\": " << (d.has_outputs ? "true" : "false")
       << ", \"has_source_routing\": " << (d.sources_known ? "true" : "false") << ",\n \"capture_next\": [";
   for (std::size_t i = 0; i < d.next.size(); ++i) out << (i ? ", " : "") << json_str(d.next[i]);
-  out << "],\n \"receive_side\": [";
+  out << "], \"answer\": " << json_str(d.answer) << ",\n \"receive_side\": [";
   for (std::size_t i = 0; i < d.readings.size(); ++i) {
     const ReceiveReading& rd = d.readings[i];
     out << (i ? ",\n  " : "\n  ") << "{\"layer\": " << rd.layer << ", \"rank\": " << rd.rank << ", \"rows\": " << rd.rows
