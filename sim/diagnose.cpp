@@ -7,10 +7,12 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
 #include "agreement.hpp"
+#include "diagnose_products.hpp"
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
@@ -386,6 +388,11 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     find_buffer_issues(c, scored.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
   }
   const WeightProvider weights(scored);
+  // One backend for every hypothesis, each (token, expert) product computed once.
+  std::unique_ptr<ExpertBackend> cpu;
+  ExpertBackend* inner = o.base.backend;
+  if (!inner) inner = (cpu = make_cpu_backend(scored, weights)).get();
+  SharedProducts shared(*inner, c.hidden, o.products_budget);
   // A whole buffer without total_recv (captured or inferred): its row count is not compared.
   auto whole_buffer = [&](int layer_pos, int r) {
     if (scored.layers[layer_pos].ranks[r].captured.total_recv >= 0) return false;
@@ -418,7 +425,9 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     std::vector<double> worst(kNumObs, -1.0);
     try {
       for (int l : d.layers) {
-        const Prediction p = predict(scored, l, h, weights, map);
+        Hypothesis hb = h;
+        hb.options.backend = &shared;
+        const Prediction p = predict(scored, l, hb, weights, map, d.has_outputs);
         if (!p.tested) {
           e.tested = false;
           e.note = p.note;
@@ -449,6 +458,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
   });
   const std::int64_t max_tokens =
       o.base.dispatch.max_tokens_per_rank > 0 ? o.base.dispatch.max_tokens_per_rank : c.mori.max_num_inp_token_per_rank;
+  d.products_computed = shared.computed();
+  d.products_reused = shared.reused();
   if (d.verdict() == Verdict::explained) {
     const SimOptions& ho = d.hypothesis(d.ranked.front()).options;
     if (ho.consumer.model == ConsumerModel::all_k || ho.consumer.whole_buffer) d.answer = waste_text(scored, d.layers, map, ho);

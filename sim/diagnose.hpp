@@ -101,6 +101,8 @@ struct DiagnoseOptions {
   // what it does not cover (stale rows).
   double tolerance = -1;
   std::vector<std::string> only;  // evaluate just these catalog keys (and the correct integration)
+  // Bytes of (token, expert) products kept to share between hypotheses (diagnose_products.hpp).
+  std::int64_t products_budget = std::int64_t{4} << 30;
 };
 
 struct Diagnosis {
@@ -117,6 +119,7 @@ struct Diagnosis {
   std::vector<ReceiveReading> readings;  // per diagnosed layer and captured rank
   std::vector<std::string> next;         // what to capture next (empty when nothing is missing)
   std::string answer;  // an all-k or whole-buffer answer's cost: computations per distinct source token
+  std::int64_t products_computed = 0, products_reused = 0;  // expert rows computed, and served again
   bool consistent() const;         // the correct integration is first and explains everything
   Verdict verdict() const;
   const Hypothesis& hypothesis(const Evaluation& e) const { return hypotheses[e.index]; }
@@ -128,7 +131,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& options);
 // What a hypothesis predicts for one layer: the dispatch as delivered (before any consumer-side
 // mutation) and every rank's outputs, plus the expert outputs of captured rows past total_recv
 // as the consumer would compute them if it read them (AITER leaves them uninitialized when it
-// does not). Exposed for tests that build captures.
+// does not). With `outputs` false only the dispatch (and x) is predicted: a capture of buffers
+// alone compares nothing the expert math computes. Exposed for tests that build captures.
 struct Prediction {
   Dispatch dispatch;
   std::vector<RankRun> ranks;
@@ -139,7 +143,7 @@ struct Prediction {
   std::string note;
 };
 Prediction predict(const Trace& trace, int layer_pos, const Hypothesis& h, const WeightProvider& weights,
-                   const ExpertMap& map);
+                   const ExpertMap& map, bool outputs = true);
 
 void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, int top);
 void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis& d);

@@ -188,6 +188,9 @@ void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, 
     for (const auto& e : d.ranked)
       if (!e.tested) out << "  not tested: " << d.hypothesis(e).key << ": " << e.note << "\n";
   }
+  if (d.products_computed > 0)
+    out << "expert products (token, expert): " << d.products_computed << " computed, " << d.products_reused
+        << " served again to other hypotheses\n";
   print_verdict(out, d);
 }
 
