@@ -6,6 +6,7 @@
 #include <sstream>
 #include <thread>
 
+#include "backend_choice.hpp"
 #include "command.hpp"
 #include "diagnose.hpp"
 #include "error.hpp"
@@ -57,6 +58,7 @@ int run_diagnose(const std::vector<std::string>& args) {
       ("layer", po::value<int>(), "only this layer (position in the trace; default: all)")
       ("top", po::value<int>()->default_value(3), "print the evidence of this many best hypotheses")
       ("json", po::bool_switch(), "print the result as JSON instead of text")
+      ("backend", po::value<std::string>()->default_value("cpu"), kBackendHelp)
       ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math (results do not depend on it)");
   po::positional_options_description pos;
   pos.add("trace", 1);
@@ -91,6 +93,10 @@ int run_diagnose(const std::vector<std::string>& args) {
   }
   o.base.threads = std::max(1, vm["threads"].as<int>());
 
+  // Every hypothesis runs its expert FFNs here; each (token, expert) product once (diagnose_products.hpp).
+  const WeightProvider weights(trace);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  o.base.backend = backend.get();
   const Diagnosis d = diagnose(trace, o);
   if (vm["json"].as<bool>())
     print_diagnosis_json(std::cout, trace, d);
