@@ -121,3 +121,18 @@ TEST_CASE("errors: exit 2 with one line") {
         std::string::npos);
   CHECK(help.output.find("4: undecided") != std::string::npos);
 }
+
+TEST_CASE("total_recv filling the buffer exactly: nothing overflowed is said, not that rows may have been dropped") {
+  Trace tr = make_trace(diagnose_shape());
+  tr.config.library = "mori";
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  for (auto& in : tr.layers[0].ranks) in.captured.buffer_rows = in.captured.total_recv;
+  const std::string path = tmp("diagnose_full_buffer.h5");
+  write_trace(tr, path);
+  const CliRun r = run_moesim("diagnose '" + path + "'");
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("total_recv fills the whole buffer exactly; the routing sends no more rows: nothing overflowed") !=
+        std::string::npos);
+  CHECK(r.output.find("may have been dropped") == std::string::npos);
+}
