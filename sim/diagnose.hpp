@@ -1,7 +1,9 @@
 #pragma once
-// moesim diagnose: which integration bug explains a capture. Structural checks of the captured
-// receive buffers come first (capture_check.hpp plus duplicate positions and identical rows with
-// distinct sources); then every hypothesis of a catalog of known bugs, each a simulator
+// moesim diagnose: which integration bug explains a capture. What the receive rows say on their
+// own comes first (diagnose_deduce.hpp: whole buffer, stale rows, id space, identical rows, rows
+// matched to sources by content); then structural checks of the captured receive buffers
+// (capture_check.hpp plus duplicate positions and identical rows with distinct sources); then
+// every hypothesis of a catalog of known bugs, each a simulator
 // configuration, is run on the trace and compared with what was captured, observation by
 // observation (row counts, row sources, ids and weights, recv_x, per-row expert outputs, stale
 // rows past total_recv, combine_out, final_out). Hypotheses are ranked by how many observations
