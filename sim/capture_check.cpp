@@ -240,8 +240,10 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
 void print_capture_check(std::ostream& out, const CaptureCheck& ck) {
   out << "  rank " << ck.rank << ": " << ck.rows << " rows captured, total_recv "
       << (ck.total_recv >= 0 ? std::to_string(ck.total_recv) : "not captured") << ", buffer "
-      << (ck.buffer_rows >= 0 ? std::to_string(ck.buffer_rows) + " rows" : "size not captured") << "; ids " << ck.id_space()
-      << (ck.global_id_rows + ck.local_id_rows > 0 || ck.id_space() == "none" ? "" : " (by their range)") << "\n";
+      << (ck.buffer_rows >= 0 ? std::to_string(ck.buffer_rows) + " rows" : "size not captured") << "; "
+      << (ck.id_space() == "none" ? "no ids captured"
+                                  : "ids " + ck.id_space() + (ck.global_id_rows + ck.local_id_rows > 0 ? "" : " (by their range)"))
+      << "\n";
   for (const auto& e : ck.evidence) out << "    " << e << "\n";
   if (ck.undecodable) out << "    " << ck.undecodable << " rows with undecodable src_token_pos\n";
   if (ck.x_mismatches) out << "    " << ck.x_mismatches << " rows differ from their decoded source\n";
