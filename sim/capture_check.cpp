@@ -1,5 +1,6 @@
 #include "capture_check.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -37,16 +38,31 @@ std::string src_text(int r, std::int64_t t) { return "(rank " + std::to_string(r
 
 bool ModelFinding::consistent() const { return duplicate_rows == 0 && missing_rows == 0 && id_mismatches == 0; }
 
+IdRange id_range(const Captured& cap, std::int64_t rows, int K, const ExpertMap& map, int rank) {
+  IdRange out;
+  if (cap.recv_topk_ids.empty() || rows <= 0) return out;
+  rows = std::min(rows, cap.rows);
+  for (std::int64_t i = 0; i < rows * K; ++i) {
+    out.highest = std::max(out.highest, cap.recv_topk_ids[i]);
+    out.minus_ones += cap.recv_topk_ids[i] < 0;
+  }
+  const auto& mine = map.experts_of_rank[rank];
+  if (out.highest >= map.max_local) out.space = "global";
+  else if (out.highest >= 0 && !mine.empty() && mine.back() >= map.max_local) out.space = "local";
+  else out.space = "unknown";
+  return out;
+}
+
 std::string CaptureCheck::id_space() const {
-  if (valid_rows == 0) return "unknown";
-  if (global_id_rows == valid_rows) return "global";
-  if (local_id_rows == valid_rows) return "local";
-  return global_id_rows + local_id_rows > 0 ? "mixed" : "unknown";
+  if (valid_rows > 0 && global_id_rows == valid_rows) return "global";
+  if (valid_rows > 0 && local_id_rows == valid_rows) return "local";
+  if (global_id_rows + local_id_rows > 0) return "mixed";
+  return range.space;
 }
 
 std::vector<std::string> CaptureCheck::consistent_models() const {
   std::vector<std::string> out;
-  if (undecodable > 0 || x_mismatches > 0) return out;
+  if (undecodable > 0 || x_mismatches > 0 || !not_compared.empty()) return out;
   for (const auto& m : models)
     if (m.consistent()) out.push_back(m.model);
   return out;
@@ -81,6 +97,9 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
     expected.push_back({{}, dispatch(map, K, sources, o)});
   }
 
+  bool sources_known = false;
+  for (const auto& s : sources) sources_known = sources_known || s.num_tokens > 0;
+
   std::vector<CaptureCheck> out;
   for (int r = 0; r < R; ++r) {
     const Captured& cap = layer.ranks[r].captured;
@@ -95,6 +114,16 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
     ck.has_positions = !cap.src_token_pos.empty();
     const bool have_ids = !cap.recv_topk_ids.empty(), have_w = !cap.recv_weights.empty();
     const bool have_x = !cap.recv_x.empty();
+    ck.range = id_range(cap, ck.valid_rows, K, map, r);
+    if (!sources_known) {
+      ck.not_compared = "the trace holds no source routing (every rank has 0 tokens)";
+      ck.has_positions = false;
+    } else if (cap.total_recv < 0 && cap.src_token_pos.empty()) {
+      // Rows held without total_recv: when they are a whole buffer their count says nothing.
+      bool whole = cap.buffer_rows == cap.rows || R * max_tokens == cap.rows;
+      for (const auto& e : expected) whole = whole || e.d.ranks[r].buffer_rows == cap.rows;
+      if (whole) ck.not_compared = "the rows are a whole receive buffer, without total_recv or src_token_pos";
+    }
     if (cap.total_recv >= 0 && cap.buffer_rows >= 0 && cap.total_recv > cap.buffer_rows)
       note(ck.evidence, "total_recv " + std::to_string(cap.total_recv) + " exceeds the buffer of " +
                             std::to_string(cap.buffer_rows) + " rows");
@@ -144,7 +173,7 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
     }
 
     // Each model: the captured rows of every source against the rows it would deliver.
-    for (std::size_t v = 0; v < expected.size(); ++v) {
+    for (std::size_t v = 0; v < expected.size() && sources_known; ++v) {
       ModelFinding f;
       f.model = kVariants[v].label;
       f.dispatch = kVariants[v].model;
@@ -152,6 +181,11 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
       const RecvBuffer& b = expected[v].d.ranks[r];
       f.expected_rows = b.total_recv;
       f.expected_buffer_rows = b.buffer_rows;
+      f.overflow = b.overflow;
+      if (!ck.not_compared.empty()) {  // what the model sends, for the record; nothing compared
+        ck.models.push_back(std::move(f));
+        continue;
+      }
       if (ck.valid_rows != b.total_recv)
         note(f.evidence, "row count " + std::to_string(ck.valid_rows) + ", the model sends " +
                              std::to_string(b.total_recv));
@@ -206,11 +240,17 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
 void print_capture_check(std::ostream& out, const CaptureCheck& ck) {
   out << "  rank " << ck.rank << ": " << ck.rows << " rows captured, total_recv "
       << (ck.total_recv >= 0 ? std::to_string(ck.total_recv) : "not captured") << ", buffer "
-      << (ck.buffer_rows >= 0 ? std::to_string(ck.buffer_rows) : "not captured") << " rows; ids " << ck.id_space()
+      << (ck.buffer_rows >= 0 ? std::to_string(ck.buffer_rows) + " rows" : "size not captured") << "; "
+      << (ck.id_space() == "none" ? "no ids captured"
+                                  : "ids " + ck.id_space() + (ck.global_id_rows + ck.local_id_rows > 0 ? "" : " (by their range)"))
       << "\n";
   for (const auto& e : ck.evidence) out << "    " << e << "\n";
   if (ck.undecodable) out << "    " << ck.undecodable << " rows with undecodable src_token_pos\n";
   if (ck.x_mismatches) out << "    " << ck.x_mismatches << " rows differ from their decoded source\n";
+  if (!ck.not_compared.empty()) {
+    out << "    dispatch models: not compared: " << ck.not_compared << "\n";
+    return;
+  }
   const auto ok = ck.consistent_models();
   out << "    consistent with: ";
   if (ok.empty()) out << "no dispatch model";

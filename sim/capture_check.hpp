@@ -14,6 +14,16 @@
 
 namespace moesim::sim {
 
+// The id space a rank's captured ids show by their range alone, over rows [0, rows): "global"
+// when an id reaches past one rank's experts, "local" when every id lies in [-1, max_local) and
+// this rank's global ids would reach further, else "unknown" ("none": no ids captured).
+struct IdRange {
+  std::string space = "none";
+  std::int32_t highest = -1;     // the largest id
+  std::int64_t minus_ones = 0;   // ids equal to -1
+};
+IdRange id_range(const Captured& cap, std::int64_t rows, int top_k, const ExpertMap& map, int rank);
+
 // One dispatch model's verdict on one rank's capture.
 struct ModelFinding {
   std::string model;  // "mori", "mori (-1 to rank 0)", "deepep-ht", ...
@@ -25,6 +35,7 @@ struct ModelFinding {
   std::int64_t duplicate_rows = 0;   // captured rows beyond what the model sends for their source
   std::int64_t missing_rows = 0;     // rows the model sends that the capture lacks
   std::int64_t id_mismatches = 0;    // rows whose ids or weights differ from what the model delivers
+  std::int64_t overflow = 0;         // rows the routing sends past the buffer's capacity (dropped)
   std::vector<std::string> evidence; // the first few mismatches, one line each
   bool consistent() const;
 };
@@ -41,9 +52,12 @@ struct CaptureCheck {
   std::int64_t x_mismatches = 0;     // rows whose x (or scales) differ from their decoded source
   std::int64_t global_id_rows = 0;   // rows whose ids equal the source's ids verbatim
   std::int64_t local_id_rows = 0;    // rows whose ids equal the source's ids made local to this rank
+  IdRange range;                     // the ids' range over the valid rows
+  std::string not_compared;          // why the rows are not compared with the dispatch models (empty: they are)
   std::vector<std::string> evidence; // model-independent findings
   std::vector<ModelFinding> models;
-  std::string id_space() const;      // "global", "local", "mixed" or "unknown"
+  // "global", "local" or "mixed" from the rows matched to their sources, else the range's reading
+  std::string id_space() const;
   std::vector<std::string> consistent_models() const;
 };
 

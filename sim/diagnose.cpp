@@ -7,13 +7,16 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
 #include "agreement.hpp"
+#include "diagnose_products.hpp"
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
+#include "stats.hpp"
 #include "trace_io.hpp"
 
 namespace moesim::sim {
@@ -70,7 +73,7 @@ void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred
 double value(const Values& v, std::size_t i) { return v[i]; }
 
 void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol,
-                const bound::Budget& budget, Evaluation& e, std::vector<double>& worst) {
+                const bound::Budget& budget, bool whole_buffer, Evaluation& e, std::vector<double>& worst) {
   const Captured& cap = layer.ranks[r].captured;
   const int K = c.top_k, H = c.hidden;
   const RecvBuffer& b = p.dispatch.ranks[r];
@@ -78,7 +81,8 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
   const std::string at = "layer " + std::to_string(layer.index) + " rank " + std::to_string(r);
   const CapturedRows cr = decode_captured(layer, r, p.dispatch.max_tokens, K);
 
-  if (cap.total_recv >= 0 || cap.rows > 0) {
+  // A whole buffer held without total_recv: its row count is the capacity, not what was sent.
+  if ((cap.total_recv >= 0 || cap.rows > 0) && !whole_buffer) {
     Tally& t = e.obs[obs_counts];
     t.present = true;
     t.total += 1;
@@ -219,7 +223,8 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
                 slots ? RowBound([&](std::int64_t t) { return final_bounds.row(t); }) : RowBound());
 }
 
-void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base, std::vector<BufferFinding>& out) {
+void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base,
+                        const std::vector<CaptureCheck>& checks, DispatchModel lib, std::vector<BufferFinding>& out) {
   const int H = c.hidden;
   for (int r = 0; r < c.num_ranks; ++r) {
     const Captured& cap = layer.ranks[r].captured;
@@ -228,16 +233,20 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     f.layer = layer.index;
     f.rank = r;
     f.full = cap.total_recv > 0 && cap.total_recv == cap.buffer_rows;
+    for (const auto& ck : checks)
+      for (const auto& m : ck.models)
+        if (f.full && ck.rank == r && m.dispatch == lib && m.negative == NegativeIds::skip) f.overflow = m.overflow;
     const CapturedRows cr = decode_captured(layer, r, capture_max_tokens(layer, base), c.top_k);
     const std::int64_t valid = std::min<std::int64_t>(cr.valid, static_cast<std::int64_t>(cap.src_token_pos.size()));
     std::set<std::int64_t> seen;
     for (std::int64_t i = 0; i < valid; ++i)
       if (!seen.insert(cap.src_token_pos[i]).second) ++f.duplicate_positions;
-    if (!cap.recv_x.empty()) {
+    // Without positions a row's source is unknown; the receive-side deductions judge identical rows then.
+    if (!cap.recv_x.empty() && cr.positions) {
       std::map<std::vector<float>, std::set<std::pair<int, std::int64_t>>> sources;
       for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
         std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
-        sources[row].insert(cr.positions ? std::pair{cr.src_rank[i], cr.token[i]} : std::pair{-1, i});
+        sources[row].insert({cr.src_rank[i], cr.token[i]});
       }
       for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
         std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
@@ -246,6 +255,26 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
     }
     out.push_back(f);
   }
+}
+
+// The seed's measure for a consumer that computes every id of every row or reads the whole
+// buffer: expert computations per distinct source token received, beside what the layer needs.
+std::string waste_text(const Trace& tr, const std::vector<int>& layers, const ExpertMap& map, const SimOptions& o) {
+  std::int64_t performed = 0, sources = 0, needed = 0;
+  for (int l : layers) {
+    const RoutingStats st = routing_stats(stats_input(tr.config, map, o), layer_sources(tr, l, map, o));
+    performed += st.total_performed();
+    sources += st.total_sources();
+    needed += st.total_needed();
+  }
+  const bool all_k = o.consumer.model == ConsumerModel::all_k;
+  const std::string what = all_k && o.consumer.whole_buffer ? "the all-k flow over the whole receive buffer"
+                           : all_k                         ? "the all-k flow (every id of every row computed)"
+                                                           : "reading the whole receive buffer";
+  auto ratio = [](std::int64_t a, std::int64_t b) { return b > 0 ? fmt_g(static_cast<double>(a) / static_cast<double>(b)) : "-"; };
+  return what + ": " + std::to_string(performed) + " expert computations for " + std::to_string(sources) +
+         " distinct source tokens received, " + ratio(performed, sources) + " per source token; the layer needs " +
+         std::to_string(needed) + " (token, expert) computations, so " + ratio(performed, needed) + "x what it needs";
 }
 
 }  // namespace
@@ -271,6 +300,28 @@ bool Evaluation::explains(int o, double tol) const {
 
 bool Diagnosis::consistent() const {
   return !ranked.empty() && ranked[0].tested && hypothesis(ranked[0]).correct && ranked[0].unexplained == 0;
+}
+
+Verdict Diagnosis::verdict() const {
+  const Evaluation* correct = nullptr;
+  for (const auto& e : ranked)
+    if (hypothesis(e).correct) correct = &e;
+  int present = 0;
+  for (int o = 0; correct && o < kNumObs; ++o) present += correct->obs[o].present;
+  if (!correct || !correct->tested || present == 0) return Verdict::undecided;
+  if (consistent()) return has_outputs ? Verdict::consistent : Verdict::buffers_consistent;
+  return ranked[0].tested && ranked[0].unexplained == 0 ? Verdict::explained : Verdict::disagrees;
+}
+
+int exit_code(Verdict v) {
+  switch (v) {
+    case Verdict::consistent: return 0;
+    case Verdict::explained:
+    case Verdict::disagrees: return 1;
+    case Verdict::buffers_consistent: return 3;
+    case Verdict::undecided: return 4;
+  }
+  return 4;
 }
 
 Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
@@ -309,11 +360,46 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     d.hypotheses = std::move(kept);
   }
   const ExpertMap map = make_expert_map(c);
-  const WeightProvider weights(trace);
+  d.sources_known = has_source_routing(trace);
+  // Rows matched to their sources by content stand in for total_recv and src_token_pos where
+  // neither was captured: the models are scored on a copy of the trace that holds them.
+  std::optional<Trace> inferred;
   for (int l : d.layers) {
-    d.checks.push_back(check_captures(trace, l, map, o.base.dispatch));
-    find_buffer_issues(c, trace.layers[l], o.base.dispatch, d.buffers);
+    const auto checks = check_captures(trace, l, map, o.base.dispatch);
+    auto rd = read_receive_sides(trace, l, map, o.base.dispatch, checks, d.sources_known);
+    for (const auto& x : rd) {
+      const Captured& cap = trace.layers[l].ranks[x.rank].captured;
+      if (x.matched_end < 0 || cap.total_recv >= 0 || !cap.src_token_pos.empty()) continue;
+      if (!inferred) inferred.emplace(trace);
+      Captured& ic = inferred->layers[l].ranks[x.rank].captured;
+      ic.total_recv = x.matched_end;
+      ic.src_token_pos = x.inferred_pos;
+      ic.src_pos_encoding = "flat";
+    }
+    d.readings.insert(d.readings.end(), rd.begin(), rd.end());
   }
+  const Trace& scored = inferred ? *inferred : trace;
+  for (int l : d.layers) {
+    d.checks.push_back(check_captures(scored, l, map, o.base.dispatch));
+    for (auto& ck : d.checks.back())
+      if (inferred && trace.layers[l].ranks[ck.rank].captured.total_recv < 0 && ck.total_recv >= 0)
+        ck.evidence.insert(ck.evidence.begin(), "total_recv " + std::to_string(ck.total_recv) +
+                                                    " and src_token_pos inferred by matching rows to sources by content");
+    find_buffer_issues(c, scored.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
+  }
+  const WeightProvider weights(scored);
+  // One backend for every hypothesis, each (token, expert) product computed once.
+  std::unique_ptr<ExpertBackend> cpu;
+  ExpertBackend* inner = o.base.backend;
+  if (!inner) inner = (cpu = make_cpu_backend(scored, weights)).get();
+  SharedProducts shared(*inner, c.hidden, o.products_budget);
+  // A whole buffer without total_recv (captured or inferred): its row count is not compared.
+  auto whole_buffer = [&](int layer_pos, int r) {
+    if (scored.layers[layer_pos].ranks[r].captured.total_recv >= 0) return false;
+    for (const auto& rd : d.readings)
+      if (rd.layer == scored.layers[layer_pos].index && rd.rank == r) return rd.whole_buffer;
+    return false;
+  };
 
   for (int i = 0; i < static_cast<int>(d.hypotheses.size()); ++i) {
     const Hypothesis& h = d.hypotheses[i];
@@ -324,6 +410,12 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     const bound::Side side{o.base.numerics, bound::partial_levels(name(h.options.combine))};
     const bound::Budget budget(c, side, side);
     if (by_bound && d.bound_label.empty()) d.bound_label = budget.label();
+    if (!d.sources_known) {
+      e.tested = false;
+      e.note = "needs the source routing (every rank's topk_ids and topk_weights): the trace holds none";
+      d.ranked.push_back(std::move(e));
+      continue;
+    }
     if (!d.has_outputs && !h.structural && !h.correct) {
       e.tested = false;
       e.note = "predicts the correct integration's buffers: needs captured outputs";
@@ -333,14 +425,17 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     std::vector<double> worst(kNumObs, -1.0);
     try {
       for (int l : d.layers) {
-        const Prediction p = predict(trace, l, h, weights, map);
+        Hypothesis hb = h;
+        hb.options.backend = &shared;
+        const Prediction p = predict(scored, l, hb, weights, map, d.has_outputs);
         if (!p.tested) {
           e.tested = false;
           e.note = p.note;
           break;
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
-        for (int r = 0; r < c.num_ranks; ++r) score_rank(c, trace.layers[l], r, p, d.tolerance, budget, e, worst);
+        for (int r = 0; r < c.num_ranks; ++r)
+          score_rank(c, scored.layers[l], r, p, d.tolerance, budget, whole_buffer(l, r), e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;
@@ -361,6 +456,15 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     if (sa != sb) return sa < sb;
     return a.index < b.index;
   });
+  const std::int64_t max_tokens =
+      o.base.dispatch.max_tokens_per_rank > 0 ? o.base.dispatch.max_tokens_per_rank : c.mori.max_num_inp_token_per_rank;
+  d.products_computed = shared.computed();
+  d.products_reused = shared.reused();
+  if (d.verdict() == Verdict::explained) {
+    const SimOptions& ho = d.hypothesis(d.ranked.front()).options;
+    if (ho.consumer.model == ConsumerModel::all_k || ho.consumer.whole_buffer) d.answer = waste_text(scored, d.layers, map, ho);
+  }
+  if (d.verdict() != Verdict::consistent) d.next = capture_next(trace, d.layers, lib, max_tokens, !d.has_outputs);
   return d;
 }
 

@@ -1,7 +1,9 @@
 #pragma once
-// moesim diagnose: which integration bug explains a capture. Structural checks of the captured
-// receive buffers come first (capture_check.hpp plus duplicate positions and identical rows with
-// distinct sources); then every hypothesis of a catalog of known bugs, each a simulator
+// moesim diagnose: which integration bug explains a capture. What the receive rows say on their
+// own comes first (diagnose_deduce.hpp: whole buffer, stale rows, id space, identical rows, rows
+// matched to sources by content); then structural checks of the captured receive buffers
+// (capture_check.hpp plus duplicate positions and identical rows with distinct sources); then
+// every hypothesis of a catalog of known bugs, each a simulator
 // configuration, is run on the trace and compared with what was captured, observation by
 // observation (row counts, row sources, ids and weights, recv_x, per-row expert outputs, stale
 // rows past total_recv, combine_out, final_out). Hypotheses are ranked by how many observations
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "capture_check.hpp"
+#include "diagnose_deduce.hpp"
 #include "simulate.hpp"
 
 namespace moesim::sim {
@@ -77,8 +80,19 @@ struct BufferFinding {
   int layer = 0, rank = 0;
   std::int64_t duplicate_positions = 0;  // valid rows whose src_token_pos repeats an earlier row's
   std::int64_t identical_rows = 0;       // valid rows whose recv_x equals a row of another source
-  bool full = false;                     // total_recv equals the buffer size: rows may have been dropped
+  bool full = false;                     // total_recv equals the buffer size
+  std::int64_t overflow = -1;            // full: rows the library's dispatch sends past it (-1: not computed)
 };
+
+// What the evidence supports, and moesim diagnose's exit code for it.
+enum class Verdict {
+  consistent,          // 0: the correct integration explains everything, outputs included
+  explained,           // 1: a bug model explains the capture and the correct integration does not
+  disagrees,           // 1: the correct integration leaves observations unexplained; no model explains them all
+  buffers_consistent,  // 3: the buffers fit the correct integration; the consumer was not tested (no outputs)
+  undecided,           // 4: nothing could be compared (no source routing, or no observation): capture more
+};
+int exit_code(Verdict v);
 
 struct DiagnoseOptions {
   SimOptions base;          // numerics, fp8 format, threads, capacities
@@ -89,6 +103,8 @@ struct DiagnoseOptions {
   // what it does not cover (stale rows).
   double tolerance = -1;
   std::vector<std::string> only;  // evaluate just these catalog keys (and the correct integration)
+  // Bytes of (token, expert) products kept to share between hypotheses (diagnose_products.hpp).
+  std::int64_t products_budget = std::int64_t{4} << 30;
 };
 
 struct Diagnosis {
@@ -101,7 +117,13 @@ struct Diagnosis {
   double tolerance = 0;       // relative L2 where the bound does not judge
   std::string bound_label;    // "the bf16 rounding bound" when it judges the numeric observations
   std::vector<Evaluation> ranked;  // best first; untested hypotheses last
+  bool sources_known = true;       // the trace holds some rank's source routing
+  std::vector<ReceiveReading> readings;  // per diagnosed layer and captured rank
+  std::vector<std::string> next;         // what to capture next (empty when nothing is missing)
+  std::string answer;  // an all-k or whole-buffer answer's cost: computations per distinct source token
+  std::int64_t products_computed = 0, products_reused = 0;  // expert rows computed, and served again
   bool consistent() const;         // the correct integration is first and explains everything
+  Verdict verdict() const;
   const Hypothesis& hypothesis(const Evaluation& e) const { return hypotheses[e.index]; }
 };
 
@@ -111,7 +133,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& options);
 // What a hypothesis predicts for one layer: the dispatch as delivered (before any consumer-side
 // mutation) and every rank's outputs, plus the expert outputs of captured rows past total_recv
 // as the consumer would compute them if it read them (AITER leaves them uninitialized when it
-// does not). Exposed for tests that build captures.
+// does not). With `outputs` false only the dispatch (and x) is predicted: a capture of buffers
+// alone compares nothing the expert math computes. Exposed for tests that build captures.
 struct Prediction {
   Dispatch dispatch;
   std::vector<RankRun> ranks;
@@ -122,7 +145,7 @@ struct Prediction {
   std::string note;
 };
 Prediction predict(const Trace& trace, int layer_pos, const Hypothesis& h, const WeightProvider& weights,
-                   const ExpertMap& map);
+                   const ExpertMap& map, bool outputs = true);
 
 void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, int top);
 void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis& d);

@@ -211,7 +211,8 @@ std::vector<double> stale_outputs(const Trace& tr, int lp, const ExpertMap& map,
 
 }  // namespace
 
-Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const WeightProvider& weights, const ExpertMap& map) {
+Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const WeightProvider& weights, const ExpertMap& map,
+                   bool outputs) {
   const TraceConfig& c = trace.config;
   const int R = c.num_ranks, K = c.top_k, H = c.hidden;
   const Layer& layer = trace.layers.at(lp);
@@ -248,6 +249,7 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
     tr = &*alt;
     wp = &*alt_weights;
     pos = 0;
+    o.backend = nullptr;  // a backend reads the rows of the trace it was made for, not this copy's
   }
 
   // Only MORI's InterNode kernels read combine's indices (they key the node predicate by the
@@ -310,6 +312,11 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
 
   // The expert side sees the dispatch as delivered, unless the consumer ignores the weights.
   p.ranks.resize(R);
+  p.x.resize(R);
+  for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
+  p.stale.resize(R);
+  p.stale_read = o.consumer.whole_buffer;
+  if (!outputs) return p;  // buffers only: the expert math would be compared with nothing
   if (h.mutation == Mutation::weights_one) {
     Dispatch ones = p.dispatch;
     for (auto& b : ones.ranks) std::fill(b.weights.begin(), b.weights.end(), 1.0f);
@@ -326,15 +333,12 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
     run_combine(*tr, pos, *wp, map, sources, p.dispatch, o, p.ranks);
   }
 
-  p.stale.resize(R);
-  p.stale_read = o.consumer.whole_buffer;
   SimOptions whole = o;
   whole.consumer.whole_buffer = true;
+  whole.backend = nullptr;  // the stale rows pose as extra tokens of a copy of the trace
   if (reads_stale_rows(whole.consumer, o.dispatch.model))
     for (int r = 0; r < R; ++r)
       p.stale[r] = stale_outputs(trace, lp, map, whole, r);
-  p.x.resize(R);
-  for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
   return p;
 }
 

@@ -104,7 +104,35 @@ TEST_CASE("errors: exit 2 with one line") {
   CHECK(layer.output.find("layer 3 out of range") != std::string::npos);
   const CliRun only = run_moesim("diagnose '" + bare + "' --only nonsense");
   CHECK(only.code == 2);
+  const std::string ok = write_capture("backend", options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  const CliRun tpu = run_moesim("diagnose '" + ok + "' --backend tpu");
+  CHECK(tpu.code == 2);
+  CHECK(tpu.output.find("--backend is cpu or gpu, not 'tpu'") != std::string::npos);
+  const CliRun gpu = run_moesim("diagnose '" + ok + "' --backend gpu");  // 0 on a GPU machine, same verdict
+  if (gpu.code != 0) {
+    CHECK(gpu.code == 2);
+    CHECK((gpu.output.find("built without a GPU backend") != std::string::npos ||
+           gpu.output.find("gpu: device 0 not present") != std::string::npos));
+  }
   const CliRun help = run_moesim("diagnose --help");
   CHECK(help.code == 0);
   CHECK(help.output.find("minus-one-to-rank0") != std::string::npos);
+  CHECK(help.output.find("3: the buffers are consistent with the correct integration but the consumer was not tested") !=
+        std::string::npos);
+  CHECK(help.output.find("4: undecided") != std::string::npos);
+}
+
+TEST_CASE("total_recv filling the buffer exactly: nothing overflowed is said, not that rows may have been dropped") {
+  Trace tr = make_trace(diagnose_shape());
+  tr.config.library = "mori";
+  capture_run(tr, options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
+  for (auto& in : tr.layers[0].ranks) in.captured.buffer_rows = in.captured.total_recv;
+  const std::string path = tmp("diagnose_full_buffer.h5");
+  write_trace(tr, path);
+  const CliRun r = run_moesim("diagnose '" + path + "'");
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("total_recv fills the whole buffer exactly; the routing sends no more rows: nothing overflowed") !=
+        std::string::npos);
+  CHECK(r.output.find("may have been dropped") == std::string::npos);
 }

@@ -3,6 +3,8 @@
 // counts only gets structural hypotheses.
 #include <doctest/doctest.h>
 
+#include <set>
+
 #include "diagnose/diagnose_fixtures.hpp"
 #include "error.hpp"
 #include "trace_io.hpp"
@@ -144,6 +146,18 @@ TEST_CASE("reading the whole receive buffer: stale rows past total_recv computed
       cap.buffer_rows = std::max(cap.buffer_rows, cap.rows);
     }
     const Diagnosis d = expect_first(tr, seed ? "seed-all-k-wrap-whole-buffer" : "whole-buffer");
+    // Named with its cost per distinct source token (distinct positions on each rank).
+    // ("pair" positions carry the slot: (source * K + slot) / K is the source.)
+    std::int64_t sources = 0;
+    for (const auto& in : tr.layers[0].ranks) {
+      std::set<std::int64_t> distinct;
+      for (std::int64_t i = 0; i < in.captured.total_recv; ++i) distinct.insert(in.captured.src_token_pos[i] / (seed ? K : 1));
+      sources += static_cast<std::int64_t>(distinct.size());
+    }
+    INFO(d.answer);
+    CHECK(d.answer.rfind(seed ? "the all-k flow over the whole receive buffer: " : "reading the whole receive buffer: ", 0) == 0);
+    CHECK(d.answer.find(" expert computations for " + std::to_string(sources) + " distinct source tokens received") !=
+          std::string::npos);
     const Evaluation& best = d.ranked.front();
     CHECK(best.obs[obs_stale].present);
     CHECK(best.obs[obs_stale].error(true) == 0.0);

@@ -1,10 +1,12 @@
-// moesim diagnose TRACE: which known integration bug explains a captured trace. Exit 0 when the
-// capture is consistent with the correct integration, 1 when it is not (a bug model explains it
-// better), 2 on error.
+// moesim diagnose TRACE: which known integration bug explains a captured trace. Exit codes follow
+// what the evidence supports (sim::exit_code): 0 consistent, outputs included; 1 a bug model
+// explains it, or the correct integration does not; 2 error; 3 buffers consistent, consumer not
+// tested; 4 undecided.
 #include <iostream>
 #include <sstream>
 #include <thread>
 
+#include "backend_choice.hpp"
 #include "command.hpp"
 #include "diagnose.hpp"
 #include "error.hpp"
@@ -18,7 +20,12 @@ using namespace moesim::sim;
 
 int run_diagnose(const std::vector<std::string>& args) {
   po::options_description desc(
-      "Structural checks of the captured receive buffers (row count against total_recv and the buffer\n"
+      "First what the receive rows say on their own: a whole receive buffer held without total_recv (its\n"
+      "row count is then not compared), stale rows (all zeros, no local expert, an identical block at the\n"
+      "tail), the id space from the ids' range and the dispatch models it allows, identical rows against\n"
+      "the local experts their ids name (more copies than that rules out per-(token, expert) duplication),\n"
+      "and, with the source routing but no src_token_pos, each row matched to its source tokens by content.\n"
+      "Then structural checks of the captured receive buffers (row count against total_recv and the buffer\n"
       "size, decodable and unique src_token_pos, rows equal to their decoded sources, identical rows\n"
       "with distinct sources), then a catalog of bug models, each a simulator configuration, ranked by\n"
       "how many captured observations (row counts, row sources, ids and weights, recv_x, per-row expert\n"
@@ -30,8 +37,13 @@ int run_diagnose(const std::vector<std::string>& args) {
       "whole-buffer and seed-all-k-wrap-whole-buffer; global-as-local; local-as-global;\n"
       "minus-one-to-rank0 (old MORI); silent-overflow (mori 356); combine-recv-ids (mori 475);\n"
       "rows-duplicated-or-dropped (mori 507, fitted); warmup-identical-tokens (fitted).\n"
-      "A capture without outputs ranks only the models that change the buffers.\n"
-      "Exit 0: consistent with the correct integration; 1: not (a bug model explains it better); 2: error.\n\n"
+      "A capture without outputs ranks only the models that change the buffers; one without source routing\n"
+      "(every rank with 0 tokens) gets the deductions alone. When the evidence cannot decide, the report\n"
+      "lists what to capture next (tensor, library call, shape).\n"
+      "Exit 0: consistent with the correct integration, the consumer's outputs included; 1: a bug model\n"
+      "explains the capture, or the correct integration leaves observations unexplained; 2: error;\n"
+      "3: the buffers are consistent with the correct integration but the consumer was not tested (no\n"
+      "outputs captured); 4: undecided (no source routing, or no observation could be compared).\n\n"
       "options");
   desc.add_options()
       ("trace", po::value<std::string>()->required(), "captured trace file")
@@ -46,6 +58,7 @@ int run_diagnose(const std::vector<std::string>& args) {
       ("layer", po::value<int>(), "only this layer (position in the trace; default: all)")
       ("top", po::value<int>()->default_value(3), "print the evidence of this many best hypotheses")
       ("json", po::bool_switch(), "print the result as JSON instead of text")
+      ("backend", po::value<std::string>()->default_value("cpu"), kBackendHelp)
       ("threads", po::value<int>()->default_value(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))), "threads for the expert math (results do not depend on it)");
   po::positional_options_description pos;
   pos.add("trace", 1);
@@ -80,12 +93,16 @@ int run_diagnose(const std::vector<std::string>& args) {
   }
   o.base.threads = std::max(1, vm["threads"].as<int>());
 
+  // Every hypothesis runs its expert FFNs here; each (token, expert) product once (diagnose_products.hpp).
+  const WeightProvider weights(trace);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  o.base.backend = backend.get();
   const Diagnosis d = diagnose(trace, o);
   if (vm["json"].as<bool>())
     print_diagnosis_json(std::cout, trace, d);
   else
     print_diagnosis(std::cout, trace, d, std::max(0, vm["top"].as<int>()));
-  return d.consistent() ? 0 : 1;
+  return exit_code(d.verdict());
 }
 
 const bool registered =

@@ -1,0 +1,42 @@
+#pragma once
+// The expert products of moesim diagnose computed once: the hypotheses of its catalog mostly send
+// the same source tokens to the same experts, and a row's output bits depend only on the row and
+// the expert (expert_backend.hpp), so a product stored the first time is the exact result every
+// later hypothesis would compute. Rows beyond a memory budget are computed as they come.
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "expert_backend.hpp"
+
+namespace moesim::sim {
+
+class SharedProducts : public ExpertBackend {
+ public:
+  // `inner` computes what is not stored yet; at most `budget_bytes` of outputs are kept.
+  SharedProducts(ExpertBackend& inner, int hidden, std::int64_t budget_bytes);
+  std::string name() const override { return inner_.name(); }
+  int workers(int threads) const override { return inner_.workers(threads); }
+  void run(const ExpertTask& task, double* out, int worker) override;
+  void run(const ExpertTask& task, float* out, int worker) override;
+  std::int64_t computed() const { return computed_; }  // rows the inner backend computed
+  std::int64_t reused() const { return reused_; }      // rows served from the store
+
+ private:
+  template <class T>
+  void serve(const ExpertTask& task, T* out, int worker, std::map<std::tuple<int, int, int, std::int64_t>, std::vector<T>>& store);
+
+  ExpertBackend& inner_;
+  int hidden_;
+  std::int64_t budget_;
+  std::int64_t used_ = 0;
+  std::int64_t computed_ = 0, reused_ = 0;
+  std::mutex mutex_;
+  // (layer, expert, source rank, token) -> H outputs
+  std::map<std::tuple<int, int, int, std::int64_t>, std::vector<double>> f64_;
+  std::map<std::tuple<int, int, int, std::int64_t>, std::vector<float>> f32_;
+};
+
+}  // namespace moesim::sim
