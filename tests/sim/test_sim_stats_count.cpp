@@ -92,7 +92,7 @@ const Shape kShapes[] = {
 }  // namespace
 
 TEST_CASE("the counting pass gives every statistic of the row pass, for every model, consumer and option") {
-  int compared = 0;
+  int compared = 0, fell_back = 0;
   for (std::size_t i = 0; i < std::size(kShapes); ++i) {
     const Shape& sh = kShapes[i];
     const TraceConfig c = config_of(sh);
@@ -121,7 +121,17 @@ TEST_CASE("the counting pass gives every statistic of the row pass, for every mo
               in.dispatch.model = d;
               in.dispatch.negative = neg;
               in.consumer = {cm, nl, whole};
-              const RoutingStats rows = routing_stats_by_rows(in, src);
+              RoutingStats rows;
+              try {
+                rows = routing_stats_by_rows(in, src);
+              } catch (const Error&) {
+                // deepep-ll's max_tokens slots per (expert, source rank) overflow on repeated ids:
+                // the counting pass must see it and leave the answer to the row pass.
+                REQUIRE(d == DispatchModel::deepep_ll);
+                CHECK_FALSE(routing_stats_counted(in, src));
+                ++fell_back;
+                continue;
+              }
               const std::optional<RoutingStats> counted = routing_stats_counted(in, src);
               REQUIRE(counted);
               check_equal(*counted, rows);
@@ -131,7 +141,8 @@ TEST_CASE("the counting pass gives every statistic of the row pass, for every mo
             }
   }
   MESSAGE(compared << " configurations compared");
-  CHECK(compared == 4 * 5 * (5 * 2 * 2 + 3 * 2 * 2));
+  CHECK(compared + fell_back == 4 * 5 * (5 * 2 * 2 + 3 * 2 * 2));
+  CHECK(fell_back > 0);  // a per-source overflow was among them
 }
 
 TEST_CASE("a capacity exceeded goes to the row pass: the rows it drops, or its error") {
