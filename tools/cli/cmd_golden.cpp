@@ -6,6 +6,7 @@
 
 #include "backend_choice.hpp"
 #include "command.hpp"
+#include "error.hpp"
 #include "golden.hpp"
 #include "options.hpp"
 #include "output_path.hpp"
