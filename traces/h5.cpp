@@ -67,9 +67,26 @@ struct Native<std::uint8_t> {
   static constexpr DType type = DType::u8;
 };
 
+// Whether a number type's bit layout fits inside its size. HDF5 1.10 converts a type whose
+// precision or offset runs past its bytes by reading past its buffers (H5T__bit_find), which
+// crashed or not depending on what lay there: such a type is refused before any read.
+bool sane_number_type(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) return true;
+  const std::size_t size = H5Tget_size(type), bits = 8 * size, precision = H5Tget_precision(type);
+  const int offset = H5Tget_offset(type);
+  if (size == 0 || size > 16 || precision == 0 || offset < 0 || static_cast<std::size_t>(offset) + precision > bits)
+    return false;
+  if (cls == H5T_INTEGER) return true;
+  std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+  return esize > 0 && msize > 0 && spos < bits && epos + esize <= bits && mpos + msize <= bits;
+}
+
 // Maps an on-disk type onto the DType moesim reads it as.
 DType classify(hid_t type, bool& ok) {
-  ok = true;
+  ok = sane_number_type(type);
+  if (!ok) return DType::u8;
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
   if (cls == H5T_FLOAT && size == 4) return DType::f32;
@@ -490,6 +507,7 @@ Attr open_attr(const File& f, const std::string& obj, const std::string& name) {
   Id t(H5Aget_type(a.get()), H5Tclose);
   Id s(H5Aget_space(a.get()), H5Sclose);
   if (H5Sget_simple_extent_npoints(s.get()) != 1) f.fail(obj, "attribute '" + name + "' is not a scalar");
+  if (!sane_number_type(t.get())) f.fail(obj, "attribute '" + name + "' has a damaged number type");
   return {std::move(a), std::move(t)};
 }
 }  // namespace

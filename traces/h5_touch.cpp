@@ -31,21 +31,22 @@ std::vector<std::string> touch_attributes(hid_t object, bool& ok) {
     if (a.get() < 0) continue;
     Id type(H5Aget_type(a.get()), H5Tclose), space(H5Aget_space(a.get()), H5Sclose);
     if (type.get() < 0 || space.get() < 0) continue;
-    Id mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), H5Tclose);
     const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    // The readers convert numbers to int64 or double, even where HDF5 finds no native type:
+    // converting a damaged integer type overran its stack (H5T__conv_i_f) or read wild memory
+    // (H5T__bit_find), where a native-type read does not convert.
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (n == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT)) {
+      std::int64_t i = 0;
+      double v = 0;
+      H5Aread(a.get(), H5T_NATIVE_INT64, &i);
+      H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v);
+    }
+    Id mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), H5Tclose);
     const std::size_t size = mem.get() >= 0 ? H5Tget_size(mem.get()) : 0;
     if (n <= 0 || size == 0 || static_cast<std::uint64_t>(n) * size > kBlockBytes) continue;
     std::vector<unsigned char> buf(static_cast<std::size_t>(n) * size);
     H5Aread(a.get(), mem.get(), buf.data());  // variable-length parts leak: the child exits soon
-    // The readers convert numbers to int64 or double: HDF5's conversion of a damaged integer type
-    // overran its stack (H5T__conv_i_f), where the native-type read above does not convert.
-    const H5T_class_t cls = H5Tget_class(type.get());
-    if (n == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT)) {
-      std::int64_t i = 0;
-      double d = 0;
-      H5Aread(a.get(), H5T_NATIVE_INT64, &i);
-      H5Aread(a.get(), H5T_NATIVE_DOUBLE, &d);
-    }
   }
   std::vector<std::string> again;
   at = 0;
@@ -63,18 +64,26 @@ bool plain_extent(hid_t dcpl, hid_t type) {
          (cls == H5T_INTEGER || cls == H5T_FLOAT);
 }
 
-// Each end is read as stored and as double (read_rows_as_double's conversion, whose code a
-// damaged type can break whatever the values are: see touch_attributes).
+// One element in every memory type a reader asks for (h5.cpp's read<T> and read_rows_as_double):
+// HDF5 picks its conversion code by the pair of types, and a damaged file type broke some of them
+// (H5T__conv_i_f, H5T__bit_find) whatever the values.
+void read_as_reader_types(hid_t d, hid_t mspace, hid_t fspace) {
+  unsigned char buf[8];
+  for (hid_t t : {H5T_NATIVE_DOUBLE, H5T_NATIVE_FLOAT, H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_UINT16,
+                  H5T_NATIVE_UINT8})
+    H5Dread(d, t, mspace, fspace, H5P_DEFAULT, buf);
+}
+
+// Each end is read as stored and in the readers' types.
 void touch_ends(hid_t d, hid_t mem, hid_t space, const std::vector<hsize_t>& dims) {
   std::vector<unsigned char> buf(H5Tget_size(mem));
-  double as_double = 0;
   for (bool last : {false, true}) {
     std::vector<hsize_t> start(dims.size(), 0), one(dims.size(), 1);
     for (std::size_t i = 0; i < dims.size() && last; ++i) start[i] = dims[i] - 1;
     Id fspace(H5Scopy(space), H5Sclose), mspace(H5Screate_simple(static_cast<int>(one.size()), one.data(), nullptr), H5Sclose);
     H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, one.data(), nullptr);
     if (H5Dread(d, mem, mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()) < 0) return;
-    if (H5Dread(d, H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, &as_double) < 0) return;
+    read_as_reader_types(d, mspace.get(), fspace.get());
   }
 }
 
@@ -85,9 +94,19 @@ void touch_data(hid_t d) {
   if (type.get() < 0 || space.get() < 0) return;
   Id mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), H5Tclose);
   const int rank = H5Sget_simple_extent_ndims(space.get());
-  if (mem.get() < 0 || rank < 0 || rank > 8) return;
+  if (rank < 0 || rank > 8) return;
   std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  if (mem.get() < 0) {  // no native type, but the readers still ask for theirs: one element of each
+    const H5T_class_t c = H5Tget_class(type.get());
+    if ((c != H5T_INTEGER && c != H5T_FLOAT) || !std::all_of(dims.begin(), dims.end(), [](hsize_t n) { return n > 0; }))
+      return;
+    std::vector<hsize_t> start(dims.size(), 0), one(dims.size(), 1);
+    Id f(H5Scopy(space.get()), H5Sclose), m(H5Screate_simple(std::max(rank, 1), one.data(), nullptr), H5Sclose);
+    if (rank > 0) H5Sselect_hyperslab(f.get(), H5S_SELECT_SET, start.data(), nullptr, one.data(), nullptr);
+    read_as_reader_types(d, rank > 0 ? m.get() : H5S_ALL, rank > 0 ? f.get() : H5S_ALL);
+    return;
+  }
   if (rank > 0 && plain_extent(dcpl.get(), type.get()) &&
       std::all_of(dims.begin(), dims.end(), [](hsize_t n) { return n > 0; })) {
     touch_ends(d, mem.get(), space.get(), dims);
@@ -99,6 +118,7 @@ void touch_data(hid_t d) {
   if (rank == 0) {
     std::vector<unsigned char> buf(row_bytes);
     H5Dread(d, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
+    read_as_reader_types(d, H5S_ALL, H5S_ALL);  // one element
     return;
   }
   const H5T_class_t cls = H5Tget_class(type.get());
@@ -121,6 +141,10 @@ void touch_data(hid_t d) {
       H5Sselect_hyperslab(f2.get(), H5S_SELECT_SET, start.data(), nullptr, c2.data(), nullptr);
       std::vector<double> as_double(static_cast<std::size_t>(rows * row_elements));
       H5Dread(d, H5T_NATIVE_DOUBLE, m2.get(), f2.get(), H5P_DEFAULT, as_double.data());
+      std::vector<hsize_t> one(dims.size(), 1);
+      Id f3(H5Scopy(space.get()), H5Sclose), m3(H5Screate_simple(rank, one.data(), nullptr), H5Sclose);
+      H5Sselect_hyperslab(f3.get(), H5S_SELECT_SET, start.data(), nullptr, one.data(), nullptr);
+      read_as_reader_types(d, m3.get(), f3.get());
     }
   }
 }
