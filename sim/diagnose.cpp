@@ -16,6 +16,7 @@
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "pairing.hpp"
+#include "parallel.hpp"
 #include "stats.hpp"
 #include "trace_io.hpp"
 
@@ -221,6 +222,39 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
     add_numeric(e.obs[obs_final], cap.final_out.data(), T, H,
                 [&](std::int64_t t, int h) { return value(run.final_out, t * H + h); }, at, worst[obs_final], token,
                 slots ? RowBound([&](std::int64_t t) { return final_bounds.row(t); }) : RowBound());
+}
+
+// One rank's tallies added into the layer's, ranks in ascending order: sums add, the first
+// structural disagreement is the lowest rank's, the numeric one the worst row's (ties: the lowest
+// rank), exactly as scoring the ranks one after another picks them.
+void merge_rank(Evaluation& e, std::vector<double>& worst, const Evaluation& part, const std::vector<double>& part_worst) {
+  for (int ob = 0; ob < kNumObs; ++ob) {
+    const Tally& q = part.obs[ob];
+    if (!q.present) continue;
+    Tally& t = e.obs[ob];
+    t.present = true;
+    t.bad += q.bad, t.total += q.total, t.dd += q.dd, t.cc += q.cc, t.xy += q.xy, t.xx_yy += q.xx_yy;
+    t.bounded = t.bounded || q.bounded;
+    t.worst_ratio = std::max(t.worst_ratio, q.worst_ratio);
+    if (part_worst[ob] >= 0) {  // scored row by row: add_numeric keeps the worst row's line
+      if (part_worst[ob] > worst[ob]) worst[ob] = part_worst[ob], t.first = q.first;
+    } else if (t.first.empty() && !q.first.empty()) {
+      t.first = q.first;
+    }
+  }
+}
+
+// Every rank of a layer scored on `threads` threads, each into its own tallies, then merged in
+// rank order: the figures do not depend on the thread count.
+void score_ranks(const TraceConfig& c, const Layer& layer, const Prediction& p, double tol, const bound::Budget& budget,
+                 const std::function<bool(int)>& whole_buffer, int threads, Evaluation& e, std::vector<double>& worst) {
+  const int R = c.num_ranks;
+  std::vector<Evaluation> part(R);
+  std::vector<std::vector<double>> part_worst(R, std::vector<double>(kNumObs, -1.0));
+  parallel_items(static_cast<std::size_t>(R), threads, [&](std::size_t r) {
+    score_rank(c, layer, static_cast<int>(r), p, tol, budget, whole_buffer(static_cast<int>(r)), part[r], part_worst[r]);
+  });
+  for (int r = 0; r < R; ++r) merge_rank(e, worst, part[r], part_worst[r]);
 }
 
 void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base,
@@ -434,8 +468,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
           break;
         }
         if (!p.note.empty() && e.note.find(p.note) == std::string::npos) e.note += (e.note.empty() ? "" : "; ") + p.note;
-        for (int r = 0; r < c.num_ranks; ++r)
-          score_rank(c, scored.layers[l], r, p, d.tolerance, budget, whole_buffer(l, r), e, worst);
+        score_ranks(c, scored.layers[l], p, d.tolerance, budget, [&](int r) { return whole_buffer(l, r); },
+                    o.base.threads, e, worst);
       }
     } catch (const Error& err) {
       e.tested = false;

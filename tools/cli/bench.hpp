@@ -10,6 +10,9 @@ int bench_routing(const po::variables_map& vm);
 // moesim diff on two 256 MiB float32 datasets against a plain read of them and h5diff (bench_diff.cpp).
 int bench_diff(const po::variables_map& vm);
 
+// moesim diagnose on a seed-scale capture built in memory from a simulated run (bench_diagnose.cpp).
+int bench_diagnose(const po::variables_map& vm);
+
 // The GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp).
 int bench_gpu(const po::variables_map& vm);
 

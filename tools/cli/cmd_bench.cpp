@@ -183,9 +183,10 @@ int run_bench(const std::vector<std::string>& args) {
       {"routing", bench_routing},
       {"diff", bench_diff},
       {"gpu", bench_gpu},
+      {"diagnose", bench_diagnose},
   };
   po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
-  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing, diff or gpu")(
+  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing, diff, gpu or diagnose")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
       "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
@@ -202,6 +203,10 @@ int run_bench(const std::vector<std::string>& args) {
       "shared-experts", po::value<int>()->default_value(1), "gpu: shared experts of the layer")(
       "torch", po::value<std::string>()->default_value("python3"),
       "gpu: the python with torch that times the same layer in PyTorch, or none")(
+      "flow", po::value<std::string>()->default_value("correct"),
+      "diagnose: the integration the capture comes from: correct (MORI + AITER) or all-k (the seed's consumer)")(
+      "buffers-only", po::bool_switch(), "diagnose: capture the receive buffers alone, no outputs")(
+      "backend", po::value<std::string>()->default_value("cpu"), "diagnose: where expert FFNs run: cpu, gpu or gpu-fast")(
       "sample-experts", po::value<int>()->default_value(0),
       "gpu: also check N evenly spaced experts' rows bitwise against the CPU kernel (cheap at full size)");
   po::positional_options_description pos;
