@@ -4,6 +4,8 @@
 
 #include "error.hpp"
 #include "expert_weights.hpp"
+#include "fast_fp8.hpp"
+#include "fast_kernels.hpp"
 #include "ffn.hpp"
 #include "weights_gen.hpp"
 
@@ -89,5 +91,41 @@ template void load_expert_weights<float>(const Trace&, const WeightProvider&, in
                                          DeviceBuffer<float>&, ExpertMatrices&, hipStream_t);
 template void load_expert_weights<double>(const Trace&, const WeightProvider&, int, int, bool, bool, double*, double*,
                                           DeviceBuffer<float>&, ExpertMatrices&, hipStream_t);
+
+void load_expert_bf16(const Trace& trace, const WeightProvider& weights, int layer_pos, int expert, bool shared,
+                      std::uint16_t* dst1, std::uint16_t* dst2, DeviceBuffer<float>& w1f, DeviceBuffer<float>& w2f,
+                      DeviceBuffer<float>& staging, ExpertMatrices& host, hipStream_t stream) {
+  const TraceConfig& c = trace.config;
+  const int I = shared ? c.shared_intermediate : c.intermediate;
+  const std::size_t n1 = static_cast<std::size_t>(is_gated(c.activation) ? 2 * I : I) * c.hidden;
+  const std::size_t n2 = static_cast<std::size_t>(c.hidden) * I;
+  w1f.reserve(n1, "expert w1 (float)");
+  w2f.reserve(n2, "expert w2 (float)");
+  load_expert_weights(trace, weights, layer_pos, expert, shared, true, w1f.get(), w2f.get(), staging, host, stream);
+  to_bf16(dst1, w1f.get(), static_cast<std::int64_t>(n1), stream);
+  to_bf16(dst2, w2f.get(), static_cast<std::int64_t>(n2), stream);
+}
+
+void load_expert_fp8(const Trace& trace, const WeightProvider& weights, int layer_pos, int expert, std::uint8_t* dst1,
+                     std::uint16_t* dst2, DeviceBuffer<float>& w1f, DeviceBuffer<float>& w2f,
+                     DeviceBuffer<float>& staging, ExpertMatrices& host, DeviceBuffer<int>& flag, hipStream_t stream) {
+  const TraceConfig& c = trace.config;
+  const std::size_t n1 = static_cast<std::size_t>(is_gated(c.activation) ? 2 * c.intermediate : c.intermediate) * c.hidden;
+  const std::size_t n2 = static_cast<std::size_t>(c.hidden) * c.intermediate;
+  w1f.reserve(n1, "expert w1 (float)");
+  w2f.reserve(n2, "expert w2 (float)");
+  load_expert_weights(trace, weights, layer_pos, expert, false, true, w1f.get(), w2f.get(), staging, host, stream);
+  flag.reserve(1, "e4m3 check");
+  MOESIM_GPU_CHECK(hipMemsetAsync(flag.get(), 0, sizeof(int), stream));
+  to_e4m3(dst1, w1f.get(), static_cast<std::int64_t>(n1), flag.get(), stream);
+  to_bf16(dst2, w2f.get(), static_cast<std::int64_t>(n2), stream);
+  int bad = 0;
+  MOESIM_GPU_CHECK(hipMemcpyAsync(&bad, flag.get(), sizeof(int), hipMemcpyDeviceToHost, stream));
+  MOESIM_GPU_CHECK(hipStreamSynchronize(stream));
+  if (bad)
+    throw Error(where(trace.path) + "gpu fast mode, fp8: expert " + std::to_string(expert) + " of layer " +
+                std::to_string(trace.layers.at(layer_pos).index) +
+                " has w1 values that are not e4m3fn values; the block-scaled fp8 GEMM multiplies e4m3 weights");
+}
 
 }  // namespace moesim::gpu

@@ -140,7 +140,10 @@ __global__ void combine_ordered_kernel(float* __restrict__ out, const std::uint1
     }
 }
 
-// The same, eight columns per thread: one 16-byte load per slot row, two 16-byte stores.
+// The same, eight columns per thread: one 16-byte load per slot row, two 16-byte stores. Up to
+// kSlotsInFlight slots' loads are issued before the first add, so a token's rows are fetched at
+// once; the adds still run in ascending slot order.
+constexpr int kSlotsInFlight = 8;
 __global__ void combine_ordered_vec_kernel(float* __restrict__ out, const std::uint16_t* __restrict__ y,
                                            const std::int64_t* __restrict__ slot_row, const float* __restrict__ weights,
                                            std::int64_t tokens, FastCombineSpec s) {
@@ -148,14 +151,25 @@ __global__ void combine_ordered_vec_kernel(float* __restrict__ out, const std::u
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x)
     for (int v = threadIdx.x; v < vecs; v += blockDim.x) {
       float acc[kVec] = {};
-      for (int k = 0; k < s.top_k; ++k) {
-        const std::int64_t j = slot_row[t * s.top_k + k];
-        if (j < 0) continue;
-        const float w = weights[t * s.top_k + k];
-        const uint4 q = *reinterpret_cast<const uint4*>(y + j * s.hidden + v * kVec);
-        const std::uint16_t* b = reinterpret_cast<const std::uint16_t*>(&q);
+      for (int k0 = 0; k0 < s.top_k; k0 += kSlotsInFlight) {
+        uint4 q[kSlotsInFlight];
+        float w[kSlotsInFlight];
+        bool have[kSlotsInFlight];
 #pragma unroll
-        for (int e = 0; e < kVec; ++e) acc[e] = __fadd_rn(acc[e], __fmul_rn(w, bf(b[e])));
+        for (int i = 0; i < kSlotsInFlight; ++i) {
+          const int k = k0 + i;
+          const std::int64_t j = k < s.top_k ? slot_row[t * s.top_k + k] : -1;
+          have[i] = j >= 0;
+          w[i] = have[i] ? weights[t * s.top_k + k] : 0.0f;
+          q[i] = have[i] ? *reinterpret_cast<const uint4*>(y + j * s.hidden + v * kVec) : uint4{};
+        }
+#pragma unroll
+        for (int i = 0; i < kSlotsInFlight; ++i) {
+          if (!have[i]) continue;  // a -1 slot adds nothing, not even 0 (the contract skips it)
+          const std::uint16_t* b = reinterpret_cast<const std::uint16_t*>(&q[i]);
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) acc[e] = __fadd_rn(acc[e], __fmul_rn(w[i], bf(b[e])));
+        }
       }
       float r[kVec];
 #pragma unroll

@@ -33,12 +33,6 @@ class Stream {
   hipStream_t s_{};
 };
 
-template <class T>
-void upload(DeviceBuffer<T>& dst, const T* src, std::size_t n, hipStream_t s, const char* what) {
-  dst.reserve(n, what);
-  if (n) MOESIM_GPU_CHECK(hipMemcpyAsync(dst.get(), src, n * sizeof(T), hipMemcpyHostToDevice, s));
-}
-
 // Device buffers of one precision: the current expert's weights and the FFN's intermediates.
 template <class T>
 struct Work {

@@ -5,6 +5,7 @@
 
 #include "blas.hpp"
 #include "buffer.hpp"
+#include "fast_fp8.hpp"
 #include "fast_kernels.hpp"
 #include "gemm.hpp"
 #include "weights_gen.hpp"
@@ -127,6 +128,31 @@ double blas_gemm_tflops(std::int64_t n, int m, int k, int reps) {
   for (int r = 0; r <= reps; ++r) {
     ev.start();
     blas.gemm_nt_bf16(out.get(), a.get(), w.get(), n, m, k);
+    const double t = ev.stop_ms();
+    if (r > 0) ms.push_back(t);
+  }
+  return 2.0 * static_cast<double>(n) * m * k / (median(ms) * 1e-3) * 1e-12;
+}
+
+double blas_fp8_gemm_tflops(std::int64_t n, int m, int k, int reps) {
+  DeviceBuffer<float> f(static_cast<std::size_t>(std::max<std::int64_t>(n, m)) * k, "bench float operand");
+  DeviceBuffer<std::uint8_t> a(static_cast<std::size_t>(n) * k, "bench a"), w(static_cast<std::size_t>(m) * k, "bench w");
+  DeviceBuffer<std::uint16_t> out(static_cast<std::size_t>(n) * m, "bench out");
+  DeviceBuffer<float> sa(static_cast<std::size_t>(n) * (k / 128), "bench a scales"),
+      sw(static_cast<std::size_t>(m) * (k / 128), "bench w scales");
+  DeviceBuffer<int> bad(1, "e4m3 check");
+  generate_tensor<float>(f.get(), n * k, 1, 1.0, false, hd::Narrow::e4m3, false, nullptr);
+  to_e4m3(a.get(), f.get(), n * k, bad.get(), nullptr);
+  generate_tensor<float>(f.get(), static_cast<std::int64_t>(m) * k, 2, 1.0, false, hd::Narrow::e4m3, false, nullptr);
+  to_e4m3(w.get(), f.get(), static_cast<std::int64_t>(m) * k, bad.get(), nullptr);
+  fill(sa.get(), 1.0f / 64, n * (k / 128), nullptr);  // the time does not depend on the scales' values
+  fill(sw.get(), 1.0f / 64, static_cast<std::int64_t>(m) * (k / 128), nullptr);
+  Blas blas(nullptr);
+  Events ev;
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    ev.start();
+    blas.gemm_nt_fp8(out.get(), a.get(), sa.get(), w.get(), sw.get(), n, m, k);
     const double t = ev.stop_ms();
     if (r > 0) ms.push_back(t);
   }

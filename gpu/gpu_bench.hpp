@@ -22,5 +22,7 @@ double copy_tb_per_s(std::size_t bytes, int reps);
 // TFLOP/s of one vendor-BLAS bf16 GEMM [n, k] x [m, k]^T (fp32 accumulation): what the fast
 // mode's grouped GEMMs are held against. Throws where the build has no vendor BLAS.
 double blas_gemm_tflops(std::int64_t n, int m, int k, int reps);
+// The same for the fast mode's block-scaled fp8 GEMM (gpu/blas.hpp), e4m3 operands.
+double blas_fp8_gemm_tflops(std::int64_t n, int m, int k, int reps);
 
 }  // namespace moesim::gpu

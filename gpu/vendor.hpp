@@ -54,6 +54,39 @@
 #define HIPBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
 #define HIPBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
 #define HIP_R_16BF CUDA_R_16BF
+
+// The fast mode's block-scaled fp8 GEMM (gpu/blas.hpp): hipBLASLt's names for cuBLASLt's. AMD
+// builds leave that GEMM out (MOESIM_HAVE_VENDOR_BLASLT unset): its scale modes are not mapped yet.
+#include <cublasLt.h>
+#include <cuda_fp8.h>
+#define MOESIM_HAVE_VENDOR_BLASLT 1
+#define hipblasLtHandle_t cublasLtHandle_t
+#define hipblasLtCreate cublasLtCreate
+#define hipblasLtDestroy cublasLtDestroy
+#define hipblasLtMatmulDesc_t cublasLtMatmulDesc_t
+#define hipblasLtMatmulDescCreate cublasLtMatmulDescCreate
+#define hipblasLtMatmulDescDestroy cublasLtMatmulDescDestroy
+#define hipblasLtMatmulDescSetAttribute cublasLtMatmulDescSetAttribute
+#define hipblasLtMatrixLayout_t cublasLtMatrixLayout_t
+#define hipblasLtMatrixLayoutCreate cublasLtMatrixLayoutCreate
+#define hipblasLtMatrixLayoutDestroy cublasLtMatrixLayoutDestroy
+#define hipblasLtMatmulPreference_t cublasLtMatmulPreference_t
+#define hipblasLtMatmulPreferenceCreate cublasLtMatmulPreferenceCreate
+#define hipblasLtMatmulPreferenceDestroy cublasLtMatmulPreferenceDestroy
+#define hipblasLtMatmulPreferenceSetAttribute cublasLtMatmulPreferenceSetAttribute
+#define hipblasLtMatmulHeuristicResult_t cublasLtMatmulHeuristicResult_t
+#define hipblasLtMatmulAlgoGetHeuristic cublasLtMatmulAlgoGetHeuristic
+#define hipblasLtMatmul cublasLtMatmul
+#define HIPBLASLT_MATMUL_DESC_TRANSA CUBLASLT_MATMUL_DESC_TRANSA
+#define HIPBLASLT_MATMUL_DESC_TRANSB CUBLASLT_MATMUL_DESC_TRANSB
+#define HIPBLASLT_MATMUL_DESC_A_SCALE_POINTER CUBLASLT_MATMUL_DESC_A_SCALE_POINTER
+#define HIPBLASLT_MATMUL_DESC_B_SCALE_POINTER CUBLASLT_MATMUL_DESC_B_SCALE_POINTER
+#define HIPBLASLT_MATMUL_DESC_A_SCALE_MODE CUBLASLT_MATMUL_DESC_A_SCALE_MODE
+#define HIPBLASLT_MATMUL_DESC_B_SCALE_MODE CUBLASLT_MATMUL_DESC_B_SCALE_MODE
+#define HIPBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+#define HIPBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
+#define HIP_R_8F_E4M3 CUDA_R_8F_E4M3
+#define HIP_R_32F CUDA_R_32F
 #else
 #include <hip/hip_runtime.h>
 // hipBLAS 6's own names (hipDataType, hipblasComputeType_t); Debian 12's ROCm 5.2 has no

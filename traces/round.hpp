@@ -44,6 +44,17 @@ MOESIM_HD inline float round_fp8(float v, bool fnuz) {
   return fnuz && r == 0.0f ? 0.0f : r;
 }
 
+// The OCP e4m3fn code of r, a value round_fp8(., false) returns (finite; exactly representable):
+// sign, 4 exponent bits of bias 7, 3 fraction bits; below 2^-6 the subnormals, multiples of 2^-9.
+MOESIM_HD inline std::uint8_t e4m3_code(float r) {
+  const std::uint32_t u = bits(r);
+  const std::uint8_t sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
+  const float a = r < 0 ? -r : r;
+  if (a < 0x1p-6f) return static_cast<std::uint8_t>(sign | static_cast<std::uint8_t>(a * 0x1p9f));
+  const int e = static_cast<int>((u >> 23) & 0xffu) - 127;
+  return static_cast<std::uint8_t>(sign | ((e + 7) << 3) | ((u >> 20) & 7u));
+}
+
 // A storage format's rounding, for code that picks the format at run time (device kernels).
 enum class Narrow : int { none, bf16, f16, e4m3, e4m3fnuz };
 MOESIM_HD inline float round_to(float v, Narrow n) {

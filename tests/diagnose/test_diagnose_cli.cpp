@@ -107,7 +107,7 @@ TEST_CASE("errors: exit 2 with one line") {
   const std::string ok = write_capture("backend", options(DispatchModel::mori, ConsumerModel::aiter_mask, CombineModel::rank_sum));
   const CliRun tpu = run_moesim("diagnose '" + ok + "' --backend tpu");
   CHECK(tpu.code == 2);
-  CHECK(tpu.output.find("--backend is cpu or gpu, not 'tpu'") != std::string::npos);
+  CHECK(tpu.output.find("--backend is cpu, gpu or gpu-fast, not 'tpu'") != std::string::npos);
   const CliRun gpu = run_moesim("diagnose '" + ok + "' --backend gpu");  // 0 on a GPU machine, same verdict
   if (gpu.code != 0) {
     CHECK(gpu.code == 2);

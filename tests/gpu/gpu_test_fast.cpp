@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -15,11 +17,15 @@
 
 #include "agreement.hpp"
 #include "error.hpp"
+#include "expert_map.hpp"
+#include "fast_backend.hpp"
 #include "fast_layer.hpp"
 #include "generate.hpp"
 #include "gpu_backend.hpp"
 #include "gpu_compare.hpp"
+#include "pairing.hpp"
 #include "run_to_run.hpp"
+#include "simulate.hpp"
 #include "trace_io.hpp"
 
 namespace {
@@ -114,6 +120,128 @@ TEST_CASE("fast mode: generated traces within the bf16 rounding bound of exact")
   }
 }
 
+TEST_CASE("fast backend: every correct pairing, simulated with the fast expert math, within the bf16 bound of exact") {
+  // Each pairing hands the experts its own rows (per (token, expert) or per (token, rank), in its
+  // own order, shuffled as atomics leave it): the fast backend must compute every one of them.
+  std::uint64_t seed = 70;
+  for (const sim::DispatchModel d : {sim::DispatchModel::mori, sim::DispatchModel::deepep_ht, sim::DispatchModel::deepep_ll,
+                                     sim::DispatchModel::pplx, sim::DispatchModel::pairs}) {
+    for (const int shared : {0, 1}) {
+      GenOptions g = test::odd_sized_layer(seed++);
+      g.hidden = 256;
+      g.num_shared_experts = shared;
+      g.routed_scaling_factor = shared ? 2.5 : 1.0;
+      Trace t = generate(g);
+      t.path = "generated " + std::string(sim::name(d));
+      const WeightProvider weights(t);
+      const auto fast = gpu::make_fast_backend(t, weights);
+      sim::SimOptions o;
+      o.dispatch.model = d;
+      o.dispatch.shuffle = true;
+      o.dispatch.shuffle_seed = seed;
+      o.consumer.model = sim::default_consumer(d);
+      o.combine = sim::default_combine(d, t.config.mori.kernel_type);
+      o.numerics = Numerics::bf16;
+      o.backend = fast.get();
+      const sim::LayerRun run = sim::simulate_layer(t, 0, weights, sim::make_expert_map(t.config), o);
+      ReferenceOptions exact;
+      exact.threads = 2;
+      const LayerOutputs ref = run_layer(t, 0, weights, exact);
+      const sim::Agreement a = sim::compare_final(run.ranks, ref, t, 0, Numerics::bf16, Numerics::exact, o.combine);
+      INFO(t.path, ", ", shared, " shared: ", a.verdict());
+      CHECK(a.agrees());
+      CHECK(a.worst.ratio > 0);
+      CHECK(fast->profile().find(" 0 rows") == std::string::npos);  // the rows ran on the device
+    }
+  }
+  // Other modes are refused before any work, naming the trace.
+  Trace t = generate(test::small_layer());
+  t.path = "t.h5";
+  const WeightProvider weights(t);
+  const auto fast = gpu::make_fast_backend(t, weights);
+  sim::SimOptions o;
+  o.numerics = Numerics::fp32;
+  o.backend = fast.get();
+  CHECK_THROWS_WITH_AS(sim::simulate_layer(t, 0, weights, sim::make_expert_map(t.config), o),
+                       "t.h5: gpu fast backend computes numerics bf16 and fp8, not fp32; use --backend gpu (bit for "
+                       "bit the CPU) for other modes",
+                       Error);
+}
+
+TEST_CASE("fast mode fp8: the block-scaled fp8 GEMM1 within the fp8 bound of exact, and near the CPU's fp8 mode") {
+  // Per-slot expert outputs against the CPU's fp8 mode (the same quantized rows, sums in another
+  // order): a scale applied to the wrong block or row is an O(1) error there, not 1e-2.
+  std::uint64_t seed = 90;
+  for (const int hidden : {256, 384}) {
+    GenOptions g = test::odd_sized_layer(seed++);
+    g.hidden = hidden;
+    g.num_shared_experts = 1;
+    g.routed_scaling_factor = 2.5;
+    Trace t = generate(g);
+    t.config.weight_dtype = DType::e4m3;  // seeded weights, rounded to e4m3 by the generator
+    t.path = "generated fp8, H " + std::to_string(hidden);
+    const WeightProvider weights(t);
+    ReferenceOptions exact, cpu_fp8;
+    exact.threads = cpu_fp8.threads = 2;
+    cpu_fp8.numerics = Numerics::fp8;
+    const LayerOutputs ref = run_layer(t, 0, weights, exact), contract = run_layer(t, 0, weights, cpu_fp8);
+    gpu::FastLayer layer(t, weights, 0, gpu::FastCombine::ordered, 0, Numerics::fp8);
+    layer.run();
+    const LayerOutputs got = layer.outputs(true);
+    std::vector<sim::RankRun> runs(got.ranks.size());
+    for (std::size_t r = 0; r < runs.size(); ++r) runs[r].final_out = got.ranks[r].final_out;
+    const sim::Agreement a = sim::compare_final(runs, ref, t, 0, Numerics::fp8, Numerics::exact, sim::CombineModel::weighted);
+    INFO(t.path, ": ", a.verdict());
+    CHECK(a.agrees());
+    CHECK(a.worst.ratio > 0);
+    double worst = 0;
+    for (std::size_t r = 0; r < got.ranks.size(); ++r) {
+      const auto& ids = t.layers[0].ranks[r].topk_ids;
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0) continue;
+        double num = 0, den = 0;
+        for (int c = 0; c < hidden; ++c) {
+          const double d = got.ranks[r].expert_out[i * hidden + c] - contract.ranks[r].expert_out[i * hidden + c];
+          num += d * d;
+          den += contract.ranks[r].expert_out[i * hidden + c] * contract.ranks[r].expert_out[i * hidden + c];
+        }
+        worst = std::max(worst, std::sqrt(num / std::max(den, 1e-300)));
+      }
+    }
+    INFO("worst relative L2 of a slot's expert output against the CPU's fp8 mode: ", worst);
+    CHECK(worst < 1e-2);
+    // The fast backend in a simulated pairing computes the same rows.
+    const auto fast = gpu::make_fast_backend(t, weights);
+    sim::SimOptions o;
+    o.dispatch.model = sim::DispatchModel::deepep_ll;
+    o.consumer.model = sim::default_consumer(o.dispatch.model);
+    o.combine = sim::default_combine(o.dispatch.model, t.config.mori.kernel_type);
+    o.numerics = Numerics::fp8;
+    o.backend = fast.get();
+    const sim::LayerRun run = sim::simulate_layer(t, 0, weights, sim::make_expert_map(t.config), o);
+    const sim::Agreement b = sim::compare_final(run.ranks, ref, t, 0, Numerics::fp8, Numerics::exact, o.combine);
+    INFO("deepep-ll with the fast backend: ", b.verdict());
+    CHECK(b.agrees());
+  }
+  // What the fp8 GEMM cannot multiply is refused, naming it.
+  Trace t = generate(test::small_layer());
+  t.path = "t.h5";
+  const WeightProvider weights(t);
+  CHECK_THROWS_WITH_AS(gpu::FastLayer(t, weights, 0, gpu::FastCombine::ordered, 0, Numerics::fp8),
+                       "t.h5: gpu fast mode, fp8: hidden 64, not a multiple of 128; use --numerics bf16, or the "
+                       "deterministic GPU backend (--backend gpu)",
+                       Error);
+  GenOptions g = test::small_layer();
+  g.hidden = 128;
+  Trace b = generate(g);
+  b.path = "b.h5";
+  const WeightProvider bw(b);
+  CHECK_THROWS_WITH_AS(gpu::FastLayer(b, bw, 0, gpu::FastCombine::ordered, 0, Numerics::fp8),
+                       "b.h5: gpu fast mode, fp8: bfloat16 weights (the fp8 GEMM multiplies e4m3 weights); use --numerics "
+                       "bf16, or the deterministic GPU backend (--backend gpu)",
+                       Error);
+}
+
 TEST_CASE("run to run: ordered fast mode and the deterministic backend never change, atomic combine does") {
   GenOptions g;
   g.seed = 5;
@@ -195,4 +323,12 @@ TEST_CASE("moesim golden --backend gpu-atomic --repeat: a file diff accepts agai
   std::remove(refused.c_str());
   CHECK(WEXITSTATUS(std::system((bin + " golden " + trace + " -o " + refused + " --backend gpu-fast --numerics fp32 2> /dev/null").c_str())) == 2);
   CHECK_FALSE(std::ifstream(refused).good());
+  // run with the fast expert math: bf16 by default, judged by the bound, exit 0; atomic is golden's.
+  CHECK(std::system((bin + " run " + trace + " --backend gpu-fast > " + log).c_str()) == 0);
+  std::ifstream run_log(log);
+  const std::string run_text((std::istreambuf_iterator<char>(run_log)), std::istreambuf_iterator<char>());
+  CHECK(run_text.find("final output vs reference (bf16): matches") != std::string::npos);
+  CHECK(run_text.find("gpu fast backend: ") != std::string::npos);
+  CHECK(WEXITSTATUS(std::system((bin + " run " + trace + " --backend gpu-atomic 2> /dev/null").c_str())) == 2);
+  CHECK(WEXITSTATUS(std::system((bin + " run " + trace + " --backend gpu-fast --numerics fp32 2> /dev/null").c_str())) == 2);
 }

@@ -260,7 +260,7 @@ TEST_CASE("--backend: an unknown one is a usage error; gpu without a usable GPU 
   std::filesystem::remove(out);
   Result r = run(kDefault + " --backend tpu -o " + out);
   CHECK(r.code == 2);
-  CHECK(contains(r.err, "--backend is cpu or gpu, not 'tpu'"));
+  CHECK(contains(r.err, "--backend is cpu, gpu or gpu-fast, not 'tpu'"));
   CHECK_FALSE(std::filesystem::exists(out));
   r = run(kDefault + " --backend gpu -o " + out);
   if (r.code == 0) {  // a machine with a GPU: the file says where the FFNs ran (tests/gpu check the bits)

@@ -157,7 +157,7 @@ double torch_ms(const std::vector<std::string>& lines, const std::string& key) {
 }
 
 struct FastFigures {
-  double layer_ms = 0;
+  double layer_ms = 0, gemm1_ms = 0;
   LayerOutputs outputs;
 };
 
@@ -170,8 +170,9 @@ FastFigures bench_fast(const Trace& trace, const WeightProvider& weights, int re
               reps);
   gpu::FastTimes t;
   RunToRun ordered_changes;
+  // One layer for both combines: the weights (22.5 GB at production size) are uploaded once.
+  gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::ordered);
   {
-    gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::ordered);
     layer.run();  // warm-up
     std::vector<gpu::FastTimes> runs;
     for (int i = 0; i < reps; ++i) runs.push_back(layer.run());
@@ -214,6 +215,7 @@ FastFigures bench_fast(const Trace& trace, const WeightProvider& weights, int re
   std::printf("  activation %8.3f ms; shared experts %.3f ms\n", t.activation_ms, t.shared_ms);
   std::printf("  layer      %8.3f ms  %6.1f TFLOP/s effective\n", t.total_ms, t.flops / t.total_ms * 1e-9);
   out.layer_ms = t.total_ms;
+  out.gemm1_ms = t.gemm1_ms;
   if (python != "none") {
     const auto lines = torch_layer(python, trace, reps);
     const double eager = torch_ms(lines, "eager_ms"), grouped_mm = torch_ms(lines, "grouped_ms");
@@ -230,7 +232,7 @@ FastFigures bench_fast(const Trace& trace, const WeightProvider& weights, int re
   }
   RunToRun atomic_changes;
   {
-    gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::atomic);
+    layer.set_combine(gpu::FastCombine::atomic);
     const gpu::FastTimes a = layer.run();
     const LayerOutputs first = layer.outputs(false);
     for (int i = 1; i < std::max(reps, 3); ++i) {
@@ -242,6 +244,35 @@ FastFigures bench_fast(const Trace& trace, const WeightProvider& weights, int re
   }
   std::printf("  ordered combine, run to run over 3 runs: %s\n", ordered_changes.text().c_str());
   return out;
+}
+
+// The same layer with numerics fp8 and e4m3 weights: the routed GEMM1 on the block-scaled fp8
+// GEMM, against that GEMM alone at the same FLOPs and at 8192^3, and against the bf16 GEMM1.
+void bench_fast_fp8(const Trace& bf16_trace, double bf16_gemm1_ms, int reps) {
+  Trace trace = bf16_trace;
+  trace.config.weight_dtype = DType::e4m3;  // the seeded weights, rounded to e4m3
+  const WeightProvider weights(trace);
+  const TraceConfig& c = trace.config;
+  gpu::FastLayer layer(trace, weights, 0, gpu::FastCombine::ordered, 0, Numerics::fp8);
+  layer.run();  // warm-up
+  std::vector<double> g1, total, disp;
+  for (int i = 0; i < reps; ++i) {
+    const gpu::FastTimes t = layer.run();
+    g1.push_back(t.gemm1_ms), total.push_back(t.total_ms), disp.push_back(t.dispatch_ms);
+  }
+  const gpu::FastTimes t = layer.run();
+  const int rows1 = is_gated(c.activation) ? 2 * c.intermediate : c.intermediate;
+  const double f1 = 2.0 * t.rows * c.hidden * rows1, ms = median_of(g1);
+  const double one = gpu::blas_fp8_gemm_tflops(t.rows, rows1, c.hidden, reps);
+  const double peak = gpu::blas_fp8_gemm_tflops(8192, 8192, 8192, reps);
+  std::printf("fast mode, fp8 (e4m3 rows with 1 x 128 scales, e4m3 w1; block-scaled fp8 GEMM1), median of %d:\n", reps);
+  std::printf("  dispatch   %8.3f ms  (%.2f GB of codes and scales read and written)\n", median_of(disp),
+              t.dispatch_bytes * 1e-9);
+  std::printf("  GEMM1      %8.3f ms  %6.1f TFLOP/s  %.2f of one block-scaled fp8 GEMM with the same FLOPs (%.1f), "
+              "%.2f of its 8192^3 (%.1f TFLOP/s); bf16 GEMM1 %.3f ms (%.2fx)\n",
+              ms, f1 / ms * 1e-9, f1 / ms * 1e-9 / one, one, f1 / ms * 1e-9 / peak, peak, bf16_gemm1_ms,
+              bf16_gemm1_ms / ms);
+  std::printf("  layer      %8.3f ms\n", median_of(total));
 }
 
 }  // namespace
@@ -305,8 +336,11 @@ int bench_gpu(const po::variables_map& vm) {
 
   FastFigures fast;
   const bool fast_mode = numerics == Numerics::bf16 && gpu::vendor_blas_built();
-  if (fast_mode) fast = bench_fast(trace, weights, reps, vm["torch"].as<std::string>());
-  else std::printf("fast mode: not measured (%s)\n", gpu::vendor_blas_built() ? "it computes bf16 only" : "no vendor BLAS in this build");
+  if (fast_mode) {
+    fast = bench_fast(trace, weights, reps, vm["torch"].as<std::string>());
+    if (H % 128 == 0) bench_fast_fp8(trace, fast.gemm1_ms, reps);
+  }
+  else std::printf("fast mode: not measured (%s)\n", gpu::vendor_blas_built() ? "measured with --numerics bf16: the bf16 layer, then its fp8 GEMM1" : "no vendor BLAS in this build");
   ReferenceOptions o;
   o.numerics = numerics;
   o.threads = threads;

@@ -72,7 +72,10 @@ int run_diagnose(const std::vector<std::string>& args) {
     o.base.dispatch.model = parse_dispatch(vm["dispatch"].as<std::string>());
     o.library_set = true;
   }
-  o.base.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
+  o.base.numerics = backend_numerics(
+      vm["backend"].as<std::string>(),
+      vm.count("numerics") ? std::optional(parse_numerics(vm["numerics"].as<std::string>())) : std::nullopt,
+      default_numerics(c.token_dtype));
   o.base.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
   if (!is_fp8(o.base.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
   o.base.dispatch.max_tokens_per_rank = vm.count("max-tokens") ? vm["max-tokens"].as<std::int64_t>() : c.mori.max_num_inp_token_per_rank;

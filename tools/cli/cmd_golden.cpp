@@ -27,14 +27,15 @@ struct FastRun {
 
 // One layer in the GPU's fast mode, `repeat` times on the same device buffers.
 FastRun run_fast_layer(const Trace& trace, const WeightProvider& weights, int layer_pos, bool ordered, int repeat,
-                       RunToRun& changes) {
+                       const ReferenceOptions& ro, RunToRun& changes) {
 #ifdef MOESIM_HAVE_GPU
-  gpu::FastLayer layer(trace, weights, layer_pos, ordered ? gpu::FastCombine::ordered : gpu::FastCombine::atomic);
+  gpu::FastLayer layer(trace, weights, layer_pos, ordered ? gpu::FastCombine::ordered : gpu::FastCombine::atomic, 0,
+                       ro.numerics, ro.fp8_format);
   const gpu::FastTimes t = layer.run();
   FastRun f{layer.outputs(true), ""};
   for (int i = 1; i < repeat; ++i) {
     layer.run();
-    changes.add(f.outputs, layer.outputs(false), Numerics::bf16);
+    changes.add(f.outputs, layer.outputs(false), ro.numerics);
   }
   char line[256];
   std::snprintf(line, sizeof line, "layer %d on the GPU: %.3f ms (dispatch %.3f, GEMM1 %.3f, activation %.3f, GEMM2 %.3f, shared %.3f, combine %.3f)",
@@ -43,7 +44,7 @@ FastRun run_fast_layer(const Trace& trace, const WeightProvider& weights, int la
   f.profile = line;
   return f;
 #else
-  (void)trace, (void)weights, (void)layer_pos, (void)ordered, (void)repeat, (void)changes;
+  (void)trace, (void)weights, (void)layer_pos, (void)ordered, (void)repeat, (void)ro, (void)changes;
   throw Error("--backend gpu-fast: this moesim was built without a GPU backend (configure with -DMOESIM_GPU=CUDA or HIP)");
 #endif
 }
@@ -67,10 +68,8 @@ int run_golden(const std::vector<std::string>& args) {
   const std::string backend_name = vm["backend"].as<std::string>();
   const bool fast = is_fast_backend(backend_name);
   ReferenceOptions ro;
-  ro.numerics = parse_numerics(vm["numerics"].as<std::string>());
-  if (fast && vm["numerics"].defaulted()) ro.numerics = Numerics::bf16;
-  if (fast && ro.numerics != Numerics::bf16)
-    throw UsageError("--backend " + backend_name + " computes bf16 only, not --numerics " + std::string(name(ro.numerics)));
+  const Numerics asked = parse_numerics(vm["numerics"].as<std::string>());
+  ro.numerics = backend_numerics(backend_name, vm["numerics"].defaulted() ? std::nullopt : std::optional(asked), asked);
   const int repeat = vm["repeat"].as<int>();
   if (repeat < 1) throw UsageError("--repeat must be at least 1");
   ro.fp8_format = parse_dtype(vm["fp8"].as<std::string>());
@@ -91,7 +90,7 @@ int run_golden(const std::vector<std::string>& args) {
   std::string profile = backend ? backend->profile() : "";
   for (int l = 0; l < static_cast<int>(trace.layers.size()); ++l) {
     if (fast) {
-      const FastRun f = run_fast_layer(trace, weights, l, backend_name == "gpu-fast", repeat, changes[l]);
+      const FastRun f = run_fast_layer(trace, weights, l, backend_name == "gpu-fast", repeat, ro, changes[l]);
       outputs.push_back(std::move(f.outputs));
       profile += (profile.empty() ? "" : "\n") + f.profile;
       continue;

@@ -85,7 +85,10 @@ int run_run(const std::vector<std::string>& args) {
   o.dispatch.model = vm.count("dispatch") ? parse_dispatch(vm["dispatch"].as<std::string>()) : default_dispatch(c);
   o.consumer.model = vm.count("consumer") ? parse_consumer(vm["consumer"].as<std::string>()) : default_consumer(o.dispatch.model);
   o.combine = vm.count("combine") ? parse_combine(vm["combine"].as<std::string>()) : default_combine(o.dispatch.model, c.mori.kernel_type);
-  o.numerics = vm.count("numerics") ? parse_numerics(vm["numerics"].as<std::string>()) : default_numerics(c.token_dtype);
+  o.numerics = backend_numerics(vm["backend"].as<std::string>(),
+                                vm.count("numerics") ? std::optional(parse_numerics(vm["numerics"].as<std::string>()))
+                                                     : std::nullopt,
+                                default_numerics(c.token_dtype));
   o.fp8_format = parse_dtype(vm["fp8-format"].as<std::string>());
   if (!is_fp8(o.fp8_format)) throw UsageError("--fp8-format must be float8_e4m3fn or float8_e4m3fnuz");
   o.deepep_version = vm.count("deepep-version") ? parse_deepep_version(vm["deepep-version"].as<std::string>())
