@@ -16,7 +16,8 @@
 
 // The blocking (none of it changes a bit: each output still adds its products for k ascending,
 // parking the partial sum in `out` between depth chunks):
-//   a row block's packed x chunk (at most 256 x 256 values) is read once per panel from L2;
+//   a row block of x (at most 256 rows) is packed once for the whole depth; its depth chunk
+//   (at most 256 x 256 values) is read once per panel from L2;
 //   a panel's depth chunk (256 x 24 floats: 24 KB) stays in L1 while every row block's row group
 //   passes over it, and the next chunk is prefetched meanwhile (it comes from memory);
 //   a panel group's outputs (up to 256 rows x 16 panels: 384 KB) stay in L2 across the whole
@@ -108,9 +109,11 @@ inline void prefetch(const void* p, std::int64_t bytes) {
   for (std::int64_t b = 0; b < bytes; b += kLine) __builtin_prefetch(c + b, 0, 2);
 }
 
+// A row block packed for the whole depth: chunk by chunk, each [row groups][kc][rows][splat].
 template <class T>
-std::size_t scratch_elements() {
-  return static_cast<std::size_t>(kRowBlock) * kDepthChunk * Vec<T>::splat;
+std::size_t scratch_elements(std::int64_t n, int k) {
+  const std::int64_t rows = (smaller(n, kRowBlock) + kRows - 1) / kRows * kRows;
+  return static_cast<std::size_t>(rows * k * Vec<T>::splat);
 }
 
 template <class T, bool fused>
@@ -128,11 +131,13 @@ void multiply_panels(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, 
   const auto chunk_bytes = [&](int k0) { return smaller(kDepthChunk, k - k0) * P * static_cast<std::int64_t>(sizeof(T)); };
   for (std::int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
     const std::int64_t r1 = smaller(n, r0 + kRowBlock), row_groups = (r1 - r0 + kRows - 1) / kRows;
+    const auto packed = [&](int k0) { return xp + row_groups * kRows * k0 * S; };  // depth chunk k0's rows
+    for (int k0 = 0; k0 < k; k0 += kDepthChunk)
+      pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, static_cast<int>(smaller(kDepthChunk, k - k0)), packed(k0));
     for (std::int64_t p0 = 0; p0 < panels; p0 += kPanelGroup) {
       const std::int64_t p1 = smaller(panels, p0 + kPanelGroup);
       for (int k0 = 0; k0 < k; k0 += kDepthChunk) {
         const int kc = static_cast<int>(smaller(kDepthChunk, k - k0));
-        pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, kc, xp);
         for (std::int64_t p = p0; p < p1; ++p) {
           // The chunk this loop reads next, in slices spread over this panel's row groups.
           const T* next = nullptr;
@@ -145,7 +150,7 @@ void multiply_panels(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, 
             const std::int64_t done = (r - r0) / kRows * slice;
             if (done < bytes) prefetch(reinterpret_cast<const char*>(next) + done, smaller(slice, bytes - done));
             const int rows = static_cast<int>(smaller(kRows, r1 - r));
-            micro_any<T, fused>(rows, xp + (r - r0) * kc * S, chunk(p, k0), kc, out + r * ldo + p * P, ldo, k0 == 0);
+            micro_any<T, fused>(rows, packed(k0) + (r - r0) * kc * S, chunk(p, k0), kc, out + r * ldo + p * P, ldo, k0 == 0);
           }
         }
       }
@@ -159,8 +164,8 @@ int panel_width() {
   return panel<T>();
 }
 template <class T>
-std::size_t scratch_size() {
-  return scratch_elements<T>();
+std::size_t scratch_size(std::int64_t n, int k) {
+  return scratch_elements<T>(n, k);
 }
 template <class T>
 void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out, std::int64_t ldo,
@@ -173,8 +178,8 @@ void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, 
 
 template int panel_width<float>();
 template int panel_width<double>();
-template std::size_t scratch_size<float>();
-template std::size_t scratch_size<double>();
+template std::size_t scratch_size<float>(std::int64_t, int);
+template std::size_t scratch_size<double>(std::int64_t, int);
 template void multiply<float>(const float*, std::int64_t, std::int64_t, const float*, int, int, float*, std::int64_t,
                               float*, bool);
 template void multiply<double>(const double*, std::int64_t, std::int64_t, const double*, int, int, double*,

@@ -56,7 +56,7 @@ std::vector<T> kernel(gemm::Isa isa, const std::vector<float>& x, const std::vec
   gemm::pack<T>(w.data(), m, k, false, wp, isa);
   const int P = gemm::panel_width<T>(isa);
   const std::int64_t ld = gemm::padded(m, P);
-  std::vector<T> out(static_cast<std::size_t>(n * ld)), scratch(gemm::scratch_size<T>(isa));
+  std::vector<T> out(static_cast<std::size_t>(n * ld)), scratch(gemm::scratch_size<T>(n, k, isa));
   gemm::multiply<T>(xt.data(), n, k, wp, m, k, out.data(), ld, scratch.data(), bf16, isa);
   std::vector<T> c(static_cast<std::size_t>(n) * m);
   for (int r = 0; r < n; ++r)
