@@ -109,7 +109,7 @@ struct ExpertKernel {
     ExpertWorkspace& ws = workspace ? *workspace : local;
     std::vector<T>& buf = pick<T>(ws.f64, ws.f32);
     const std::size_t na = chunk * H, ng = chunk * ld1, nh = chunk * I, ny = chunk * ld2;
-    const std::size_t total = na + ng + nh + ny + gemm::scratch_size<T>();
+    const std::size_t total = na + ng + nh + ny + gemm::scratch_size<T>(chunk, std::max(H, I));
     if (buf.size() < total) buf.resize(total);
     T* a = buf.data();
     T* g = a + na;

@@ -15,7 +15,7 @@ namespace moesim::gemm {
   template <class T>                                                                                            \
   int panel_width();                                                                                            \
   template <class T>                                                                                            \
-  std::size_t scratch_size();                                                                                   \
+  std::size_t scratch_size(std::int64_t n, int k);                                                              \
   template <class T>                                                                                            \
   void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out, std::int64_t ldo, \
                 T* scratch, bool fused);                                                                        \
@@ -60,11 +60,11 @@ int panel_width(Isa isa) {
 }
 
 template <class T>
-std::size_t scratch_size(Isa isa) {
+std::size_t scratch_size(std::int64_t n, int k, Isa isa) {
 #if MOESIM_GEMM_AVX2
-  if (isa == Isa::avx2) return avx2::scratch_size<T>();
+  if (isa == Isa::avx2) return avx2::scratch_size<T>(n, k);
 #endif
-  return sse2::scratch_size<T>();
+  return sse2::scratch_size<T>(n, k);
 }
 
 template <class T>
@@ -96,8 +96,8 @@ void multiply(const T* x, std::int64_t n, std::int64_t ldx, const std::vector<T>
 
 template int panel_width<float>(Isa);
 template int panel_width<double>(Isa);
-template std::size_t scratch_size<float>(Isa);
-template std::size_t scratch_size<double>(Isa);
+template std::size_t scratch_size<float>(std::int64_t, int, Isa);
+template std::size_t scratch_size<double>(std::int64_t, int, Isa);
 template void pack<float>(const float*, int, int, bool, std::vector<float>&, Isa);
 template void pack<double>(const float*, int, int, bool, std::vector<double>&, Isa);
 template void multiply<float>(const float*, std::int64_t, std::int64_t, const std::vector<float>&, int, int, float*,

@@ -34,13 +34,14 @@ inline std::int64_t padded(std::int64_t m, int p) { return (m + p - 1) / p * p; 
 template <class T>
 void pack(const float* w, int m, int k, bool bf16, std::vector<T>& out, Isa isa = active_isa());
 
-// Scratch elements multiply() needs (for its packed rows).
+// Scratch elements multiply() needs for n rows of depth k (its packed rows: up to 256 at a time,
+// over the whole depth; enough for any fewer rows or less depth too).
 template <class T>
-std::size_t scratch_size(Isa isa = active_isa());
+std::size_t scratch_size(std::int64_t n, int k, Isa isa = active_isa());
 
 // x: [n, k] with row stride ldx; wp: pack()ed [m, k] for the same isa; out: [n, padded(m)] with
 // row stride ldo, columns past m receive zeros' products (i.e. are written but meaningless).
-// scratch: scratch_size<T>() elements. bf16_operands: every x and w value is a bf16 value, so each
+// scratch: scratch_size<T>(n, k) elements. bf16_operands: every x and w value is a bf16 value, so each
 // product is exact in float and a fused multiply-add gives the unfused bits (used where the CPU
 // has one).
 template <class T>

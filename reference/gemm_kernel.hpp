@@ -14,10 +14,20 @@
 #error "define MOESIM_GEMM_ISA and the vector helpers before including gemm_kernel.hpp"
 #endif
 
-constexpr int kDepthChunk = 128;  // depth per pass: a panel's chunk (6 or 12 KB) stays in L1 beside x
-constexpr int kRowBlock = 128;    // rows per pass: their depth chunk stays in L2
+// The blocking (none of it changes a bit: each output still adds its products for k ascending,
+// parking the partial sum in `out` between depth chunks):
+//   a row block of x (at most 256 rows) is packed once for the whole depth; its depth chunk
+//   (at most 256 x 256 values) is read once per panel from L2;
+//   a panel's depth chunk (256 x 24 floats: 24 KB) stays in L1 while every row block's row group
+//   passes over it, and the next chunk is prefetched meanwhile (it comes from memory);
+//   a panel group's outputs (up to 256 rows x 16 panels: 384 KB) stay in L2 across the whole
+//   depth, where sweeping all of `out` per chunk sent the partial sums to L3 from 128 rows up.
+constexpr int kDepthChunk = 256;  // depth per pass
+constexpr int kRowBlock = 256;    // rows per pass (the reference's whole row chunk)
+constexpr int kPanelGroup = 16;   // panels whose outputs advance through the depth together
 constexpr int kRows = 4;          // rows of one micro-kernel call
 constexpr int kVecs = kPanelVectors;
+constexpr int kLine = 64;         // bytes per cache line, the prefetch stride
 
 inline std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
@@ -78,46 +88,70 @@ void micro_any(int n, const T* x, const T* wp, int kc, T* c, std::int64_t ldc, b
 
 // Copies rows [0, n) x depth [0, kc) of x into groups of kRows rows, each [kc][rows][splat]:
 // the micro-kernel then reads its broadcasts from one contiguous stream, whatever x's row
-// stride (a power-of-two stride would map every row to the same cache sets).
+// stride (a power-of-two stride would map every row to the same cache sets). Written in
+// order, reading `rows` streams of x.
 template <class T>
 void pack_rows(const T* x, std::int64_t n, std::int64_t ldx, int kc, T* out) {
   constexpr int S = Vec<T>::splat;
   for (std::int64_t g = 0; g < n; g += kRows) {
     const int rows = static_cast<int>(smaller(kRows, n - g));
     T* dst = out + g * kc * S;
-    for (int r = 0; r < rows; ++r) {
-      const T* src = x + (g + r) * ldx;
-      for (int k = 0; k < kc; ++k)
-        for (int l = 0; l < S; ++l) dst[(k * rows + r) * S + l] = src[k];
-    }
+    const T* src = x + g * ldx;
+    for (int k = 0; k < kc; ++k)
+      for (int r = 0; r < rows; ++r)
+        for (int l = 0; l < S; ++l) *dst++ = src[r * ldx + k];
   }
 }
 
+// Asks for `bytes` at `p` to be brought into the caches ahead of use (a hint: no effect on results).
+inline void prefetch(const void* p, std::int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::int64_t b = 0; b < bytes; b += kLine) __builtin_prefetch(c + b, 0, 2);
+}
+
+// A row block packed for the whole depth: chunk by chunk, each [row groups][kc][rows][splat].
 template <class T>
-std::size_t scratch_elements() {
-  return static_cast<std::size_t>(kRowBlock) * kDepthChunk * Vec<T>::splat;
+std::size_t scratch_elements(std::int64_t n, int k) {
+  const std::int64_t rows = (smaller(n, kRowBlock) + kRows - 1) / kRows * kRows;
+  return static_cast<std::size_t>(rows * k * Vec<T>::splat);
 }
 
 template <class T, bool fused>
 void multiply_panels(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out,
                      std::int64_t ldo, T* xp) {
-  constexpr int P = panel<T>();
+  constexpr int P = panel<T>(), S = Vec<T>::splat;
   const std::int64_t panels = (m + P - 1) / P;
   if (k == 0) {  // an empty sum is 0
     for (std::int64_t r = 0; r < n; ++r)
       for (std::int64_t c = 0; c < panels * P; ++c) out[r * ldo + c] = T(0);
     return;
   }
-  for (int k0 = 0; k0 < k; k0 += kDepthChunk) {
-    const int kc = static_cast<int>(smaller(kDepthChunk, k - k0));
-    for (std::int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
-      const std::int64_t r1 = smaller(n, r0 + kRowBlock);
-      pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, kc, xp);
-      for (std::int64_t p = 0; p < panels; ++p) {
-        const T* w = wp + p * k * P + static_cast<std::int64_t>(k0) * P;
-        for (std::int64_t r = r0; r < r1; r += kRows) {
-          const int rows = static_cast<int>(smaller(kRows, r1 - r));
-          micro_any<T, fused>(rows, xp + (r - r0) * kc * Vec<T>::splat, w, kc, out + r * ldo + p * P, ldo, k0 == 0);
+  // Panel p's depth chunk from k0: [kc][P] contiguous in the packed w.
+  const auto chunk = [&](std::int64_t p, int k0) { return wp + p * k * P + static_cast<std::int64_t>(k0) * P; };
+  const auto chunk_bytes = [&](int k0) { return smaller(kDepthChunk, k - k0) * P * static_cast<std::int64_t>(sizeof(T)); };
+  for (std::int64_t r0 = 0; r0 < n; r0 += kRowBlock) {
+    const std::int64_t r1 = smaller(n, r0 + kRowBlock), row_groups = (r1 - r0 + kRows - 1) / kRows;
+    const auto packed = [&](int k0) { return xp + row_groups * kRows * k0 * S; };  // depth chunk k0's rows
+    for (int k0 = 0; k0 < k; k0 += kDepthChunk)
+      pack_rows(x + r0 * ldx + k0, r1 - r0, ldx, static_cast<int>(smaller(kDepthChunk, k - k0)), packed(k0));
+    for (std::int64_t p0 = 0; p0 < panels; p0 += kPanelGroup) {
+      const std::int64_t p1 = smaller(panels, p0 + kPanelGroup);
+      for (int k0 = 0; k0 < k; k0 += kDepthChunk) {
+        const int kc = static_cast<int>(smaller(kDepthChunk, k - k0));
+        for (std::int64_t p = p0; p < p1; ++p) {
+          // The chunk this loop reads next, in slices spread over this panel's row groups.
+          const T* next = nullptr;
+          std::int64_t bytes = 0;
+          if (p + 1 < p1) next = chunk(p + 1, k0), bytes = chunk_bytes(k0);
+          else if (k0 + kDepthChunk < k) next = chunk(p0, k0 + kDepthChunk), bytes = chunk_bytes(k0 + kDepthChunk);
+          else if (p1 < panels) next = chunk(p1, 0), bytes = chunk_bytes(0);
+          const std::int64_t slice = (bytes / row_groups + kLine - 1) / kLine * kLine;
+          for (std::int64_t r = r0; r < r1; r += kRows) {
+            const std::int64_t done = (r - r0) / kRows * slice;
+            if (done < bytes) prefetch(reinterpret_cast<const char*>(next) + done, smaller(slice, bytes - done));
+            const int rows = static_cast<int>(smaller(kRows, r1 - r));
+            micro_any<T, fused>(rows, packed(k0) + (r - r0) * kc * S, chunk(p, k0), kc, out + r * ldo + p * P, ldo, k0 == 0);
+          }
         }
       }
     }
@@ -130,8 +164,8 @@ int panel_width() {
   return panel<T>();
 }
 template <class T>
-std::size_t scratch_size() {
-  return scratch_elements<T>();
+std::size_t scratch_size(std::int64_t n, int k) {
+  return scratch_elements<T>(n, k);
 }
 template <class T>
 void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, int k, T* out, std::int64_t ldo,
@@ -144,8 +178,8 @@ void multiply(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, int m, 
 
 template int panel_width<float>();
 template int panel_width<double>();
-template std::size_t scratch_size<float>();
-template std::size_t scratch_size<double>();
+template std::size_t scratch_size<float>(std::int64_t, int);
+template std::size_t scratch_size<double>(std::int64_t, int);
 template void multiply<float>(const float*, std::int64_t, std::int64_t, const float*, int, int, float*, std::int64_t,
                               float*, bool);
 template void multiply<double>(const double*, std::int64_t, std::int64_t, const double*, int, int, double*,

@@ -1,6 +1,7 @@
 // The reference GEMM gives the same bits on every instruction set: the SSE2 and AVX2 kernels
 // against each other and against the contract written as a plain loop (gemm.hpp), on shapes
-// that cross every blocking edge (rows per micro-kernel, panel width, depth chunk).
+// that cross every blocking edge (rows per micro-kernel, panel width, depth chunk of 256, row
+// block of 256, panel group of 16 panels: 96 to 384 outputs by type and instruction set).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -55,7 +56,7 @@ std::vector<T> kernel(gemm::Isa isa, const std::vector<float>& x, const std::vec
   gemm::pack<T>(w.data(), m, k, false, wp, isa);
   const int P = gemm::panel_width<T>(isa);
   const std::int64_t ld = gemm::padded(m, P);
-  std::vector<T> out(static_cast<std::size_t>(n * ld)), scratch(gemm::scratch_size<T>(isa));
+  std::vector<T> out(static_cast<std::size_t>(n * ld)), scratch(gemm::scratch_size<T>(n, k, isa));
   gemm::multiply<T>(xt.data(), n, k, wp, m, k, out.data(), ld, scratch.data(), bf16, isa);
   std::vector<T> c(static_cast<std::size_t>(n) * m);
   for (int r = 0; r < n; ++r)
@@ -64,28 +65,36 @@ std::vector<T> kernel(gemm::Isa isa, const std::vector<float>& x, const std::vec
 }
 
 template <class T>
+void check_shape(int n, int m, int k, unsigned& seed, bool bf16) {
+  CAPTURE(n);
+  CAPTURE(m);
+  CAPTURE(k);
+  const auto x = values<T>(n, k, seed++, bf16), w = values<T>(m, k, seed++, bf16);
+  const auto want = contract<T>(x, w, n, m, k);
+  const auto sse2 = kernel<T>(gemm::Isa::sse2, x, w, n, m, k, bf16);
+  REQUIRE(std::memcmp(sse2.data(), want.data(), want.size() * sizeof(T)) == 0);
+  if (gemm::supported(gemm::Isa::avx2)) {
+    const auto v = kernel<T>(gemm::Isa::avx2, x, w, n, m, k, bf16);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      CAPTURE(i);  // row i / m, column i % m
+      REQUIRE(std::memcmp(&v[i], &want[i], sizeof(T)) == 0);
+    }
+  }
+}
+
+template <class T>
 void check_shapes(bool bf16) {
-  const bool avx2 = gemm::supported(gemm::Isa::avx2);
-  if (!avx2) MESSAGE("this CPU has no AVX2 and FMA: only the SSE2 kernel is compared with the contract");
+  if (!gemm::supported(gemm::Isa::avx2))
+    MESSAGE("this CPU has no AVX2 and FMA: only the SSE2 kernel is compared with the contract");
   unsigned seed = 1;
   for (int n : {1, 3, 4, 5, 9, 130})
     for (int m : {1, 13, 24, 25, 50})
-      for (int k : {1, 7, 256, 300}) {
-        CAPTURE(n);
-        CAPTURE(m);
-        CAPTURE(k);
-        const auto x = values<T>(n, k, seed++, bf16), w = values<T>(m, k, seed++, bf16);
-        const auto want = contract<T>(x, w, n, m, k);
-        const auto sse2 = kernel<T>(gemm::Isa::sse2, x, w, n, m, k, bf16);
-        REQUIRE(std::memcmp(sse2.data(), want.data(), want.size() * sizeof(T)) == 0);
-        if (avx2) {
-          const auto v = kernel<T>(gemm::Isa::avx2, x, w, n, m, k, bf16);
-          for (std::size_t i = 0; i < want.size(); ++i) {
-            CAPTURE(i);  // row i / m, column i % m
-            REQUIRE(std::memcmp(&v[i], &want[i], sizeof(T)) == 0);
-          }
-        }
-      }
+      for (int k : {1, 7, 256, 300}) check_shape<T>(n, m, k, seed, bf16);
+  // Past a row block (257 rows), past a panel group on every kernel (385 outputs) and over two
+  // depth chunks (513): partial sums parked and resumed across all three at once.
+  check_shape<T>(257, 97, 300, seed, bf16);
+  check_shape<T>(9, 385, 513, seed, bf16);
+  check_shape<T>(261, 400, 257, seed, bf16);
 }
 
 }  // namespace

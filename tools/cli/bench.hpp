@@ -1,5 +1,8 @@
 #pragma once
 // Cases of `moesim bench` that live in their own files.
+#include <string>
+#include <vector>
+
 #include "options.hpp"
 
 namespace moesim::cli {
@@ -22,5 +25,27 @@ struct CorePeak {
   double sse2_muladd = 0, avx2_muladd = 0, avx2_fma = 0;
 };
 CorePeak core_peak();
+
+// OpenBLAS (bench_blas.cpp): whether this build has it, and the core its kernels were picked for.
+bool have_openblas();
+std::string openblas_core();
+
+// The reference bench's two fp32 GEMMs per expert (OpenBLAS has no bf16 GEMM on AVX2), one thread:
+// g[n, 2I] = x w1^T, then out[n, H] = g w2^T, with constant weights (speed does not depend on them).
+struct BlasGemms {
+  BlasGemms(int hidden, int inter, int rows);
+  void run(const float* x, int experts);  // x: [rows, hidden]; nothing when OpenBLAS is absent
+  int H, I, n;
+  std::vector<float> w1, w2, g, out;
+};
+
+// `moesim bench blas` run as a child with OPENBLAS_CORETYPE=coretype (an OpenBLAS core name such
+// as Haswell): the core it loaded and its GFLOP/s per CPU second, best of `reps`.
+struct BlasChild {
+  std::string core;
+  double gflops = 0;
+};
+void check_core_name(const std::string& coretype);  // throws unless letters and digits
+BlasChild openblas_in_child(const std::string& coretype, int H, int I, int n, int experts, int reps);
 
 }  // namespace moesim::cli

@@ -1,7 +1,8 @@
 // moesim bench CASE: speed figures measured side by side in one run (never timed tests).
 //   reference: the reference's expert FFN on DeepSeek-V3 expert shapes against one core's measured
-//   peak, OpenBLAS on the same GEMMs and one Eigen GEMM of the same total FLOPs, at several tokens
-//   per expert.
+//   peak, OpenBLAS on the same GEMMs (as loaded here, and in a child with its AVX2 kernels) and one
+//   Eigen GEMM of the same total FLOPs, at several tokens per expert.
+//   blas: OpenBLAS alone on those GEMMs (what bench reference runs in its child; bench_blas.cpp).
 //   routing: routing-only statistics at scale (bench_routing.cpp).
 //   diff: moesim diff against a plain read of the same datasets and h5diff (bench_diff.cpp).
 //   gpu: the GPU backend against the device's FMA peak and the CPU reference (bench_gpu.cpp);
@@ -16,12 +17,6 @@
 #include <map>
 #include <sstream>
 #include <time.h>
-
-#if MOESIM_HAVE_OPENBLAS
-#include <cblas.h>
-extern "C" void openblas_set_num_threads(int);  // not in every cblas.h
-extern "C" char* openblas_get_corename();
-#endif
 
 #include "bench.hpp"
 #include "gemm.hpp"
@@ -106,31 +101,17 @@ int bench_reference(const po::variables_map& vm) {
 
   Eigen::setNbThreads(1);
   const Eigen::MatrixXf b = Eigen::MatrixXf::Random(H, 3 * I);
-#if MOESIM_HAVE_OPENBLAS
-  openblas_set_num_threads(1);
-  std::vector<float> w1(static_cast<std::size_t>(2) * I * H, 0.01f), w2(static_cast<std::size_t>(H) * I, 0.01f);
-#endif
-  const CorePeak peak = core_peak();
-  // The kernel's ceiling: FMA where it fuses (bf16 operands on AVX2), a multiply and an add elsewhere.
-  const bool avx2 = gemm::active_isa() == gemm::Isa::avx2;
-  const double ceiling = !avx2 ? peak.sse2_muladd : numerics == Numerics::bf16 ? peak.avx2_fma : peak.avx2_muladd;
-  std::printf("bench reference: H=%d I=%d silu_gated, %d expert(s), numerics %s, %d thread(s), best of %d\n", H, I,
-              experts, std::string(name(numerics)).c_str(), threads, reps);
-  std::printf("  GEMM kernel %s; one core's fp32 peak: SSE2 mul+add %.1f, AVX2 mul+add %.1f, AVX2 FMA %.1f GFLOP/s\n"
-              "  (the %s column is against %.1f, the multiply-add peak where the kernel fuses, else mul+add,\n"
-              "  both with the kernel's 12 accumulators; every GFLOP/s below is per second of CPU time, so other jobs on\n"
-              "  the machine do not skew the ratios)\n",
-              gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, "\"of peak\"", ceiling);
-#if MOESIM_HAVE_OPENBLAS
-  // Its kernel depends on the core it recognises (OPENBLAS_CORETYPE overrides): say which ran.
-  std::printf("  OpenBLAS: the same two fp32 GEMMs per expert, one thread, kernels for core '%s'\n",
-              openblas_get_corename());
-#endif
-  std::printf("  weight generation %.3f s/expert, first packing %.3f s/expert (page faults included)\n"
-              "  neither is in the figures below\n",
-              gen_s / experts, pack_s / experts);
-  std::printf("  %8s %12s %8s %14s %10s %14s %10s\n", "tok/exp", "ref GFLOP/s", "of peak", "openblas", "ref/blas",
-              "eigen GFLOP/s", "ref/eigen");
+  const std::string child_core = have_openblas() ? vm["blas-core"].as<std::string>() : "none";
+  if (child_core != "none") check_core_name(child_core);
+  // The peak is measured again after every row and the highest kept: a single measurement can
+  // land on a moment when other jobs share the core's caches or slow its clock.
+  CorePeak peak = core_peak();
+  struct Row {
+    int n;
+    double ref, blas, child, eigen;  // GFLOP/s per CPU second; 0: absent
+  };
+  std::vector<Row> rows;
+  std::string child_reported;
   for (int n : sizes) {
     std::vector<float> x(static_cast<std::size_t>(n) * H);
     fill_generated(x.data(), x.size(), spec, stream_of(2, {std::uint64_t(n)}), 1.0, DType::bf16);
@@ -149,30 +130,80 @@ int bench_reference(const po::variables_map& vm) {
     Eigen::MatrixXf c(a.rows(), b.cols());
     auto run_eigen = [&] { c.noalias() = a * b; };
     Timing ref, eig, blas;
-#if MOESIM_HAVE_OPENBLAS
-    // The same two GEMMs per expert in fp32 (OpenBLAS has no bf16 GEMM on AVX2), single-threaded.
-    std::vector<float> g(static_cast<std::size_t>(n) * 2 * I), out(static_cast<std::size_t>(n) * H);
-    auto run_blas = [&] {
-      for (int e = 0; e < experts; ++e) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * I, H, 1.0f, x.data(), H, w1.data(), H, 0.0f,
-                    g.data(), 2 * I);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, H, I, 1.0f, g.data(), 2 * I, w2.data(), I, 0.0f,
-                    out.data(), H);
-      }
-    };
-#endif
+    BlasGemms gemms(H, I, n);
     for (int r = 0; r < reps; ++r) {  // interleaved, so load from other jobs hits all alike
       ref.run(run_ref);
       eig.run(run_eigen);
-#if MOESIM_HAVE_OPENBLAS
-      blas.run(run_blas);
-#endif
+      if (have_openblas()) blas.run([&] { gemms.run(x.data(), experts); });
     }
-    const double ref_g = flops / ref.cpu * 1e-9, eig_g = flops / eig.cpu * 1e-9;  // per core: CPU time sums threads
-    const double blas_g = blas.cpu < 1e300 ? flops / blas.cpu * 1e-9 : 0;
-    std::printf("  %8d %12.2f %8.3f %14s %10s %14.2f %10.3f\n", n, ref_g, ref_g / ceiling,
-                blas_g ? std::to_string(blas_g).substr(0, 7).c_str() : "(absent)",
-                blas_g ? std::to_string(ref_g / blas_g).substr(0, 5).c_str() : "", eig_g, ref_g / eig_g);
+    // The child's reps follow this process's (a fresh OpenBLAS cannot be loaded here).
+    const BlasChild child =
+        child_core == "none" ? BlasChild{} : openblas_in_child(child_core, H, I, n, experts, reps);
+    child_reported = child.core;
+    const CorePeak again = core_peak();
+    peak.sse2_muladd = std::max(peak.sse2_muladd, again.sse2_muladd);
+    peak.avx2_muladd = std::max(peak.avx2_muladd, again.avx2_muladd);
+    peak.avx2_fma = std::max(peak.avx2_fma, again.avx2_fma);
+    // per core: CPU time sums threads
+    rows.push_back({n, flops / ref.cpu * 1e-9, blas.cpu < 1e300 ? flops / blas.cpu * 1e-9 : 0, child.gflops,
+                    flops / eig.cpu * 1e-9});
+  }
+  // The kernel's ceiling: FMA where it fuses (bf16 operands on AVX2), a multiply and an add elsewhere.
+  const bool avx2 = gemm::active_isa() == gemm::Isa::avx2;
+  const double ceiling = !avx2 ? peak.sse2_muladd : numerics == Numerics::bf16 ? peak.avx2_fma : peak.avx2_muladd;
+  std::printf("bench reference: H=%d I=%d silu_gated, %d expert(s), numerics %s, %d thread(s), best of %d\n", H, I,
+              experts, std::string(name(numerics)).c_str(), threads, reps);
+  std::printf("  GEMM kernel %s; one core's fp32 peak: SSE2 mul+add %.1f, AVX2 mul+add %.1f, AVX2 FMA %.1f GFLOP/s\n"
+              "  (the highest of %zu measurements, one per row and one before; the %s column is against %.1f,\n"
+              "  the multiply-add peak where the kernel fuses, else mul+add, both with the kernel's 12 accumulators;\n"
+              "  every GFLOP/s below is per second of CPU time, so other jobs on the machine do not skew the ratios)\n",
+              gemm::name(gemm::active_isa()), peak.sse2_muladd, peak.avx2_muladd, peak.avx2_fma, rows.size() + 1,
+              "\"of peak\"", ceiling);
+  // Its kernels depend on the core it recognises (OPENBLAS_CORETYPE, read at load, overrides): say
+  // which ran, here and in the child.
+  if (have_openblas())
+    std::printf("  OpenBLAS: the same two fp32 GEMMs per expert, one thread; \"openblas\" in this process, kernels for\n"
+                "  core '%s'\n",
+                openblas_core().c_str());
+  if (child_core != "none")
+    std::printf("  \"blas %s\": the same in a child process started with OPENBLAS_CORETYPE=%s per row, whose\n"
+                "  OpenBLAS reports core '%s', best of %d after this process's\n",
+                child_core.c_str(), child_core.c_str(), child_reported.c_str(), reps);
+  std::printf("  weight generation %.3f s/expert, first packing %.3f s/expert (page faults included)\n"
+              "  neither is in the figures below\n",
+              gen_s / experts, pack_s / experts);
+  const std::string child_col = "blas " + child_core;
+  std::printf("  %8s %12s %8s %10s %9s %14s %9s %14s %10s\n", "tok/exp", "ref GFLOP/s", "of peak", "openblas",
+              "ref/blas", child_col.c_str(), "ref/blas", "eigen GFLOP/s", "ref/eigen");
+  const auto figure = [](double v, const char* fmt) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, fmt, v);
+    return std::string(v > 0 ? buf : "(absent)");
+  };
+  for (const Row& r : rows)
+    std::printf("  %8d %12.2f %8.3f %10s %9s %14s %9s %14.2f %10.3f\n", r.n, r.ref, r.ref / ceiling,
+                figure(r.blas, "%.2f").c_str(), r.blas ? figure(r.ref / r.blas, "%.3f").c_str() : "",
+                figure(r.child, "%.2f").c_str(), r.child ? figure(r.ref / r.child, "%.3f").c_str() : "", r.eigen,
+                r.ref / r.eigen);
+  return 0;
+}
+
+// OpenBLAS alone, one row of bench reference's table: what its child process runs.
+int bench_blas(const po::variables_map& vm) {
+  if (!have_openblas()) throw UsageError("bench blas: this build has no OpenBLAS");
+  const int H = vm["hidden"].as<int>(), I = vm["intermediate"].as<int>();
+  const int experts = vm["experts"].as<int>(), reps = vm["reps"].as<int>();
+  const std::vector<int> sizes = parse_list(vm["tokens"].as<std::string>());
+  GeneratorSpec spec;
+  spec.seed = 1;
+  std::printf("core %s\n", openblas_core().c_str());
+  for (int n : sizes) {
+    std::vector<float> x(static_cast<std::size_t>(n) * H);
+    fill_generated(x.data(), x.size(), spec, stream_of(2, {std::uint64_t(n)}), 1.0, DType::bf16);
+    BlasGemms gemms(H, I, n);
+    Timing t;
+    for (int r = 0; r < reps; ++r) t.run([&] { gemms.run(x.data(), experts); });
+    std::printf("tokens %d\ngflops %.3f\n", n, 6.0 * H * I * n * experts / t.cpu * 1e-9);
   }
   return 0;
 }
@@ -180,19 +211,24 @@ int bench_reference(const po::variables_map& vm) {
 int run_bench(const std::vector<std::string>& args) {
   const std::map<std::string, std::function<int(const po::variables_map&)>> cases = {
       {"reference", bench_reference},
+      {"blas", bench_blas},
       {"routing", bench_routing},
       {"diff", bench_diff},
       {"gpu", bench_gpu},
       {"diagnose", bench_diagnose},
   };
   po::options_description desc("Exit 0: done; 2: bad input (one line naming the file, nothing written).\n\noptions");
-  desc.add_options()("case", po::value<std::string>()->required(), "what to measure: reference, routing, diff, gpu or diagnose")(
+  desc.add_options()("case", po::value<std::string>()->required(),
+                     "what to measure: reference, blas, routing, diff, gpu or diagnose")(
       "tokens", po::value<std::string>()->default_value("16,32,64,128,256"), "tokens per expert, comma-separated")(
       "experts", po::value<int>()->default_value(2), "experts per measurement")(
       "hidden", po::value<int>()->default_value(7168), "H")("intermediate", po::value<int>()->default_value(2048), "I")(
       "numerics", po::value<std::string>()->default_value("fp32"), "fp32, bf16 or fp8")(
       "threads", po::value<int>()->default_value(1), "reference threads (the Eigen GEMM uses one)")(
       "reps", po::value<int>()->default_value(3), "repetitions; the best is kept")(
+      "blas-core", po::value<std::string>()->default_value("Haswell"),
+      "reference: OPENBLAS_CORETYPE of the child that times OpenBLAS's kernels for that core (Haswell: AVX2), "
+      "or none")(
       "ranks", po::value<int>()->default_value(1024), "routing: ranks R (E = 8 R experts)")(
       "rank-tokens", po::value<int>()->default_value(4096), "routing: tokens per rank")(
       "top-k", po::value<int>()->default_value(8), "routing and gpu: top-k")(
