@@ -38,7 +38,7 @@ Jobs jobs_of(DispatchModel m, ConsumerModel c) {
 }
 
 // One worker's counters, summed after the pass (integers: the order cannot change the sums).
-// The hot loop touches only `hist` and `seen` (48 KiB at E = 8192, R = 1024: L1): a source's
+// The hot loop touches only `hist` and `seen` (36 KiB at E = 8192, R = 1024: L1): a source's
 // rows and sources per destination follow from its pairs per expert once the source is done,
 // less the slots whose destination an earlier slot of the same token already had (`repeats`).
 struct Counts {
