@@ -4,6 +4,9 @@
 // (rows_per_expert == needed_per_expert); and for the consumers that compute each valid slot
 // once where its expert lives (the correct pairings) the performed counts are the needed ones.
 // Only the other consumers plan their jobs row by row, through the same plan_row as the row pass.
+// The pass is bound by reading the ids (4 bytes a slot): per slot it bumps one counter of its
+// expert and stamps its destination, and every per-destination figure of a source comes from
+// those counters once the source is done.
 #include <algorithm>
 #include <chrono>
 
@@ -35,20 +38,29 @@ Jobs jobs_of(DispatchModel m, ConsumerModel c) {
 }
 
 // One worker's counters, summed after the pass (integers: the order cannot change the sums).
-// Pairs per expert count in 32 bits, which keeps the hot counters in L1, and move into 64 bits
-// before they could overflow.
+// The hot loop touches only `hist` and `seen` (36 KiB at E = 8192, R = 1024: L1): a source's
+// rows and sources per destination follow from its pairs per expert once the source is done,
+// less the slots whose destination an earlier slot of the same token already had (`repeats`).
 struct Counts {
+  std::vector<std::uint32_t> hist;     // [E + 1] the current source's slots per expert; [E]: -1 slots sent to rank 0
+  std::vector<std::uint32_t> repeats;  // [R] the current source's slots whose destination the token already had
+  std::vector<std::uint32_t> seen;     // [R] the last token (worker's running number) with a slot there
+  std::uint32_t token = 0;
   std::vector<std::int64_t> needed_expert, performed_expert;  // [E]
   std::vector<std::uint32_t> needed32;                        // [E] not yet in needed_expert
   std::int64_t pending = 0;                                   // pairs counted in needed32
-  std::vector<std::int64_t> sources, performed_rank;          // [R]
-  std::vector<std::uint32_t> seen;  // [R] the last token (worker's running number) with a row here
-  std::uint32_t token = 0;
+  std::vector<std::int64_t> sources, rows, performed_rank;    // [R]
+  std::vector<std::uint32_t> block;    // [kBlock, R] rows from each source of the current block to each destination
+  bool over = false;                   // deepep-ll: some (expert, source rank) block over its capacity
   void flush() {
     for (std::size_t e = 0; e < needed32.size(); ++e) needed_expert[e] += needed32[e], needed32[e] = 0;
     pending = 0;
   }
 };
+
+// Sources per work item: combine's matrix [destination, source] is then written a cache line (8
+// sources) at a time, and never shared between workers.
+constexpr std::size_t kBlock = 8;
 
 void add(std::vector<std::int64_t>& to, const std::vector<std::int64_t>& from) {
   for (std::size_t i = 0; i < to.size(); ++i) to[i] += from[i];
@@ -71,21 +83,19 @@ struct RankOf {
   }
 };
 
-// One source rank's tokens into a worker's counters and `to` [R], the rows it sends each
-// destination. Rank-dedup layouts: sources == rows, so only `to` counts them. Everything the loop
-// touches is a local pointer, so stores through one cannot make the compiler reload the others.
+// One source rank's tokens into hist and repeats (and, for consumers planned row by row, their
+// jobs). Everything the loop touches is a local pointer, so a store through one cannot make the
+// compiler reload the others.
 template <bool kDedup, bool kMinusOneToRank0, bool kPlan, bool kContiguous>
-void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting& src, Counts& c, std::int64_t* to) {
+void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting& src, Counts& c) {
   const ExpertMap& map = *in.map;
   const int K = in.top_k;
-  if (c.pending + src.num_tokens * K > std::int64_t{UINT32_MAX}) c.flush();
-  c.pending += src.num_tokens * K;
-  // Locals: a store through `needed` could otherwise alias the divisor and force a reload.
   const std::int32_t* rank_of = rank.table;
   const std::uint64_t m = rank.m;
   const int shift = rank.shift;
-  std::uint32_t* needed = c.needed32.data();
-  std::int64_t* sources = c.sources.data();
+  std::uint32_t* hist = c.hist.data();
+  std::uint32_t* minus_one = hist + map.num_experts;
+  std::uint32_t* repeats = c.repeats.data();
   std::uint32_t* seen = c.seen.data();
   std::uint32_t token = c.token;
   std::int32_t ids[64];
@@ -93,6 +103,8 @@ void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting&
   Job planned[64];
   const std::int32_t* row = src.ids.data();
   for (std::int64_t t = 0; t < src.num_tokens; ++t, row += K) {
+    // 1 KiB ahead: the counters' scattered stores otherwise stall the stream (5-8%).
+    if ((src.num_tokens - t) * K > 256) __builtin_prefetch(row + 256);
     if (++token == 0) {  // the running number wrapped: no stamp may look like this token's
       std::fill(c.seen.begin(), c.seen.end(), 0u);
       token = 1;
@@ -101,25 +113,25 @@ void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting&
       const std::int32_t id = row[k];
       int d;
       if (id >= 0) {
-        ++needed[id];
+        ++hist[id];
         if constexpr (kContiguous) d = static_cast<int>((static_cast<std::uint64_t>(id) * m) >> shift);
         else d = rank_of[id];
       } else if (kMinusOneToRank0) {
+        ++*minus_one;
         d = 0;
       } else {
         continue;
       }
       const bool first = seen[d] != token;
       seen[d] = token;
-      if (kDedup ? !first : id < 0) continue;  // no row of its own
-      ++to[d];
-      if (!kDedup) sources[d] += first;
+      if (!first) ++repeats[d];  // rare under spread routing: a branch beats a store per slot
       if constexpr (kPlan) {
-        const DispatchModel m = in.dispatch.model;
+        if (kDedup ? !first : id < 0) continue;  // no row of its own
+        const DispatchModel dm = in.dispatch.model;
         const RowDest rd{d, k, kDedup ? -1 : id};
         const std::int32_t* got = row;  // global ids arrive verbatim
-        if (id_space(m) != IdSpace::global) {
-          deliver_row(m, map, K, row, &src.weights[t * K], rd, ids, wts);
+        if (id_space(dm) != IdSpace::global) {
+          deliver_row(dm, map, K, row, &src.weights[t * K], rd, ids, wts);
           got = ids;
         }
         const int nj = plan_row(in.consumer, map, d, K, got, rd.target, rd.slot, first, planned);
@@ -131,7 +143,52 @@ void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting&
   c.token = token;
 }
 
-using CountFn = void (*)(const StatsInput&, const RankOf&, const SourceRouting&, Counts&, std::int64_t*);
+// A counted source into `to` [R] (its rows to each destination) and the worker's totals; hist
+// and repeats back to zero. Slots per destination = its experts' slots (+ the -1 slots sent to
+// rank 0); rows = slots for per-(token, expert) layouts, else slots less repeats, which is also
+// the number of distinct source tokens a destination sees.
+template <bool kDedup>
+void close_source(const ExpertMap& map, std::int64_t num_pairs, std::int64_t per_source_cap, Counts& c,
+                  std::uint32_t* to) {
+  const int R = map.num_ranks, E = map.num_experts;
+  if (c.pending + num_pairs > std::int64_t{UINT32_MAX}) c.flush();
+  c.pending += num_pairs;
+  const std::uint32_t* hist = c.hist.data();
+  std::uint32_t* needed = c.needed32.data();
+  std::uint32_t* repeats = c.repeats.data();
+  // Plain loops over hist, each one the compiler vectorizes.
+  for (int e = 0; e < E; ++e) needed[e] += hist[e];
+  if (per_source_cap >= 0) {
+    std::uint32_t most = 0;
+    for (int e = 0; e < E; ++e) most = std::max(most, hist[e]);
+    c.over = c.over || most > per_source_cap;
+  }
+  if (map.contiguous) {
+    const int p = E / R;
+    for (int d = 0; d < R; ++d) {
+      std::uint32_t slots = 0;
+      for (int j = 0; j < p; ++j) slots += hist[d * p + j];
+      to[d] = slots;
+    }
+  } else {
+    for (int d = 0; d < R; ++d) {
+      std::uint32_t slots = 0;
+      for (const std::int32_t e : map.experts_of_rank[d]) slots += hist[e];
+      to[d] = slots;
+    }
+  }
+  to[0] += hist[E];
+  // Rows = slots for per-(token, expert) layouts; slots less repeats = distinct source tokens.
+  for (int d = 0; d < R; ++d) {
+    const std::uint32_t distinct = to[d] - repeats[d];
+    if (kDedup) to[d] = distinct;
+    else c.sources[d] += distinct;
+  }
+  std::fill(c.hist.begin(), c.hist.end(), 0u);
+  std::fill(c.repeats.begin(), c.repeats.end(), 0u);
+}
+
+using CountFn = void (*)(const StatsInput&, const RankOf&, const SourceRouting&, Counts&);
 template <bool kDedup, bool kMinusOneToRank0, bool kPlan>
 CountFn count_fn(bool contiguous) {
   return contiguous ? count_source<kDedup, kMinusOneToRank0, kPlan, true>
@@ -143,20 +200,6 @@ CountFn count_fn(bool plan, bool contiguous) {
               : count_fn<kDedup, kMinusOneToRank0, false>(contiguous);
 }
 
-// deepep-ll: whether every (expert, source rank) block holds its rows (one per slot naming the expert).
-bool per_source_fits(const std::vector<SourceRouting>& sources, int E, int K, std::int64_t cap, int threads) {
-  std::vector<char> over(sources.size(), 0);
-  std::vector<std::vector<std::int64_t>> seen(workers_for(sources.size(), threads));
-  parallel_items(sources.size(), threads, [&](std::size_t r, int w) {
-    std::vector<std::int64_t>& n = seen[static_cast<std::size_t>(w)];
-    n.assign(static_cast<std::size_t>(E), 0);
-    const SourceRouting& src = sources[r];
-    for (std::int64_t i = 0; i < src.num_tokens * K; ++i)
-      if (src.ids[i] >= 0 && ++n[src.ids[i]] > cap) over[r] = 1;
-  });
-  return std::find(over.begin(), over.end(), 1) == over.end();
-}
-
 }  // namespace
 
 std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const std::vector<SourceRouting>& sources) {
@@ -164,50 +207,64 @@ std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const st
   const ExpertMap& map = *in.map;
   const int R = map.num_ranks, E = map.num_experts;
   const DispatchOptions& o = in.dispatch;
+  for (const auto& src : sources)
+    if (src.num_tokens * in.top_k > std::int64_t{UINT32_MAX}) return std::nullopt;  // past 32-bit counters
   StatsFrame f = start_stats(in, sources);
   RoutingStats& s = f.stats;
   const bool dedup = rank_dedup(o.model);
   const bool minus_one_to_rank0 = o.model == DispatchModel::mori && o.negative == NegativeIds::rank0;
   const Jobs jobs = jobs_of(o.model, in.consumer.model);
   const auto& rank_of = map.rank_of;
+  const std::size_t n = static_cast<std::size_t>(R);
+  const std::size_t num_blocks = (n + kBlock - 1) / kBlock;
 
-  std::vector<Counts> counts(static_cast<std::size_t>(workers_for(static_cast<std::size_t>(R), in.threads)));
+  std::vector<Counts> counts(static_cast<std::size_t>(workers_for(num_blocks, in.threads)));
+  const bool plan = jobs == Jobs::by_rows;
   for (Counts& c : counts) {
+    c.hist.assign(E + 1, 0);
+    c.repeats.assign(R, 0);
+    c.seen.assign(R, 0);
     c.needed_expert.assign(E, 0);
     c.needed32.assign(E, 0);
     c.sources.assign(R, 0);
-    if (jobs == Jobs::by_rows) c.performed_expert.assign(E, 0), c.performed_rank.assign(R, 0);
-    c.seen.assign(R, 0);
+    c.rows.assign(R, 0);
+    c.block.assign(kBlock * n, 0);
+    if (plan) c.performed_expert.assign(E, 0), c.performed_rank.assign(R, 0);
   }
-  const bool plan = jobs == Jobs::by_rows;
-  const bool contiguous = map.contiguous;
-  const CountFn count = dedup ? (minus_one_to_rank0 ? count_fn<true, true>(plan, contiguous)
-                                                    : count_fn<true, false>(plan, contiguous))
-                              : count_fn<false, false>(plan, contiguous);
+  const CountFn count = dedup ? (minus_one_to_rank0 ? count_fn<true, true>(plan, map.contiguous)
+                                                    : count_fn<true, false>(plan, map.contiguous))
+                              : count_fn<false, false>(plan, map.contiguous);
+  const auto close = dedup ? close_source<true> : close_source<false>;
+  const std::int64_t per_source_cap = f.per_source && f.cap != INT64_MAX ? f.cap : -1;
   const RankOf rank(map);
-  // Rows of source r to each destination, counted in place in dispatch_bytes' row r.
-  parallel_items(static_cast<std::size_t>(R), in.threads, [&](std::size_t r, int w) {
-    count(in, rank, sources[r], counts[static_cast<std::size_t>(w)], &s.dispatch_bytes[r * static_cast<std::size_t>(R)]);
+  // Each block of sources: counted, then its rows into bytes both ways (dispatch's rows, and
+  // combine's [destination, source] a cache line per destination).
+  parallel_items(num_blocks, in.threads, [&](std::size_t b, int w) {
+    Counts& c = counts[static_cast<std::size_t>(w)];
+    const std::size_t r0 = b * kBlock, r1 = std::min(n, r0 + kBlock);
+    for (std::size_t r = r0; r < r1; ++r) {
+      count(in, rank, sources[r], c);
+      close(map, sources[r].num_tokens * in.top_k, per_source_cap, c, &c.block[(r - r0) * n]);
+    }
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::uint32_t* rows = &c.block[(r - r0) * n];
+      std::int64_t* bytes = &s.dispatch_bytes[r * n];
+      for (std::size_t d = 0; d < n; ++d) bytes[d] = rows[d] * f.send_row, c.rows[d] += rows[d];
+    }
+    for (std::size_t d = 0; d < n; ++d)
+      for (std::size_t r = r0; r < r1; ++r) s.combine_bytes[d * n + r] = c.block[(r - r0) * n + d] * f.back_row;
   });
+  bool over = false;
   for (Counts& c : counts) {
     c.flush();
     add(s.needed_per_expert, c.needed_expert);
     add(s.sources_per_rank, c.sources);
+    add(s.rows_per_rank, c.rows);
     if (plan) add(s.performed_per_expert, c.performed_expert), add(s.performed_per_rank, c.performed_rank);
+    over = over || c.over;
   }
   for (const auto& src : sources) s.tokens += src.num_tokens;
   for (int e = 0; e < E; ++e) s.needed_per_rank[rank_of[e]] += s.needed_per_expert[e], s.pairs += s.needed_per_expert[e];
-  // Rows into bytes both ways, combine's matrix the transpose, in tiles that stay in cache.
-  const std::size_t n = static_cast<std::size_t>(R), tile = 64;
-  for (std::size_t r0 = 0; r0 < n; r0 += tile)
-    for (std::size_t d0 = 0; d0 < n; d0 += tile)
-      for (std::size_t r = r0; r < std::min(n, r0 + tile); ++r)
-        for (std::size_t d = d0; d < std::min(n, d0 + tile); ++d) {
-          std::int64_t& rows = s.dispatch_bytes[r * n + d];
-          s.rows_per_rank[d] += rows;
-          s.combine_bytes[d * n + r] = rows * f.back_row;
-          rows *= f.send_row;
-        }
   if (dedup) s.sources_per_rank = s.rows_per_rank;
   s.rows_per_expert = s.needed_per_expert;
   if (jobs == Jobs::needed) s.performed_per_expert = s.needed_per_expert, s.performed_per_rank = s.needed_per_rank;
@@ -217,7 +274,7 @@ std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const st
   if (f.expert_major && !f.per_source)
     for (int e = 0; e < E; ++e)
       if (s.rows_per_expert[e] > f.cap) return std::nullopt;
-  if (f.per_source && !per_source_fits(sources, E, in.top_k, f.cap, in.threads)) return std::nullopt;
+  if (over) return std::nullopt;
   finish_stats(in, s, start);
   return std::move(s);
 }

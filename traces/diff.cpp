@@ -7,7 +7,6 @@
 #include <fstream>
 #include <functional>
 #include <set>
-#include <thread>
 #include <type_traits>
 
 #include "diff_attrib.hpp"
@@ -311,28 +310,18 @@ void compare_dataset(const h5::File& a, const h5::File& b, const h5::File* routi
       process(va.data(), vb.data(), va.size(), i * row_elems);
     }
   } else {
-    // Three threads on each block pair: the next pair is read ahead, the five sums of calc_diff
-    // and the cosine go on a helper (in element order, as add() would take them), and this one
-    // judges every pair. float32 is read as stored.
-    cmp.sums_apart();
-    double sums[5] = {0, 0, 0, 0, 0};
+    // Two threads: the next pair is read ahead while this one judges every pair and takes the
+    // five sums of calc_diff and the cosine (in element order, the order that sets their bits).
+    // float32 is read as stored.
     auto stream = [&](auto* type) {
       using T = std::remove_pointer_t<decltype(type)>;
       PairStream<T> pairs(ra, rb);
       const std::vector<T>*va, *vb;
       std::uint64_t first = 0;
-      while (pairs.next(va, vb, first)) {
-        std::thread summing([&] { finite_sums(va->data(), vb->data(), va->size(), sums); });
-        struct Join {
-          std::thread& t;
-          ~Join() { t.join(); }
-        } join{summing};
-        process(va->data(), vb->data(), va->size(), first);
-      }
+      while (pairs.next(va, vb, first)) process(va->data(), vb->data(), va->size(), first);
     };
     if (ra.native_f32() && rb.native_f32()) stream(static_cast<float*>(nullptr));
     else stream(static_cast<double*>(nullptr));
-    cmp.set_sums(sums);
   }
   for (std::uint64_t i = 0; i < rows; ++i)
     if (row_finite[i]) d.row_mean_abs[i] /= static_cast<double>(row_finite[i]);

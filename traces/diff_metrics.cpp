@@ -113,11 +113,9 @@ Comparator::Element Comparator::add(double a, double b, double bound) {
   } else {
     ++m_.finite_pairs;
     m_.sum_abs += e.abs;
-    if (!sums_apart_) {
-      double sums[5] = {m_.sum_xy1, m_.sum_sq1, m_.sum_ab, m_.sum_aa, m_.sum_bb};
-      accumulate(a, b, sums);
-      set_sums(sums);
-    }
+    double sums[5] = {m_.sum_xy1, m_.sum_sq1, m_.sum_ab, m_.sum_aa, m_.sum_bb};
+    accumulate(a, b, sums);
+    m_.sum_xy1 = sums[0], m_.sum_sq1 = sums[1], m_.sum_ab = sums[2], m_.sum_aa = sums[3], m_.sum_bb = sums[4];
     if (has_ulp_ && e.differ) {  // an equal pair is 0 ULPs apart
       const double u = ulp_distance(a, b, type_);
       if (u > m_.max_ulp) m_.max_ulp = u;

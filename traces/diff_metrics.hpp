@@ -65,7 +65,6 @@ class Comparator {
       if (!(a[i] == b[i])) break;
       const double v = a[i];
       if (!(v - v == 0)) break;  // not finite
-      if (sums_apart_) continue;
       // accumulate(v, v) with its equal products taken once: the same bits. |a - b| = 0 adds
       // nothing to sum_abs, and no ULP.
       const double x = v + 1, xx = x * x, vv = v * v;
@@ -80,12 +79,6 @@ class Comparator {
     m_.finite_pairs += i;
     return i;
   }
-  // The five sums of calc_diff and the cosine come from finite_sums() over the same pairs (on
-  // another thread), not from add(): set_sums() puts them in at the end.
-  void sums_apart() { sums_apart_ = true; }
-  void set_sums(const double* s) {
-    m_.sum_xy1 = s[0], m_.sum_sq1 = s[1], m_.sum_ab = s[2], m_.sum_aa = s[3], m_.sum_bb = s[4];
-  }
   const Metrics& metrics() const { return m_; }
 
   // The sums of a finite pair, in element order: sum_xy1, sum_sq1, sum_ab, sum_aa, sum_bb.
@@ -99,7 +92,6 @@ class Comparator {
   }
 
  private:
-  bool sums_apart_ = false;
   bool equal_mismatches_ = false;
   DType type_;
   Criterion criterion_;
@@ -109,17 +101,6 @@ class Comparator {
   bool has_ulp_;
   Metrics m_;
 };
-
-// What add() sums over the finite pairs of [a, a + n), in element order, continuing `s`.
-template <class T>
-void finite_sums(const T* a, const T* b, std::size_t n, double* s) {
-  double t[5] = {s[0], s[1], s[2], s[3], s[4]};
-  for (std::size_t i = 0; i < n; ++i) {
-    const double x = a[i], y = b[i];
-    if (x - x == 0 && y - y == 0) Comparator::accumulate(x, y, t);  // both finite
-  }
-  for (int k = 0; k < 5; ++k) s[k] = t[k];
-}
 
 // Distance in units in the last place of `t` (bf16, f16, f32, f64, fp8); NaN or Inf give -1.
 double ulp_distance(double a, double b, DType t);
