@@ -203,13 +203,13 @@ TraceConfig read_config(const h5::File& f, std::int64_t version) {
   return c;
 }
 
-void read_captured(const h5::File& f, const TraceConfig& c, const std::string& base, RankInput& r,
-                   ReadReport* report) {
-  const std::string g = base + "/captured";
+}  // namespace
+
+void read_receive_buffers(const h5::File& f, const TraceConfig& c, const std::string& g, std::int64_t num_tokens,
+                          Captured& cap) {
   if (!has_group(f, g)) return;
-  Captured& cap = r.captured;
   const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
-  const auto S = static_cast<std::uint64_t>(c.scales_per_token()), T = static_cast<std::uint64_t>(r.num_tokens);
+  const auto S = static_cast<std::uint64_t>(c.scales_per_token()), T = static_cast<std::uint64_t>(num_tokens);
   if (f.has_attr(g, "total_recv")) cap.total_recv = int_attr(f, g, "total_recv", 0, kMaxTokens * kMaxRanks);
   if (f.has_attr(g, "buffer_rows")) cap.buffer_rows = int_attr(f, g, "buffer_rows", 0, kMaxTokens * kMaxRanks);
   // The recv_* datasets share their row count N; only rows [0, total_recv) are valid.
@@ -258,8 +258,9 @@ void read_captured(const h5::File& f, const TraceConfig& c, const std::string& b
   }
   if (f.exists(g + "/combine_out")) cap.combine_out = read_values(f, g + "/combine_out", {T, H}, DType::f32, true);
   if (f.exists(g + "/final_out")) cap.final_out = read_values(f, g + "/final_out", {T, H}, DType::f32, true);
-  (void)report;
 }
+
+namespace {
 
 void read_weights(const h5::File& f, const TraceConfig& c, const std::string& base, Layer& layer) {
   const auto H = static_cast<std::uint64_t>(c.hidden), I = static_cast<std::uint64_t>(c.intermediate);
@@ -396,7 +397,7 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
           }
         }
       }
-      if (opt.captured) read_captured(f, c, rp, in, report);
+      if (opt.captured) read_receive_buffers(f, c, rp + "/captured", in.num_tokens, in.captured);
     }
     // A receive count is bounded by what the layer's routing can send, one row per (token,
     // expert) pair: a larger one is damage, and would size the simulator's buffers.
