@@ -141,7 +141,7 @@ void check_combine_weights(const h5::File& f, const Trace& one, const ExpertMap&
 
 }  // namespace
 
-std::string check_transported(const h5::File& f, const Trace& routing, diff::Result& r) {
+std::string check_transported(const h5::File& f, const Trace& routing, diff::Result& r, const h5::File* routing_file) {
   const std::string format = f.has_attr("/", "format") ? f.attr_string("/", "format") : "";
   if (format != kRunFormat || f.has_attr("/", "routing_only") || !f.exists("/layers")) return "";
   if (!f.has_attr("/", "dispatch")) return f.path() + " does not record its dispatch model";
@@ -157,16 +157,32 @@ std::string check_transported(const h5::File& f, const Trace& routing, diff::Res
                             f.attr_string("/", "combine") == name(CombineModel::rank_sum);
   const TraceConfig& c = routing.config;
   const ExpertMap map = make_expert_map(c);
-  for (const Layer& layer : routing.layers) {
+  for (std::size_t pos = 0; pos < routing.layers.size(); ++pos) {
+    const Layer& layer = routing.layers[pos];
     if (!f.exists(layer_path(layer.index))) continue;
-    Trace one;
+    Trace one;  // this layer's routing and tokens; neither its expert weights nor its captures
     one.config = c;
     one.path = routing.path;
-    one.layers = {layer};
+    one.layers.resize(1);
+    one.layers[0].index = layer.index;
+    for (const RankInput& in : layer.ranks) {
+      RankInput& copy = one.layers[0].ranks.emplace_back();
+      copy.num_tokens = in.num_tokens;
+      copy.topk_ids = in.topk_ids;
+      copy.topk_weights = in.topk_weights;
+      copy.x = in.x;
+      copy.x_scales = in.x_scales;
+    }
+    bool tokens = true;  // every rank's tokens are in memory
+    for (const RankInput& in : layer.ranks) tokens = tokens && (in.num_tokens == 0 || !in.x.empty());
+    // diff reads the routing without tensors: this layer's tokens now, one layer in memory.
+    if (!tokens && routing_file) {
+      read_layer_tokens(*routing_file, routing, static_cast<int>(pos), one.layers[0]);
+      tokens = true;
+    }
     std::int64_t max_tokens = -1;
     for (int rk = 0; rk < c.num_ranks; ++rk) {
       RankInput& in = one.layers[0].ranks[rk];
-      in.captured = Captured{};
       const std::string dp = rank_path(layer.index, rk) + "/dispatch";
       if (!f.exists(dp)) continue;
       if (!f.has_attr(dp, "max_tokens"))
@@ -174,7 +190,7 @@ std::string check_transported(const h5::File& f, const Trace& routing, diff::Res
       const std::int64_t m = f.attr_int(dp, "max_tokens");
       if (m < 1 || (max_tokens >= 0 && m != max_tokens)) f.fail(dp, "attribute max_tokens " + std::to_string(m) + " is not the layer's capacity");
       max_tokens = m;
-      read_receive_buffers(f, c, dp, in.num_tokens, in.captured);
+      read_receive_buffers(f, c, dp, in.num_tokens, in.captured, tokens);
       if (in.captured.total_recv < 0) f.fail(dp, "no attribute total_recv");
     }
     if (max_tokens < 0) continue;  // no dispatch recorded for this layer
@@ -198,19 +214,19 @@ diff::Result compare_files(const std::string& a, const std::string& b, const dif
   };
   if (!records(fa) && !records(fb)) return r;
   const char* lead = "transported values (received rows, combine weights) not checked: ";
+  if (!o.routing && r.routing_file.empty()) {
+    r.transport_note = std::string(lead) + "no routing trace (the trace the files name is gone; give --trace)";
+    return r;
+  }
   if (!r.bound_used()) {
-    r.transport_note = std::string(lead) + "they are checked with the rounding bound's verdict, not with a tolerance";
+    r.transport_note = std::string(lead) + "the files are judged by tolerances, not by the rounding bound's verdict";
     return r;
   }
   const Trace* routing = o.routing;
   std::optional<Trace> read;
   if (!routing) {
-    if (r.routing_file.empty()) {
-      r.transport_note = std::string(lead) + "no routing trace (the trace the files name is gone; give --trace)";
-      return r;
-    }
     ReadOptions ro;
-    ro.captured = ro.weights = false;
+    ro.tensors = ro.captured = ro.weights = false;  // tokens are read one layer at a time
     try {
       read = read_trace(r.routing_file, ro);
     } catch (const Error& e) {
@@ -219,10 +235,12 @@ diff::Result compare_files(const std::string& a, const std::string& b, const dif
     }
     routing = &*read;
   }
+  std::optional<h5::File> tokens;
+  if (read) tokens = h5::File::open_read(r.routing_file);
   std::vector<diff::TransportedMismatch> found;
   for (const h5::File* f : {&fa, &fb}) {
     diff::Result one;
-    const std::string why = check_transported(*f, *routing, one);
+    const std::string why = check_transported(*f, *routing, one, tokens ? &*tokens : nullptr);
     if (!why.empty()) r.transport_note += (r.transport_note.empty() ? lead : "; ") + why;
     for (auto& t : one.transported)
       if (diff::selected(o, t.path)) found.push_back(std::move(t));

@@ -14,10 +14,12 @@
 namespace moesim::sim {
 
 // Adds to r.transported every transported value `file` records that differs from what its
-// recorded dispatch model delivers for `routing` (x and scales compared where `routing` holds
-// them). Returns why the file's values were not checked; "" when they were, or when the file
-// records none (not a run file, a routing-only one).
-std::string check_transported(const h5::File& file, const Trace& routing, diff::Result& r);
+// recorded dispatch model delivers for `routing`. Tokens and scales are compared too: the ones
+// `routing` holds, else, one layer at a time, the ones read from `routing_file` (the trace
+// `routing` was read from without tensors). Returns why the file's values were not checked; ""
+// when they were, or when the file records none (not a run file, a routing-only one).
+std::string check_transported(const h5::File& file, const Trace& routing, diff::Result& r,
+                              const h5::File* routing_file = nullptr);
 
 // diff::run, then both files' transported values checked when the rounding bound judged the
 // outputs and the routing is known (options.routing, else the trace diff found): the verdict
