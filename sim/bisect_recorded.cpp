@@ -3,6 +3,7 @@
 // cannot be re-run on a smaller trace, so this localizes only.
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "bisect.hpp"
@@ -10,6 +11,7 @@
 #include "temp_files.hpp"
 #include "golden.hpp"
 #include "trace_io.hpp"
+#include "transport_check.hpp"
 
 namespace moesim::sim {
 
@@ -88,7 +90,7 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
   diff::Options o;
   o.tolerances = tolerances;
   o.routing = &trace;
-  const diff::Result r = diff::run(compared, gold, o);
+  const diff::Result r = compare_files(compared, gold, o);
   res.first.verdict = r.verdict();
   for (const auto& v : r.divergences()) {
     if (v.layer < 0) continue;
@@ -100,6 +102,12 @@ RecordedDivergence locate_recorded(const Trace& trace, const std::string& candid
     break;
   }
   if (!res.first.found) return res;
+  for (const auto& t : r.transported)  // a transported value names its source token
+    if (t.path == res.first.dataset && t.what == res.first.what) {
+      res.first.rank = t.src_rank;
+      res.first.token = t.src_token;
+      res.first.max_abs = std::fabs(t.got - t.want);
+    }
   for (const auto& d : r.datasets)
     if (d.path == res.first.dataset) {
       res.first.rank = d.max_abs_at.rank;

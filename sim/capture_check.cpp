@@ -69,7 +69,7 @@ std::vector<std::string> CaptureCheck::consistent_models() const {
 }
 
 std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, const ExpertMap& map,
-                                         const DispatchOptions& base) {
+                                         const DispatchOptions& base, bool only_base) {
   const TraceConfig& c = trace.config;
   const Layer& layer = trace.layers.at(layer_pos);
   const int R = c.num_ranks, K = c.top_k, H = c.hidden, S = c.scales_per_token();
@@ -87,7 +87,10 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
     Dispatch d;
   };
   std::vector<Expected> expected;
+  std::vector<Variant> variants;
   for (const auto& v : kVariants) {
+    if (only_base && (v.model != base.model || v.negative != base.negative)) continue;
+    variants.push_back(v);
     DispatchOptions o = base;
     o.model = v.model;
     o.negative = v.negative;
@@ -151,13 +154,19 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
       src_of[i] = {sr, t};
       slot_of[i] = slot;
       const RankInput& in = layer.ranks[sr];
-      if (have_x && !in.x.empty() && !same_bits(&cap.recv_x[i * H], &in.x[t * H], H)) {
+      auto row_differs = [&](const char* field, const float* got, const float* want, int n) {
+        if (same_bits(got, want, n)) return false;
+        int h = 0;
+        while (std::memcmp(&got[h], &want[h], sizeof(float)) == 0) ++h;
         ++ck.x_mismatches;
+        if (ck.x_rows.size() < kEvidence) ck.x_rows.push_back({field, i, sr, t, slot, h, got[h], want[h]});
+        return true;
+      };
+      if (have_x && !in.x.empty() && row_differs("recv_x", &cap.recv_x[i * H], &in.x[t * H], H))
         note(ck.evidence, "row " + std::to_string(i) + ": recv_x differs from its decoded source " + src_text(sr, t));
-      } else if (!cap.recv_scales.empty() && !in.x_scales.empty() && !same_bits(&cap.recv_scales[i * S], &in.x_scales[t * S], S)) {
-        ++ck.x_mismatches;
+      else if (!cap.recv_scales.empty() && !in.x_scales.empty() &&
+               row_differs("recv_scales", &cap.recv_scales[i * S], &in.x_scales[t * S], S))
         note(ck.evidence, "row " + std::to_string(i) + ": recv_scales differ from its decoded source " + src_text(sr, t));
-      }
       if (have_ids) {
         const std::int32_t* got = &cap.recv_topk_ids[i * K];
         const std::int32_t* sid = &in.topk_ids[t * K];
@@ -175,9 +184,9 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
     // Each model: the captured rows of every source against the rows it would deliver.
     for (std::size_t v = 0; v < expected.size() && sources_known; ++v) {
       ModelFinding f;
-      f.model = kVariants[v].label;
-      f.dispatch = kVariants[v].model;
-      f.negative = kVariants[v].negative;
+      f.model = variants[v].label;
+      f.dispatch = variants[v].model;
+      f.negative = variants[v].negative;
       const RecvBuffer& b = expected[v].d.ranks[r];
       f.expected_rows = b.total_recv;
       f.expected_buffer_rows = b.buffer_rows;
@@ -197,6 +206,8 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
           auto it = left.find(src_of[i]);
           if (it == left.end() || it->second.empty()) {
             ++f.duplicate_rows;
+            if (f.mismatches.size() < kEvidence)
+              f.mismatches.push_back({"extra", i, src_of[i].first, src_of[i].second, slot_of[i], -1, 0, 0});
             note(f.evidence, "row " + std::to_string(i) + ": an extra row for source " +
                                  src_text(src_of[i].first, src_of[i].second) + " (duplicate or not sent by this model)");
             continue;
@@ -216,6 +227,17 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
           const bool w_ok = !have_w || same_bits(&b.weights[j * K], &cap.recv_weights[i * K], K);
           if (!ids_ok || !w_ok) {
             ++f.id_mismatches;
+            int k = 0;  // the first slot that differs
+            if (!ids_ok)
+              while (b.ids[j * K + k] == cap.recv_topk_ids[i * K + k]) ++k;
+            else
+              while (same_bits(&b.weights[j * K + k], &cap.recv_weights[i * K + k], 1)) ++k;
+            if (f.mismatches.size() < kEvidence)
+              f.mismatches.push_back(!ids_ok ? RowMismatch{"recv_topk_ids", i, src_of[i].first, src_of[i].second, k, -1,
+                                                           static_cast<double>(cap.recv_topk_ids[i * K + k]),
+                                                           static_cast<double>(b.ids[j * K + k])}
+                                             : RowMismatch{"recv_weights", i, src_of[i].first, src_of[i].second, k, -1,
+                                                           cap.recv_weights[i * K + k], b.weights[j * K + k]});
             note(f.evidence, "row " + std::to_string(i) + ": " + (!ids_ok ? "ids" : "weights") +
                                  " differ from what this model delivers for " + src_text(src_of[i].first, src_of[i].second));
           }
@@ -223,6 +245,8 @@ std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, cons
         for (const auto& [key, rest] : left)
           for (std::size_t m = 0; m < rest.size(); ++m) {
             ++f.missing_rows;
+            if (f.mismatches.size() < kEvidence)
+              f.mismatches.push_back({"missing", -1, key.first, key.second, b.slot[rest[m]], -1, 0, 0});
             note(f.evidence, "missing a row for source " + src_text(key.first, key.second));
           }
       } else {

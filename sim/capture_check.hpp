@@ -24,6 +24,19 @@ struct IdRange {
 };
 IdRange id_range(const Captured& cap, std::int64_t rows, int top_k, const ExpertMap& map, int rank);
 
+// One received row that differs from what it should hold: which value, where, and both values
+// (the first differing slot of ids or weights, the first differing column of x or scales).
+struct RowMismatch {
+  std::string field;  // "recv_topk_ids", "recv_weights", "recv_x", "recv_scales"; "extra" and
+                      // "missing" for a row the model does not send, or sends and is absent
+  std::int64_t row = -1;  // in the capture (-1 for a missing row)
+  int src_rank = -1;
+  std::int64_t src_token = -1;
+  int slot = -1;            // -1: not slot-wise
+  std::int64_t column = -1; // -1: not column-wise
+  double got = 0, want = 0;
+};
+
 // One dispatch model's verdict on one rank's capture.
 struct ModelFinding {
   std::string model;  // "mori", "mori (-1 to rank 0)", "deepep-ht", ...
@@ -37,6 +50,7 @@ struct ModelFinding {
   std::int64_t id_mismatches = 0;    // rows whose ids or weights differ from what the model delivers
   std::int64_t overflow = 0;         // rows the routing sends past the buffer's capacity (dropped)
   std::vector<std::string> evidence; // the first few mismatches, one line each
+  std::vector<RowMismatch> mismatches;  // the same, with the values
   bool consistent() const;
 };
 
@@ -50,6 +64,7 @@ struct CaptureCheck {
   bool has_positions = false;
   std::int64_t undecodable = 0;      // positions that decode to no source token
   std::int64_t x_mismatches = 0;     // rows whose x (or scales) differ from their decoded source
+  std::vector<RowMismatch> x_rows;   // the first few of them, with the values
   std::int64_t global_id_rows = 0;   // rows whose ids equal the source's ids verbatim
   std::int64_t local_id_rows = 0;    // rows whose ids equal the source's ids made local to this rank
   IdRange range;                     // the ids' range over the valid rows
@@ -61,9 +76,10 @@ struct CaptureCheck {
   std::vector<std::string> consistent_models() const;
 };
 
-// Checks every captured rank of a layer. `base` supplies capacities (max tokens per rank).
+// Checks every captured rank of a layer. `base` supplies capacities (max tokens per rank); with
+// `only_base`, only base's own model (and its -1 handling) is compared, not every model.
 std::vector<CaptureCheck> check_captures(const Trace& trace, int layer_pos, const ExpertMap& map,
-                                         const DispatchOptions& base);
+                                         const DispatchOptions& base, bool only_base = false);
 
 void print_capture_check(std::ostream& out, const CaptureCheck& check);
 

@@ -29,6 +29,41 @@ T round_out(Numerics n, T v) {
   return v;
 }
 
+// The rank a slot's id sends its row to; rank0: MORI's old -1 / E_local == 0.
+int dest_rank(const ExpertMap& map, bool rank0, std::int32_t id) { return id >= 0 ? map.rank_of[id] : (rank0 ? 0 : -1); }
+
+// One entry per destination rank a token's slots reach: the slot whose row carries it (its
+// first) and its last, in the order rank-sum adds them.
+struct RankEntry {
+  int dest, first, last;
+};
+void rank_entries(const std::int32_t* ids, int K, const ExpertMap& map, bool rank0, RankOrder order,
+                  std::vector<RankEntry>& dests) {
+  dests.clear();
+  for (int k = 0; k < K; ++k) {
+    const int dest = dest_rank(map, rank0, ids[k]);
+    if (dest < 0) continue;
+    auto it = std::find_if(dests.begin(), dests.end(), [&](const RankEntry& e) { return e.dest == dest; });
+    if (it == dests.end()) dests.push_back({dest, k, k});
+    else it->last = k;
+  }
+  if (order == RankOrder::ascending_rank)
+    std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.dest < b.dest; });
+  else if (order == RankOrder::last_slot)
+    std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.last < b.last; });
+}
+
+// MORI accumulates the returned weight rows in float32 like the hidden rows (WarpAccum):
+// repeated additions, which differ from w * n for some w once n >= 6.
+void add_returned_weights(const Dispatch& d, int s, std::int64_t t, int K, const std::vector<RankEntry>& dests, float* w) {
+  for (const RankEntry& e : dests) {
+    const std::int64_t row = d.slot_row[s][t * K + e.first];
+    if (row < 0) continue;
+    const float* back = &d.ranks[e.dest].weights[row * K];
+    for (int k = 0; k < K; ++k) w[k] = w[k] + back[k];
+  }
+}
+
 template <class T>
 void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map,
              const std::vector<SourceRouting>& sources, const Dispatch& d, const SimOptions& o,
@@ -53,9 +88,6 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   std::vector<const T*> slot_out(K);
   std::vector<T> acc(H), node_acc(H);
   std::vector<int> seen;
-  struct RankEntry {
-    int dest, first, last;
-  };
   std::vector<RankEntry> dests;
   const RankOrder order = rank_order(o.dispatch.model, o.deepep_version);
   const bool mori_weights = o.dispatch.model == DispatchModel::mori && o.combine == CombineModel::rank_sum;
@@ -78,7 +110,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
       if (dest < 0 || row < 0) return nullptr;
       return &vec<T>(out[dest].expert_rows)[row * H];
     };
-    auto dest_of = [&](int id) { return id >= 0 ? map.rank_of[id] : (rank0 ? 0 : -1); };
+    auto dest_of = [&](int id) { return dest_rank(map, rank0, id); };
     for (std::int64_t t = 0; t < T_s; ++t) {
       const std::int32_t* ids = &src.ids[t * K];
       T* y = &cout[t * H];
@@ -97,19 +129,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
           break;
         }
         case CombineModel::rank_sum: {
-          // One entry per destination rank: the slot whose row carries it (its first) and its last.
-          dests.clear();
-          for (int k = 0; k < K; ++k) {
-            const int dest = dest_of(ids[k]);
-            if (dest < 0) continue;
-            auto it = std::find_if(dests.begin(), dests.end(), [&](const RankEntry& e) { return e.dest == dest; });
-            if (it == dests.end()) dests.push_back({dest, k, k});
-            else it->last = k;
-          }
-          if (order == RankOrder::ascending_rank)
-            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.dest < b.dest; });
-          else if (order == RankOrder::last_slot)
-            std::sort(dests.begin(), dests.end(), [](const RankEntry& a, const RankEntry& b) { return a.last < b.last; });
+          rank_entries(ids, K, map, rank0, order, dests);
           std::fill(acc.begin(), acc.end(), T(0));
           for (const RankEntry& e : dests)
             if (const T* row = row_of(t, e.first)) {
@@ -123,17 +143,7 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
               for (int h = 0; h < H; ++h) acc[h] = acc[h] + row[h];
             }
           for (int h = 0; h < H; ++h) y[h] = round_out(o.numerics, acc[h]);
-          if (mori_weights) {
-            // MORI accumulates the returned weight rows in float32 like the hidden rows (WarpAccum):
-            // repeated additions, which differ from w * n for some w once n >= 6.
-            float* w = &run.combine_weights[t * K];
-            for (const RankEntry& e : dests) {
-              const std::int64_t row = d.slot_row[s][t * K + e.first];
-              if (row < 0) continue;
-              const float* back = &d.ranks[e.dest].weights[row * K];
-              for (int k = 0; k < K; ++k) w[k] = w[k] + back[k];
-            }
-          }
+          if (mori_weights) add_returned_weights(d, s, t, K, dests, &run.combine_weights[t * K]);
           break;
         }
         case CombineModel::internode_v1: {
@@ -197,6 +207,18 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
 }
 
 }  // namespace
+
+std::vector<float> mori_combine_weights(const ExpertMap& map, const SourceRouting& source, int s, const Dispatch& d,
+                                        bool rank0) {
+  const int K = d.top_k;
+  std::vector<float> w(static_cast<std::size_t>(source.num_tokens) * K, 0.0f);
+  std::vector<RankEntry> dests;
+  for (std::int64_t t = 0; t < source.num_tokens; ++t) {
+    rank_entries(&source.ids[t * K], K, map, rank0, rank_order(DispatchModel::mori, DeepepVersion::v1), dests);
+    add_returned_weights(d, s, t, K, dests, &w[t * K]);
+  }
+  return w;
+}
 
 void check_combine_quant(const SimOptions& options, int hidden) {
   const CombineQuantOptions& q = options.combine_quant;

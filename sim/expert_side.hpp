@@ -22,4 +22,10 @@ void run_combine(const Trace& trace, int layer_pos, const WeightProvider& weight
                  const std::vector<SourceRouting>& sources, const Dispatch& dispatch, const SimOptions& options,
                  std::vector<RankRun>& out);
 
+// MORI combine's output weights of source rank `s`, [T, K] (rank-sum after a mori dispatch `d`):
+// the weights row each distinct destination rank returned, added in float32 from 0 in first-slot
+// order. rank0: MORI's old -1 handling, a -1 slot reaching rank 0.
+std::vector<float> mori_combine_weights(const ExpertMap& map, const SourceRouting& source, int s, const Dispatch& d,
+                                        bool rank0);
+
 }  // namespace moesim::sim

@@ -64,6 +64,7 @@ void write_header(h5::File& f, const Trace& trace, const RunDescription& d) {
   f.set_attr("/", "combine", std::string(name(o.combine)));
   f.set_attr("/", "deepep_version", std::string(name(o.deepep_version)));
   f.set_attr("/", "rank_sum_order", std::string(name(rank_order(o.dispatch.model, o.deepep_version))));
+  f.set_attr("/", "ids", o.logical_ids ? "logical" : "physical");
   f.set_attr("/", "combine_quant", std::string(name(o.combine_quant.type)));
   if (o.combine_quant.type != CombineQuant::none)
     f.set_attr("/", "combine_fp8_format", std::string(name(o.combine_quant.fp8)));
@@ -118,6 +119,7 @@ void write_run(const std::string& out_path, const Trace& trace, const std::vecto
       f.set_attr(dp, "total_recv", b.total_recv);
       f.set_attr(dp, "buffer_rows", b.buffer_rows);
       f.set_attr(dp, "overflow_rows", b.overflow);
+      f.set_attr(dp, "max_tokens", run.dispatch.max_tokens);  // sizes and src_token_pos use it
       f.set_attr(dp, "id_space", std::string(name(id_space(o.dispatch.model))));
       f.set_attr(dp, "stage", "dispatch");
       // recv_x: each row's source tokens, bit for bit (dispatch copies them).

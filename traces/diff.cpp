@@ -40,6 +40,7 @@ std::vector<Divergence> Result::divergences() const {
                      std::to_string(d.metrics.mismatched) + " of " + std::to_string(d.metrics.elements) +
                          " elements mismatched",
                      d.stage, d.layer});
+  for (const auto& t : transported) out.push_back({t.path, t.what, t.stage, t.layer});
   for (const auto& i : incomparable) out.push_back({i.path, i.why, i.stage, i.layer});
   for (const auto& a : attributes)
     if (a.numeric) out.push_back({a.object, "attribute " + a.name + ": " + a.value_a + " vs " + a.value_b, a.stage, a.layer});
@@ -68,7 +69,10 @@ std::string Result::verdict() const {
   if (!worst.within() || !different()) return v;
   // Outputs within the bound, yet something else differs (structure, statistics, attributes).
   const auto div = divergences();
-  return v + "; but " + (div.empty() ? std::string("the files' structure differs") : div.front().path + " differs");
+  if (div.empty()) return v + "; but the files' structure differs";
+  for (const auto& t : transported)  // a transported value says what differs itself
+    if (t.path == div.front().path && t.what == div.front().what) return v + "; but " + t.path + ": " + t.what;
+  return v + "; but " + div.front().path + " differs";
 }
 
 bound::Place place_of(const Location& l) {
@@ -83,7 +87,7 @@ bound::Place place_of(const Location& l) {
 }
 
 bool Result::different() const {
-  return failed_datasets() > 0 || !incomparable.empty() ||
+  return failed_datasets() > 0 || !incomparable.empty() || !transported.empty() ||
          std::any_of(attributes.begin(), attributes.end(), [](const auto& a) { return a.numeric; }) ||
          (structure_counts && (!only_a.empty() || !only_b.empty()));
 }
@@ -358,9 +362,24 @@ std::string recorded_trace(const h5::File& f) {
   return "";
 }
 
+bool excluded(const Options& o, const std::string& path) {
+  return std::any_of(o.exclude.begin(), o.exclude.end(), [&](const std::string& p) {
+    for (std::string q = path; !q.empty(); q = q.substr(0, q.rfind('/')))
+      if (glob_match(p, q)) return true;
+    return false;
+  });
+}
+
 std::string root_format(const h5::File& f) { return f.has_attr("/", "format") ? f.attr_string("/", "format") : ""; }
 
 }  // namespace
+
+bool selected(const Options& o, const std::string& path) {
+  const bool under = o.objects.empty() || std::any_of(o.objects.begin(), o.objects.end(), [&](const std::string& obj) {
+                       return path == obj || obj == "/" || path.rfind(obj + "/", 0) == 0;
+                     });
+  return under && !excluded(o, path);
+}
 
 Result run(const std::string& file_a, const std::string& file_b, const Options& o) {
   if (o.delta && o.relative) throw Error("-d and -p are mutually exclusive (as in h5diff)");
@@ -398,6 +417,7 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
                      "): using torch.testing's tolerances";
   }
   if (bound) r.bound_label = bound->label();
+  r.routing_file = o.routing ? "" : routing_path;
   r.file_a = file_a;
   r.file_b = file_b;
   r.format_a = root_format(a);
@@ -406,14 +426,7 @@ Result run(const std::string& file_a, const std::string& file_b, const Options& 
   auto oa = objects(a, o.objects), ob = objects(b, o.objects);
   // --exclude: drop matching objects and everything under them, as h5diff --exclude-path.
   for (auto* m : {&oa, &ob})
-    for (auto it = m->begin(); it != m->end();) {
-      const bool drop = std::any_of(o.exclude.begin(), o.exclude.end(), [&](const std::string& p) {
-        for (std::string q = it->first; !q.empty(); q = q.substr(0, q.rfind('/')))
-          if (glob_match(p, q)) return true;
-        return false;
-      });
-      it = drop ? m->erase(it) : std::next(it);
-    }
+    for (auto it = m->begin(); it != m->end();) it = excluded(o, it->first) ? m->erase(it) : std::next(it);
   // Only the topmost object missing from the other file is listed, not each of its children.
   auto listed_parent = [](const std::vector<std::string>& listed, const std::string& p) {
     return !listed.empty() && p.rfind(listed.back() + "/", 0) == 0;

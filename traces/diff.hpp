@@ -88,6 +88,22 @@ struct Divergence {
   int layer = -1;
 };
 
+// A transported value a file records (a received row's ids, weights or tokens, which dispatch
+// copies from the source; combine weights, which follow from the routing) that differs from what
+// the file's recorded dispatch model delivers for the routing. Copies are equal bits whatever the
+// numerics, so this is a bug, never rounding. The simulator layer fills these
+// (sim/transport_check.hpp): this layer knows no dispatch model.
+struct TransportedMismatch {
+  std::string file, path;  // the file and the dataset (or dispatch group, for rows) it is in
+  std::string what;        // the sentence naming row, source, slot and both values
+  Stage stage = Stage::dispatch;
+  int layer = -1, rank = -1;
+  std::int64_t row = -1, count = 0;  // the first such row (or token, for combine_weights); how many
+  int src_rank = -1, slot = -1;
+  std::int64_t src_token = -1;
+  double got = 0, want = 0;
+};
+
 // Mismatch totals keyed by rank, expert or source token, in key order.
 struct Tally {
   std::int64_t mismatched = 0;
@@ -111,6 +127,9 @@ struct Result {
   std::map<int, Tally> per_expert;
   std::map<TokenKey, Tally> per_token;
   std::string routing_note;  // where slot -> expert attribution came from
+  std::string routing_file;  // the trace the files name or --trace gave ("" : none, or in memory)
+  std::vector<TransportedMismatch> transported;
+  std::string transport_note;  // why transported values were not checked, where they were not
   std::string bound_label;   // "the bf16 rounding bound" when the bound judged the outputs; else ""
   std::string bound_note;    // why the bound was not used, or not for some dataset
   bound::Worst worst;        // the element that used most of the bound
@@ -121,7 +140,7 @@ struct Result {
   std::string verdict() const;
 
   std::int64_t failed_datasets() const;
-  // Failing datasets, incomparable shapes and numeric attribute differences in pipeline
+  // Failing datasets, transported values, incomparable shapes and numeric attribute differences in pipeline
   // order: layer, then stage (input, dispatch, expert, combine, final), then path.
   std::vector<Divergence> divergences() const;
   std::vector<std::pair<TokenKey, Tally>> worst_tokens(int n) const;
@@ -129,6 +148,9 @@ struct Result {
 };
 
 Result run(const std::string& file_a, const std::string& file_b, const Options& options);
+// Whether an object is compared: under one of options.objects (or none given), and neither it
+// nor a group above it matching an --exclude glob.
+bool selected(const Options& options, const std::string& path);
 bound::Place place_of(const Location& l);
 
 // Renderers (diff_format.cpp, diff_report.cpp).

@@ -63,6 +63,7 @@ std::string format_text(const Result& r, const Options& o) {
   const auto div = r.divergences();
   if (r.bound_used()) out << "verdict: " << r.verdict() << "\n";
   if (!r.bound_note.empty()) out << "note: " << r.bound_note << "\n";
+  if (!r.transport_note.empty()) out << "note: " << r.transport_note << "\n";
   if (div.empty()) {
     out << "no divergence\n";
   } else {
@@ -219,7 +220,8 @@ std::string format_json(const Result& r, const Options& o) {
   Json j;
   j.open('{').field("file_a", r.file_a).field("file_b", r.file_b).field("format_a", r.format_a)
       .field("format_b", r.format_b).field("different", r.different()).field("structure_counts", r.structure_counts)
-      .field("bound", r.bound_label).field("verdict", r.verdict()).field("bound_note", r.bound_note);
+      .field("bound", r.bound_label).field("verdict", r.verdict()).field("bound_note", r.bound_note)
+      .field("transport_note", r.transport_note);
   const auto div = r.divergences();
   j.key("divergences").open('[');
   for (const auto& d : div)
@@ -249,6 +251,13 @@ std::string format_json(const Result& r, const Options& o) {
   for (const auto& a : r.attributes)
     j.open('{').field("object", a.object).field("name", a.name).field("a", a.value_a).field("b", a.value_b)
         .field("counted", a.numeric).close('}');
+  j.close(']');
+  j.key("transported").open('[');
+  for (const auto& t : r.transported)
+    j.open('{').field("file", t.file).field("path", t.path).field("stage", std::string(name(t.stage)))
+        .field("layer", t.layer).field("rank", t.rank).field("row", t.row).field("count", t.count)
+        .field("src_rank", t.src_rank).field("src_token", t.src_token).field("slot", t.slot).field("got", t.got)
+        .field("want", t.want).field("what", t.what).close('}');
   j.close(']');
   j.key("incomparable").open('[');
   for (const auto& i : r.incomparable) j.open('{').field("path", i.path).field("why", i.why).close('}');

@@ -49,6 +49,17 @@ void write_values(h5::File& file, const std::string& ds, const std::vector<std::
 std::vector<float> read_values(const h5::File& file, const std::string& ds, const std::vector<std::uint64_t>& dims,
                                DType expected, bool any_float = false);
 
+// Reads a receive-buffer group (a trace's captured/, a run file's dispatch/: total_recv,
+// buffer_rows, recv_topk_ids, recv_weights, recv_x, recv_scales, src_token_pos and its encoding,
+// expert_out, combine_out, final_out, each where present) with the trace reader's checks;
+// without `rows`, only the counts, ids, weights and positions (no [N, H] data).
+void read_receive_buffers(const h5::File& file, const TraceConfig& config, const std::string& group,
+                          std::int64_t num_tokens, Captured& out, bool rows = true);
+
+// Loads (or generates) the tokens, x and x_scales, of layer `layer_pos` of `trace`, read from
+// `file` without tensors, into `out` (that layer or a copy of it): one layer in memory at a time.
+void read_layer_tokens(const h5::File& file, const Trace& trace, int layer_pos, Layer& out);
+
 std::string layer_path(int layer);
 std::string rank_path(int layer, int rank);
 

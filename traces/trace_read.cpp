@@ -203,13 +203,13 @@ TraceConfig read_config(const h5::File& f, std::int64_t version) {
   return c;
 }
 
-void read_captured(const h5::File& f, const TraceConfig& c, const std::string& base, RankInput& r,
-                   ReadReport* report) {
-  const std::string g = base + "/captured";
+}  // namespace
+
+void read_receive_buffers(const h5::File& f, const TraceConfig& c, const std::string& g, std::int64_t num_tokens,
+                          Captured& cap, bool rows) {
   if (!has_group(f, g)) return;
-  Captured& cap = r.captured;
   const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
-  const auto S = static_cast<std::uint64_t>(c.scales_per_token()), T = static_cast<std::uint64_t>(r.num_tokens);
+  const auto S = static_cast<std::uint64_t>(c.scales_per_token()), T = static_cast<std::uint64_t>(num_tokens);
   if (f.has_attr(g, "total_recv")) cap.total_recv = int_attr(f, g, "total_recv", 0, kMaxTokens * kMaxRanks);
   if (f.has_attr(g, "buffer_rows")) cap.buffer_rows = int_attr(f, g, "buffer_rows", 0, kMaxTokens * kMaxRanks);
   // The recv_* datasets share their row count N; only rows [0, total_recv) are valid.
@@ -237,8 +237,8 @@ void read_captured(const h5::File& f, const TraceConfig& c, const std::string& b
     cap.recv_weights = read_checked<float>(f, g + "/recv_weights", {N, K});
     check_finite(f, g + "/recv_weights", cap.recv_weights, K, valid * K);
   }
-  if (f.exists(g + "/recv_x")) cap.recv_x = read_values(f, g + "/recv_x", {N, H}, c.token_dtype);
-  if (f.exists(g + "/recv_scales")) cap.recv_scales = read_checked<float>(f, g + "/recv_scales", {N, S});
+  if (rows && f.exists(g + "/recv_x")) cap.recv_x = read_values(f, g + "/recv_x", {N, H}, c.token_dtype);
+  if (rows && f.exists(g + "/recv_scales")) cap.recv_scales = read_checked<float>(f, g + "/recv_scales", {N, S});
   if (f.exists(g + "/src_token_pos")) {
     const auto in = f.info(g + "/src_token_pos");
     if (in.dims.size() != 1 || in.dims[0] > static_cast<std::uint64_t>(kMaxTokens) * 64)
@@ -249,6 +249,7 @@ void read_captured(const h5::File& f, const TraceConfig& c, const std::string& b
     cap.src_token_pos = f.read<std::int64_t>(g + "/src_token_pos");
     cap.src_pos_encoding = opt_string(f, g + "/src_token_pos", "encoding", "flat");
   }
+  if (!rows) return;
   if (f.exists(g + "/expert_out")) {
     const auto in = f.info(g + "/expert_out");
     if (in.dims.size() != 2 || in.dims[1] != H || in.dims[0] > static_cast<std::uint64_t>(kMaxTokens) * 64)
@@ -258,8 +259,9 @@ void read_captured(const h5::File& f, const TraceConfig& c, const std::string& b
   }
   if (f.exists(g + "/combine_out")) cap.combine_out = read_values(f, g + "/combine_out", {T, H}, DType::f32, true);
   if (f.exists(g + "/final_out")) cap.final_out = read_values(f, g + "/final_out", {T, H}, DType::f32, true);
-  (void)report;
 }
+
+namespace {
 
 void read_weights(const h5::File& f, const TraceConfig& c, const std::string& base, Layer& layer) {
   const auto H = static_cast<std::uint64_t>(c.hidden), I = static_cast<std::uint64_t>(c.intermediate);
@@ -336,6 +338,26 @@ std::vector<float> read_values(const h5::File& file, const std::string& ds, cons
   return out;
 }
 
+namespace {
+void read_tokens(const h5::File& f, const Trace& t, int l, int r, RankInput& in) {
+  const TraceConfig& c = t.config;
+  if (t.x_spec) return generate_inputs(c, *t.x_spec, l, r, in);
+  const std::string rp = rank_path(l, r);
+  const auto T = static_cast<std::uint64_t>(in.num_tokens), H = static_cast<std::uint64_t>(c.hidden);
+  const auto S = static_cast<std::uint64_t>(c.scales_per_token());
+  in.x = read_values(f, rp + "/x", {T, H}, c.token_dtype);
+  check_finite(f, rp + "/x", in.x, H);
+  if (is_fp8(c.token_dtype)) {
+    in.x_scales = read_checked<float>(f, rp + "/x_scales", {T, S});
+    check_finite(f, rp + "/x_scales", in.x_scales, S);
+  }
+}
+}  // namespace
+
+void read_layer_tokens(const h5::File& f, const Trace& t, int layer_pos, Layer& out) {
+  for (int r = 0; r < t.config.num_ranks; ++r) read_tokens(f, t, t.layers.at(layer_pos).index, r, out.ranks.at(r));
+}
+
 Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* report) {
   const h5::File f = h5::File::open_read(path);
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kTraceFormat)
@@ -355,7 +377,6 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
 
   const int L = static_cast<int>(int_attr(f, "/layers", "num_layers", 1, kMaxLayers));
   const auto H = static_cast<std::uint64_t>(c.hidden), K = static_cast<std::uint64_t>(c.top_k);
-  const auto S = static_cast<std::uint64_t>(c.scales_per_token());
   t.layers.resize(L);
   for (int l = 0; l < L; ++l) {
     Layer& layer = t.layers[l];
@@ -384,19 +405,8 @@ Trace read_trace(const std::string& path, const ReadOptions& opt, ReadReport* re
       in.topk_weights = read_checked<float>(f, rp + "/topk_weights", {T, K});
       check_finite(f, rp + "/topk_weights", in.topk_weights, K);
       if (!t.x_spec && !f.exists(rp + "/x")) f.fail(rp + "/x", "missing dataset (and no /generator/x)");
-      if (opt.tensors) {
-        if (t.x_spec) {
-          generate_inputs(c, *t.x_spec, l, r, in);
-        } else {
-          in.x = read_values(f, rp + "/x", {T, H}, c.token_dtype);
-          check_finite(f, rp + "/x", in.x, H);
-          if (is_fp8(c.token_dtype)) {
-            in.x_scales = read_checked<float>(f, rp + "/x_scales", {T, S});
-            check_finite(f, rp + "/x_scales", in.x_scales, S);
-          }
-        }
-      }
-      if (opt.captured) read_captured(f, c, rp, in, report);
+      if (opt.tensors) read_tokens(f, t, l, r, in);
+      if (opt.captured) read_receive_buffers(f, c, rp + "/captured", in.num_tokens, in.captured);
     }
     // A receive count is bounded by what the layer's routing can send, one row per (token,
     // expert) pair: a larger one is damage, and would size the simulator's buffers.

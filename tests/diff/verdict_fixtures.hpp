@@ -23,6 +23,7 @@
 #include "golden.hpp"
 #include "run_file.hpp"
 #include "trace_io.hpp"
+#include "transport_check.hpp"
 
 namespace moesim::test::verdict {
 
@@ -162,12 +163,16 @@ struct Seen {
   diff::Stage stage = diff::Stage::other;
   double worst = 0;  // of the bound
   std::string verdict;
+  // When the first divergence is a transported value: the source token and slot it names.
+  bool transported = false;
+  int src_rank = -1, slot = -1;
+  std::int64_t src_token = -1;
 };
 
 inline Seen judge(const std::string& a, const std::string& b, const Trace& routing) {
   diff::Options o;
   o.routing = &routing;
-  const diff::Result r = diff::run(a, b, o);
+  const diff::Result r = compare_files(a, b, o);  // the verdict diff gives: the bound and transported values
   Seen s;
   s.different = r.different();
   s.worst = r.worst.ratio;
@@ -175,9 +180,43 @@ inline Seen judge(const std::string& a, const std::string& b, const Trace& routi
   for (const auto& d : r.divergences())
     if (d.layer >= 0) {
       s.stage = d.stage;
+      for (const auto& t : r.transported)
+        if (t.path == d.path && t.what == d.what)
+          s.transported = true, s.src_rank = t.src_rank, s.src_token = t.src_token, s.slot = t.slot;
       break;
     }
   return s;
+}
+
+// Whether a run's dispatch differs from what its model delivers for `routing`, compared field by
+// field in canonical order (the runs judged with it are not shuffled), independently of the
+// transported-value check: where it does, that check must report stage dispatch.
+inline bool transport_changed(const Trace& routing, const Dispatch& d, DispatchModel model) {
+  const ExpertMap map = make_expert_map(routing.config);
+  DispatchOptions o;
+  o.model = model;
+  o.max_tokens_per_rank = d.max_tokens;
+  o.overflow = Overflow::drop;
+  const Dispatch want = dispatch(map, routing.config.top_k, layer_sources(routing, 0, map, SimOptions{}), o);
+  auto bits = [](const std::vector<float>& v) {
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  };
+  for (std::size_t r = 0; r < d.ranks.size(); ++r) {
+    const RecvBuffer &x = d.ranks[r], &y = want.ranks[r];
+    if (x.total_recv != y.total_recv || x.src_rank != y.src_rank || x.src_token != y.src_token || x.ids != y.ids ||
+        bits(x.weights) != bits(y.weights))
+      return true;
+  }
+  return false;
+}
+
+// A run's outputs alone, in the golden layout: a candidate that records no dispatch buffers.
+inline void write_outputs_only(const std::string& path, const Trace& t, const LayerRun& run, Numerics n) {
+  LayerOutputs lo;
+  lo.layer_index = run.layer_index;
+  for (std::size_t r = 0; r < run.ranks.size(); ++r)
+    lo.ranks.push_back({t.layers[0].ranks[r].num_tokens, run.ranks[r].final_out, run.ranks[r].expert_out});
+  write_golden(path, t, {lo}, n, "test candidate (outputs only)");
 }
 
 inline void write_candidate(const std::string& path, const Trace& t, const std::vector<RankRun>& ranks, const Dispatch& d,

@@ -14,6 +14,7 @@
 #include "diff.hpp"
 #include "options.hpp"
 #include "output_path.hpp"
+#include "transport_check.hpp"
 
 namespace moesim::cli {
 namespace {
@@ -23,7 +24,9 @@ int run_diff(const std::vector<std::string>& args) {
       "When both files record their numerics (golden and run files), every output element is judged\n"
       "against the rounding bound of reference/NUMERICS.md (\"How far two results may differ\"), the\n"
       "verdict run, bisect and diagnose give, computed from the second file's magnitudes and the trace's\n"
-      "router weights (the trace the files name, or --trace); dispatch-stage data must be equal. Other\n"
+      "router weights (the trace the files name, or --trace); dispatch-stage data must be equal, and a run\n"
+      "file's received rows and combine weights must be, bit for bit, what its recorded dispatch model\n"
+      "delivers for that routing (transported values are copies, never rounded). Other\n"
       "files, or any of --atol/--rtol/--tol/--tol-file/-d/-p, use those tolerances as before.\n"
       "Exit 0: no difference; 1: a difference; 2: bad input.\n\n"
       "options");
@@ -77,7 +80,7 @@ int run_diff(const std::vector<std::string>& args) {
   o.block_elements = vm["block"].as<std::uint64_t>();
   if (o.block_elements == 0) throw UsageError("--block must be positive");
 
-  const diff::Result r = diff::run(vm["a"].as<std::string>(), vm["b"].as<std::string>(), o);
+  const diff::Result r = sim::compare_files(vm["a"].as<std::string>(), vm["b"].as<std::string>(), o);
   if (vm.count("report")) diff::write_report(r, o, vm["report"].as<std::string>());
   if (!vm.count("quiet")) std::cout << (vm.count("json") ? diff::format_json(r, o) : diff::format_text(r, o));
   return r.different() ? 1 : 0;
