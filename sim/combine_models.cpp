@@ -9,6 +9,7 @@
 
 #include "error.hpp"
 #include "expert_side.hpp"
+#include "parallel.hpp"
 #include "shared_gate.hpp"
 
 namespace moesim::sim {
@@ -64,6 +65,40 @@ void add_returned_weights(const Dispatch& d, int s, std::int64_t t, int K, const
   }
 }
 
+// Source rank s's summed (and gated) shared-expert outputs [T_s, H], run on its own tokens;
+// empty without shared experts.
+template <class T>
+std::vector<T> shared_outputs(const Trace& tr, int lp, int s, std::int64_t T_s, const ExpertOptions& eo,
+                              const CombineSpec& full, const SharedGate& gate, ExpertBackend& backend) {
+  const TraceConfig& c = tr.config;
+  const int H = c.hidden;
+  std::vector<T> shared;
+  if (c.num_shared_experts == 0 || T_s == 0) return shared;
+  std::vector<TokenRef> rows(T_s);
+  for (std::int64_t t = 0; t < T_s; ++t) rows[t] = {s, t};
+  std::vector<std::vector<T>> outs(c.num_shared_experts, std::vector<T>(T_s * H));
+  for (int j = 0; j < c.num_shared_experts; ++j) {
+    ExpertTask task;
+    task.layer_pos = lp;
+    task.expert = j;
+    task.shared = true;
+    task.options = eo;
+    // As in the reference: shared experts run on the undispatched token, no fp8 dispatch.
+    if (eo.numerics == Numerics::fp8) task.options.numerics = Numerics::bf16;
+    task.rows = rows.data();
+    task.num_rows = T_s;
+    backend.run(task, outs[j].data(), 0);
+  }
+  shared.resize(T_s * H);
+  std::vector<const T*> ptrs(c.num_shared_experts);
+  for (std::int64_t t = 0; t < T_s; ++t) {
+    for (int j = 0; j < c.num_shared_experts; ++j) ptrs[j] = &outs[j][t * H];
+    sum_shared(full, H, c.num_shared_experts, ptrs.data(), &shared[t * H]);
+    gate.apply(s, t, &shared[t * H]);
+  }
+  return shared;
+}
+
 template <class T>
 void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap& map,
              const std::vector<SourceRouting>& sources, const Dispatch& d, const SimOptions& o,
@@ -85,15 +120,22 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
   ExpertBackend* backend = o.backend;
   if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
 
-  std::vector<const T*> slot_out(K);
-  std::vector<T> acc(H), node_acc(H);
-  std::vector<int> seen;
-  std::vector<RankEntry> dests;
   const RankOrder order = rank_order(o.dispatch.model, o.deepep_version);
   const bool mori_weights = o.dispatch.model == DispatchModel::mori && o.combine == CombineModel::rank_sum;
   const bool quantized = o.combine_quant.type != CombineQuant::none;
-  std::vector<float> q(quantized ? H : 0), qs(quantized ? H : 0);
-  for (int s = 0; s < R; ++s) {
+
+  // Shared experts first, source after source on the backend (its calls are not concurrent);
+  // then every source's combine on the run's threads, each writing only its own outputs.
+  std::vector<std::vector<T>> shared_of(R);
+  for (int s = 0; s < R; ++s) shared_of[s] = shared_outputs<T>(tr, lp, s, sources[s].num_tokens, eo, full, gate, *backend);
+
+  parallel_items(static_cast<std::size_t>(R), o.threads, [&](std::size_t source) {
+    const int s = static_cast<int>(source);
+    std::vector<const T*> slot_out(K);
+    std::vector<T> acc(H), node_acc(H);
+    std::vector<int> seen;
+    std::vector<RankEntry> dests;
+    std::vector<float> q(quantized ? H : 0), qs(quantized ? H : 0);
     const SourceRouting& src = sources[s];
     const std::int64_t T_s = src.num_tokens;
     RankRun& run = out[s];
@@ -172,38 +214,13 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
       }
     }
 
-    // Shared experts run on the source rank, on its own tokens.
-    std::vector<T> shared;
-    if (c.num_shared_experts > 0 && T_s > 0) {
-      std::vector<TokenRef> rows(T_s);
-      for (std::int64_t t = 0; t < T_s; ++t) rows[t] = {s, t};
-      std::vector<std::vector<T>> outs(c.num_shared_experts, std::vector<T>(T_s * H));
-      for (int j = 0; j < c.num_shared_experts; ++j) {
-        ExpertTask task;
-        task.layer_pos = lp;
-        task.expert = j;
-        task.shared = true;
-        task.options = eo;
-        // As in the reference: shared experts run on the undispatched token, no fp8 dispatch.
-        if (eo.numerics == Numerics::fp8) task.options.numerics = Numerics::bf16;
-        task.rows = rows.data();
-        task.num_rows = T_s;
-        backend->run(task, outs[j].data(), 0);
-      }
-      shared.resize(T_s * H);
-      std::vector<const T*> ptrs(c.num_shared_experts);
-      for (std::int64_t t = 0; t < T_s; ++t) {
-        for (int j = 0; j < c.num_shared_experts; ++j) ptrs[j] = &outs[j][t * H];
-        sum_shared(full, H, c.num_shared_experts, ptrs.data(), &shared[t * H]);
-        gate.apply(s, t, &shared[t * H]);
-      }
-    }
+    const std::vector<T>& shared = shared_of[s];
     const float one = 1.0f;
     for (std::int64_t t = 0; t < T_s; ++t) {
       const T* y = &cout[t * H];
       combine_token(full, H, 1, &y, &one, shared.empty() ? nullptr : &shared[t * H], &fout[t * H]);
     }
-  }
+  });
 }
 
 }  // namespace

@@ -145,10 +145,12 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   });
 
   // 4. Each row's partial from its jobs.
+  // Steps 4 and 5 write only rank r's (source s's) own outputs: they run on the run's threads.
   CombineSpec partial = combine_spec(c, o.numerics);
   partial.routed_scaling_factor = 1.0;
-  std::vector<const T*> slot_out(K);
-  for (int r = 0; r < R; ++r) {
+  parallel_items(static_cast<std::size_t>(R), o.threads, [&](std::size_t rank) {
+    const int r = static_cast<int>(rank);
+    std::vector<const T*> slot_out(K);
     const RecvBuffer& b = d.ranks[r];
     auto& rows = zeroed<T>(out[r].expert_rows, b.total_recv * H);
     for (std::int64_t i = 0; i < b.total_recv; ++i) {
@@ -164,10 +166,11 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
     }
     for (std::int64_t i = 0; i < b.total_recv; ++i)
       if (dup_of[r][i] >= 0) std::copy_n(&rows[dup_of[r][i] * H], H, &rows[i * H]);
-  }
+  });
 
   // 5. expert_out [T, K, H]: the job for slot k on the row that carries slot k.
-  for (int s = 0; s < R; ++s) {
+  parallel_items(static_cast<std::size_t>(R), o.threads, [&](std::size_t source) {
+    const int s = static_cast<int>(source);
     const std::int64_t T_s = layer.ranks[s].num_tokens;
     auto& eo_s = zeroed<T>(out[s].expert_out, T_s * K * H);
     for (std::int64_t t = 0; t < T_s; ++t)
@@ -182,7 +185,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
             break;
           }
       }
-  }
+  });
 }
 
 }  // namespace
