@@ -53,6 +53,17 @@ void upload_tokens(const Trace& trace, int layer_pos, DeviceBuffer<float>& x, De
   MOESIM_GPU_CHECK(hipStreamSynchronize(stream));
 }
 
+void stacked_rows(const TokenRef* rows, std::int64_t n, const std::vector<std::int64_t>& rank_base, std::int64_t* out,
+                  const char* who) {
+  for (std::int64_t j = 0; j < n; ++j) {
+    const TokenRef& ref = rows[j];
+    if (ref.rank < 0 || ref.rank + 1 >= static_cast<int>(rank_base.size()) || ref.token < 0 ||
+        ref.token >= rank_base[ref.rank + 1] - rank_base[ref.rank])
+      throw Error(std::string(who) + ": expert row names a token out of range");
+    out[j] = rank_base[ref.rank] + ref.token;
+  }
+}
+
 template <class T>
 void load_expert_weights(const Trace& trace, const WeightProvider& weights, int layer_pos, int expert, bool shared,
                          bool rnd, T* w1, T* w2, DeviceBuffer<float>& staging, ExpertMatrices& host,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "buffer.hpp"
+#include "expert_backend.hpp"
 #include "trace.hpp"
 #include "vendor.hpp"
 #include "weights.hpp"
@@ -20,6 +21,11 @@ void upload_tokens(const Trace& trace, int layer_pos, DeviceBuffer<float>& x, De
 
 // w1, w2: device buffers of rows1 * H and H * I elements. round_bf16: the bf16/fp8 modes' rb.
 // staging and host are scratch the caller keeps between calls. Returns once the stream is done.
+// Each expert row's token as a row of upload_tokens' stacked layout: out[j] = rank_base[rank] +
+// token; throws Error naming `who` for a row outside its rank's tokens.
+void stacked_rows(const TokenRef* rows, std::int64_t n, const std::vector<std::int64_t>& rank_base, std::int64_t* out,
+                  const char* who);
+
 // dst = src on the device (grown to fit), queued on `stream`: the host vector must outlive the copy.
 template <class T>
 void upload(DeviceBuffer<T>& dst, const T* src, std::size_t n, hipStream_t stream, const char* what) {

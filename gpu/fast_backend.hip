@@ -79,13 +79,7 @@ class FastBackend final : public ExpertBackend {
     staging_.reserve(static_cast<std::size_t>(chunk) * H);
     for (std::int64_t j0 = 0; j0 < t.num_rows; j0 += chunk) {
       const std::int64_t n = std::min(chunk, t.num_rows - j0);
-      for (std::int64_t j = 0; j < n; ++j) {
-        const TokenRef& ref = t.rows[j0 + j];
-        if (ref.rank < 0 || ref.rank + 1 >= static_cast<int>(rank_base_.size()) || ref.token < 0 ||
-            ref.token >= rank_base_[ref.rank + 1] - rank_base_[ref.rank])
-          throw Error("gpu fast backend: expert row names a token out of range");
-        index_host_[j] = rank_base_[ref.rank] + ref.token;
-      }
+      stacked_rows(t.rows + j0, n, rank_base_, index_host_.data(), "gpu fast backend");
       const std::int64_t padded = fp8 ? (n + kFp8RowMultiple - 1) / kFp8RowMultiple * kFp8RowMultiple : n;
       for (std::int64_t j = n; j < padded; ++j) index_host_[j] = index_host_[0];
       upload(index_, index_host_.data(), static_cast<std::size_t>(padded), stream_, "row indices");

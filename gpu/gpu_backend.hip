@@ -141,13 +141,7 @@ class GpuBackend final : public ExpertBackend {
     index_host_.resize(static_cast<std::size_t>(chunk));
     for (std::int64_t j0 = 0; j0 < t.num_rows; j0 += chunk) {
       const std::int64_t n = std::min(chunk, t.num_rows - j0);
-      for (std::int64_t j = 0; j < n; ++j) {
-        const TokenRef& ref = t.rows[j0 + j];
-        if (ref.rank < 0 || ref.rank + 1 >= static_cast<int>(rank_base_.size()) || ref.token < 0 ||
-            ref.token >= rank_base_[ref.rank + 1] - rank_base_[ref.rank])
-          throw Error("gpu backend: expert row names a token out of range");
-        index_host_[j] = rank_base_[ref.rank] + ref.token;
-      }
+      stacked_rows(t.rows + j0, n, rank_base_, index_host_.data(), "gpu backend");
       upload(index_, index_host_.data(), static_cast<std::size_t>(n), stream_->get(), "row indices");
       const float* iw = nullptr;
       if (t.input_weights) {

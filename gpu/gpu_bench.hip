@@ -59,6 +59,20 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// The median of `reps` timed launches of fn, in milliseconds, after one untimed warm-up launch.
+template <class F>
+double median_ms(int reps, F fn) {
+  Events ev;
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {
+    ev.start();
+    fn();
+    const double t = ev.stop_ms();
+    if (r > 0) ms.push_back(t);
+  }
+  return median(ms);
+}
+
 template <class T>
 double fma_peak() {
   int device = 0;
@@ -87,15 +101,8 @@ double gemm_rate(std::int64_t n, int m, int k, bool fused, int reps) {
   // bf16-valued operands (the fused path's precondition), seeded, never zeros.
   generate_tensor<T>(a.get(), n * k, 1, 1.0, false, hd::Narrow::bf16, true, nullptr);
   generate_tensor<T>(w.get(), static_cast<std::int64_t>(m) * k, 2, 0.05, false, hd::Narrow::bf16, true, nullptr);
-  Events ev;
-  std::vector<double> ms;
-  for (int r = 0; r <= reps; ++r) {
-    ev.start();
-    gemm_nt<T>(out.get(), m, a.get(), k, w.get(), k, n, m, k, fused, false, nullptr);
-    const double t = ev.stop_ms();
-    if (r > 0) ms.push_back(t);
-  }
-  return 2.0 * static_cast<double>(n) * m * k / (median(ms) * 1e-3) * 1e-12;
+  const double ms = median_ms(reps, [&] { gemm_nt<T>(out.get(), m, a.get(), k, w.get(), k, n, m, k, fused, false, nullptr); });
+  return 2.0 * static_cast<double>(n) * m * k / (ms * 1e-3) * 1e-12;
 }
 
 }  // namespace
@@ -103,15 +110,8 @@ double gemm_rate(std::int64_t n, int m, int k, bool fused, int reps) {
 double copy_tb_per_s(std::size_t bytes, int reps) {
   DeviceBuffer<unsigned char> a(bytes, "bench copy source"), b(bytes, "bench copy target");
   MOESIM_GPU_CHECK(hipMemsetAsync(a.get(), 1, bytes, nullptr));
-  Events ev;
-  std::vector<double> ms;
-  for (int r = 0; r <= reps; ++r) {
-    ev.start();
-    MOESIM_GPU_CHECK(hipMemcpyAsync(b.get(), a.get(), bytes, hipMemcpyDeviceToDevice, nullptr));
-    const double t = ev.stop_ms();
-    if (r > 0) ms.push_back(t);
-  }
-  return 2.0 * static_cast<double>(bytes) / (median(ms) * 1e-3) * 1e-12;  // read + written
+  const double ms = median_ms(reps, [&] { MOESIM_GPU_CHECK(hipMemcpyAsync(b.get(), a.get(), bytes, hipMemcpyDeviceToDevice, nullptr)); });
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) * 1e-12;  // read + written
 }
 
 double blas_gemm_tflops(std::int64_t n, int m, int k, int reps) {
@@ -123,15 +123,8 @@ double blas_gemm_tflops(std::int64_t n, int m, int k, int reps) {
   generate_tensor<float>(f.get(), static_cast<std::int64_t>(m) * k, 2, 0.05, false, hd::Narrow::bf16, true, nullptr);
   to_bf16(w.get(), f.get(), static_cast<std::int64_t>(m) * k, nullptr);
   Blas blas(nullptr);
-  Events ev;
-  std::vector<double> ms;
-  for (int r = 0; r <= reps; ++r) {
-    ev.start();
-    blas.gemm_nt_bf16(out.get(), a.get(), w.get(), n, m, k);
-    const double t = ev.stop_ms();
-    if (r > 0) ms.push_back(t);
-  }
-  return 2.0 * static_cast<double>(n) * m * k / (median(ms) * 1e-3) * 1e-12;
+  const double ms = median_ms(reps, [&] { blas.gemm_nt_bf16(out.get(), a.get(), w.get(), n, m, k); });
+  return 2.0 * static_cast<double>(n) * m * k / (ms * 1e-3) * 1e-12;
 }
 
 double blas_fp8_gemm_tflops(std::int64_t n, int m, int k, int reps) {
@@ -148,15 +141,8 @@ double blas_fp8_gemm_tflops(std::int64_t n, int m, int k, int reps) {
   fill(sa.get(), 1.0f / 64, n * (k / 128), nullptr);  // the time does not depend on the scales' values
   fill(sw.get(), 1.0f / 64, static_cast<std::int64_t>(m) * (k / 128), nullptr);
   Blas blas(nullptr);
-  Events ev;
-  std::vector<double> ms;
-  for (int r = 0; r <= reps; ++r) {
-    ev.start();
-    blas.gemm_nt_fp8(out.get(), a.get(), sa.get(), w.get(), sw.get(), n, m, k);
-    const double t = ev.stop_ms();
-    if (r > 0) ms.push_back(t);
-  }
-  return 2.0 * static_cast<double>(n) * m * k / (median(ms) * 1e-3) * 1e-12;
+  const double ms = median_ms(reps, [&] { blas.gemm_nt_fp8(out.get(), a.get(), sa.get(), w.get(), sw.get(), n, m, k); });
+  return 2.0 * static_cast<double>(n) * m * k / (ms * 1e-3) * 1e-12;
 }
 
 double fma_peak_tflops(bool f64) { return f64 ? fma_peak<double>() : fma_peak<float>(); }

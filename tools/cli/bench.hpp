@@ -3,9 +3,28 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
+#include <chrono>
+
 #include "options.hpp"
 
 namespace moesim::cli {
+
+// The process's peak resident memory so far, in GiB (ru_maxrss is KiB on Linux).
+inline double peak_rss_gib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+// Wall seconds fn() takes.
+template <class F>
+double timed(F fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // Routing-only statistics at scale against a floor pass that only reads every id.
 int bench_routing(const po::variables_map& vm);

@@ -2,8 +2,6 @@
 // x 8192 tokens, E = 256, top-8, H = 7168, I = 2048 unless given), built in memory from a simulated
 // run of the correct MORI integration or of the all-k consumer (sim/capture_fill.hpp), with the
 // receive buffers alone or with every output, the expert math on the backend asked for.
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -20,20 +18,6 @@
 #include "pairing.hpp"
 
 namespace moesim::cli {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double peak_rss_gib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
-}
-
-}  // namespace
-
 int bench_diagnose(const po::variables_map& vm) {
   const auto value = [&](const char* key, int seed_default) {
     return vm[key].defaulted() ? seed_default : vm[key].as<int>();
@@ -52,6 +36,9 @@ int bench_diagnose(const po::variables_map& vm) {
   const int threads = vm["threads"].defaulted() ? 2 : vm["threads"].as<int>();
 
   const auto t0 = std::chrono::steady_clock::now();
+  const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   Trace trace = generate(g);
   trace.config.mori.max_num_inp_token_per_rank = g.tokens_per_rank;
   const WeightProvider weights(trace);
@@ -78,9 +65,8 @@ int bench_diagnose(const po::variables_map& vm) {
   d.base.threads = threads;
   d.base.backend = backend.get();
   const double rss0 = peak_rss_gib();
-  const auto t1 = std::chrono::steady_clock::now();
-  const sim::Diagnosis dx = sim::diagnose(trace, d);
-  const double took = seconds_since(t1);
+  sim::Diagnosis dx;
+  const double took = timed([&] { dx = sim::diagnose(trace, d); });
   std::ostringstream report;
   sim::print_diagnosis(report, trace, dx, 1);
   std::printf("diagnose: %.1f s with %d thread(s), expert math on %s; %lld products computed, %lld served again; host "

@@ -35,19 +35,6 @@ namespace moesim::cli {
 #ifdef MOESIM_HAVE_GPU
 namespace {
 
-double peak_rss_gib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is KiB on Linux
-}
-
-template <class F>
-double timed(F fn) {
-  const auto t0 = std::chrono::steady_clock::now();
-  fn();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // The first element where the two runs differ, or "" when every rank's outputs match bitwise.
 std::string first_difference(const LayerOutputs& a, const LayerOutputs& b) {
   for (std::size_t r = 0; r < a.ranks.size(); ++r)
