@@ -1,9 +1,13 @@
 #pragma once
-// Element-wise comparison and the aggregate metrics of one dataset pair. Sums are taken in
-// element order in float64, so results do not depend on block size or thread count.
+// Element-wise comparison and the aggregate metrics of one dataset pair. The five sums of
+// calc_diff and the cosine are taken in float64 in an order fixed by the element index alone
+// (four interleaved lanes per segment of 2^16 elements, segments in order: NUMERICS.md, "The
+// sums diff reports"), so they do not depend on block size or thread count, and the lanes keep
+// the pass off the latency of one chain of additions. sum_abs is taken in element order.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 
 #include "diff_tolerance.hpp"
 #include "dtype.hpp"
@@ -59,36 +63,36 @@ class Comparator {
   template <class T>
   std::size_t add_equal_run(const T* a, const T* b, std::size_t n) {
     if (equal_mismatches_) return 0;
-    double s[5] = {m_.sum_xy1, m_.sum_sq1, m_.sum_ab, m_.sum_aa, m_.sum_bb};
     std::size_t i = 0;
-    for (; i < n; ++i) {
-      if (!(a[i] == b[i])) break;
-      const double v = a[i];
-      if (!(v - v == 0)) break;  // not finite
-      // accumulate(v, v) with its equal products taken once: the same bits. |a - b| = 0 adds
-      // nothing to sum_abs, and no ULP.
-      const double x = v + 1, xx = x * x, vv = v * v;
-      s[0] += xx;
-      s[1] += xx + xx;
-      s[2] += vv;
-      s[3] += vv;
-      s[4] += vv;
+    std::uint64_t at = m_.elements;
+    while (i < n) {
+      if (at % kSegment == 0 && at != 0) end_segment();
+      const std::size_t end = i + std::min<std::uint64_t>(n - i, kSegment - at % kSegment);
+      // Lane by lane up to a multiple of kLanes, kLanes pairs at a time in vector registers,
+      // then the rest lane by lane; a pair that is not equal and finite ends the run.
+      for (; i < end && at % kLanes != 0; ++i, ++at)
+        if (!equal_one(a[i], b[i], static_cast<int>(at % kLanes))) return finish_run(i);
+      const std::size_t body = equal_lanes(a + i, b + i, (end - i) / kLanes);
+      i += body, at += body;
+      for (; i < end; ++i, ++at)
+        if (!equal_one(a[i], b[i], static_cast<int>(at % kLanes))) return finish_run(i);
     }
-    m_.sum_xy1 = s[0], m_.sum_sq1 = s[1], m_.sum_ab = s[2], m_.sum_aa = s[3], m_.sum_bb = s[4];
-    m_.elements += i;
-    m_.finite_pairs += i;
-    return i;
+    return finish_run(i);
   }
-  const Metrics& metrics() const { return m_; }
+  // The metrics so far (the current segment's lanes folded in, as at the end of the data).
+  Metrics metrics() const;
 
-  // The sums of a finite pair, in element order: sum_xy1, sum_sq1, sum_ab, sum_aa, sum_bb.
-  static void accumulate(double a, double b, double* s) {
+  // Lanes per segment and elements per segment of the five sums (NUMERICS.md).
+  static constexpr int kLanes = 4;
+  static constexpr std::uint64_t kSegment = std::uint64_t{1} << 16;
+  // A finite pair's terms added to lane j of the sums sum_xy1, sum_sq1, sum_ab, sum_aa, sum_bb.
+  static void accumulate(double a, double b, double (*s)[kLanes], int j) {
     const double x = a + 1, y = b + 1;
-    s[0] += x * y;
-    s[1] += x * x + y * y;
-    s[2] += a * b;
-    s[3] += a * a;
-    s[4] += b * b;
+    s[0][j] += x * y;
+    s[1][j] += x * x + y * y;
+    s[2][j] += a * b;
+    s[3][j] += a * a;
+    s[4][j] += b * b;
   }
 
  private:
@@ -99,7 +103,36 @@ class Comparator {
   double threshold_;
   bool native_f32_;  // h5diff subtracts float32 values in float32; -d/-p match it
   bool has_ulp_;
-  Metrics m_;
+  Metrics m_;  // every field but the five sums, which live in lane_ and done_
+  double lane_[5][kLanes] = {};  // the current segment's lanes
+  double done_[5] = {};          // the finished segments, summed in segment order
+  // Folds the current segment's lanes into done_ and clears them.
+  void end_segment();
+  std::size_t finish_run(std::size_t taken) {
+    m_.elements += taken;
+    m_.finite_pairs += taken;
+    return taken;
+  }
+  // accumulate(v, v) for an equal pair with its equal products taken once: the same bits. |a - b|
+  // = 0 adds nothing to sum_abs, and no ULP. False (nothing added) when the pair is not equal
+  // and finite.
+  template <class T>
+  bool equal_one(T p, T q, int j) {
+    const double v = static_cast<double>(p);
+    if (!(p == q) || !(v - v == 0)) return false;
+    const double x = v + 1, xx = x * x, vv = v * v;
+    lane_[0][j] += xx;
+    lane_[1][j] += xx + xx;
+    lane_[2][j] += vv;
+    lane_[3][j] += vv;
+    lane_[4][j] += vv;
+    return true;
+  }
+  // equal_one over up to `groups` groups of kLanes pairs, lane j of a group into lane j, with the
+  // lanes in vector registers (lane-wise IEEE operations: the bits of equal_one). Returns the
+  // pairs taken, stopping before the first group holding a pair that is not equal and finite.
+  std::size_t equal_lanes(const float* a, const float* b, std::size_t groups);
+  std::size_t equal_lanes(const double* a, const double* b, std::size_t groups);
 };
 
 // Distance in units in the last place of `t` (bf16, f16, f32, f64, fp8); NaN or Inf give -1.

@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <vector>
 #include <limits>
 
 #include "diff_metrics.hpp"
@@ -180,4 +182,49 @@ TEST_CASE("tolerance rules: globals for floats, later patterns win, files parse"
   CHECK_THROWS_WITH_AS(read_tolerance_file(path), (path + ": line 1: expected PATTERN ATOL RTOL").c_str(), Error);
   std::ofstream(path) << "*/final_out 1e-2 x\n";
   CHECK_THROWS_WITH_AS(read_tolerance_file(path), (path + ": line 1: bad tolerance 'x'").c_str(), Error);
+}
+
+TEST_CASE("the five sums follow NUMERICS.md's order: four lanes per segment of 2^16 elements, segments in order") {
+  // 2 segments and a partial third, values spread over 16 orders of magnitude so that another
+  // order of the same terms gives other bits; every 997th pair unequal, every 1009th non-finite.
+  const std::uint64_t n = 2 * Comparator::kSegment + 1003;
+  std::vector<float> a(n), b(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>((i * 2654435761u) % 1000003) * std::pow(10.0f, static_cast<float>(i % 17) - 8);
+    a[i] = i % 2 ? v : -v;
+    b[i] = i % 997 == 3 ? a[i] * 1.5f : a[i];
+    if (i % 1009 == 5) a[i] = b[i] = std::numeric_limits<float>::infinity();
+  }
+  // The documented order, written out.
+  double done[5] = {}, lane[5][4] = {}, flat[5] = {};
+  auto fold = [&] {
+    for (int m = 0; m < 5; ++m) done[m] += (lane[m][0] + lane[m][1]) + (lane[m][2] + lane[m][3]), lane[m][0] = lane[m][1] = lane[m][2] = lane[m][3] = 0;
+  };
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (i % Comparator::kSegment == 0 && i != 0) fold();
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) continue;
+    const double x = a[i], y = b[i], t[5] = {(x + 1) * (y + 1), (x + 1) * (x + 1) + (y + 1) * (y + 1), x * y, x * x, y * y};
+    for (int m = 0; m < 5; ++m) lane[m][i % 4] += t[m], flat[m] += t[m];
+  }
+  fold();
+  // Through the comparator as diff feeds it: runs of equal pairs, each other pair judged alone,
+  // in blocks whose edges fall anywhere.
+  Comparator c = tolerance(DType::f32, {0, 0});
+  for (std::uint64_t start = 0, block = 1; start < n; start += block, block = block * 3 % 40009 + 1) {
+    const std::uint64_t len = std::min(block, n - start);
+    for (std::uint64_t i = 0; i < len;) {
+      i += c.add_equal_run(&a[start + i], &b[start + i], len - i);
+      if (i < len) c.add(a[start + i], b[start + i]), ++i;
+    }
+  }
+  const Metrics m = c.metrics();
+  CHECK(m.elements == n);
+  const double got[5] = {m.sum_xy1, m.sum_sq1, m.sum_ab, m.sum_aa, m.sum_bb};
+  bool order_matters = false;
+  for (int k = 0; k < 5; ++k) {
+    CAPTURE(k);
+    CHECK(std::memcmp(&got[k], &done[k], sizeof(double)) == 0);
+    order_matters = order_matters || flat[k] != done[k];
+  }
+  CHECK(order_matters);  // the data tells the documented order from element order
 }
