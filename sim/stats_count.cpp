@@ -9,7 +9,13 @@
 // those counters once the source is done.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <string>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
+#include "error.hpp"
 #include "parallel.hpp"
 #include "route.hpp"
 #include "stats_frame.hpp"
@@ -32,7 +38,8 @@ Jobs jobs_of(DispatchModel m, ConsumerModel c) {
     case ConsumerModel::per_expert:
     case ConsumerModel::target_expert:  // one job per row that names its expert
       return rank_dedup(m) ? Jobs::none : Jobs::needed;
-    case ConsumerModel::all_k: return Jobs::by_rows;
+    case ConsumerModel::all_k:
+    case ConsumerModel::identity: return Jobs::by_rows;  // planned row by row, as the row pass does
   }
   return Jobs::by_rows;
 }
@@ -143,6 +150,68 @@ void count_source(const StatsInput& in, const RankOf& rank, const SourceRouting&
   c.token = token;
 }
 
+#if defined(__x86_64__)
+// count_source for K <= 8 without planned jobs, on AVX2: a token's destinations are computed in
+// one vector and compared with each other in registers, so only a token that sends two slots to
+// one destination stamps `seen` (any stamp unique per token serves, so skipped tokens need none).
+// Under spread routing over many ranks that is a few percent of tokens: the loop then does per
+// slot what the floor does, plus the expert's counter.
+template <bool kMinusOneToRank0, bool kContiguous>
+__attribute__((target("avx2"))) void count_source_avx2(const StatsInput& in, const RankOf& rank,
+                                                       const SourceRouting& src, Counts& c) {
+  const int K = in.top_k;
+  std::uint32_t* hist = c.hist.data();
+  std::uint32_t* minus_one = hist + in.map->num_experts;
+  std::uint32_t* repeats = c.repeats.data();
+  std::uint32_t* seen = c.seen.data();
+  std::uint32_t token = c.token;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(K), lane);  // lanes < K
+  const __m256i unique = _mm256_sub_epi32(_mm256_set1_epi32(-2), lane);  // no rank, no other lane's
+  const __m256i m = _mm256_set1_epi64x(static_cast<long long>(rank.m));
+  const __m128i shift = _mm_cvtsi32_si128(rank.shift);
+  const __m256i rot[4] = {_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0), _mm256_setr_epi32(2, 3, 4, 5, 6, 7, 0, 1),
+                          _mm256_setr_epi32(3, 4, 5, 6, 7, 0, 1, 2), _mm256_setr_epi32(4, 5, 6, 7, 0, 1, 2, 3)};
+  const std::int32_t* row = src.ids.data();
+  for (std::int64_t t = 0; t < src.num_tokens; ++t, row += K) {
+    if ((src.num_tokens - t) * K > 256) __builtin_prefetch(row + 256);
+    const __m256i ids = _mm256_maskload_epi32(row, live);  // lanes past K read nothing
+    const __m256i valid = _mm256_and_si256(live, _mm256_cmpgt_epi32(ids, _mm256_set1_epi32(-1)));
+    __m256i d;
+    if constexpr (kContiguous) {  // id * m >> shift per lane, as RankOf does
+      const __m256i even = _mm256_srl_epi64(_mm256_mul_epu32(ids, m), shift);
+      const __m256i odd = _mm256_srl_epi64(_mm256_mul_epu32(_mm256_srli_epi64(ids, 32), m), shift);
+      d = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xaa);
+    } else {
+      d = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), rank.table, ids, valid, 4);
+    }
+    d = _mm256_blendv_epi8(unique, d, valid);
+    if constexpr (kMinusOneToRank0) d = _mm256_blendv_epi8(d, _mm256_setzero_si256(), _mm256_andnot_si256(valid, live));
+    __m256i same = _mm256_setzero_si256();
+    for (const __m256i& r : rot) same = _mm256_or_si256(same, _mm256_cmpeq_epi32(d, _mm256_permutevar8x32_epi32(d, r)));
+    for (int k = 0; k < K; ++k) {
+      const std::int32_t id = row[k];
+      if (id >= 0) ++hist[id];
+      else if (kMinusOneToRank0) ++*minus_one;
+    }
+    if (_mm256_testz_si256(same, same)) continue;
+    if (++token == 0) {  // the running number wrapped: no stamp may look like this token's
+      std::fill(c.seen.begin(), c.seen.end(), 0u);
+      token = 1;
+    }
+    alignas(32) std::int32_t dest[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dest), d);
+    for (int k = 0; k < K; ++k) {
+      if (dest[k] < 0) continue;  // a slot with no destination
+      const bool first = seen[dest[k]] != token;
+      seen[dest[k]] = token;
+      if (!first) ++repeats[dest[k]];
+    }
+  }
+  c.token = token;
+}
+#endif
+
 // A counted source into `to` [R] (its rows to each destination) and the worker's totals; hist
 // and repeats back to zero. Slots per destination = its experts' slots (+ the -1 slots sent to
 // rank 0); rows = slots for per-(token, expert) layouts, else slots less repeats, which is also
@@ -194,8 +263,30 @@ CountFn count_fn(bool contiguous) {
   return contiguous ? count_source<kDedup, kMinusOneToRank0, kPlan, true>
                     : count_source<kDedup, kMinusOneToRank0, kPlan, false>;
 }
+// AVX2 where the CPU has it, unless MOESIM_COUNT_ISA=sse2 (how the tests run both loops).
+bool use_avx2() {
+#if defined(__x86_64__)
+  static const bool avx2 = [] {
+    const char* e = std::getenv("MOESIM_COUNT_ISA");
+    const std::string v = e ? e : "";
+    if (e && v != "sse2" && v != "avx2") throw Error("MOESIM_COUNT_ISA: '" + v + "' is not sse2 or avx2");
+    const bool has = __builtin_cpu_supports("avx2");
+    if (v == "avx2" && !has) throw Error("MOESIM_COUNT_ISA: this CPU has no avx2");
+    return has && v != "sse2";
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
 template <bool kDedup, bool kMinusOneToRank0>
-CountFn count_fn(bool plan, bool contiguous) {
+CountFn count_fn(bool plan, bool contiguous, int top_k) {
+#if defined(__x86_64__)
+  // Both layouts count the same: kDedup only matters to close_source and to planned jobs.
+  if (!plan && top_k <= 8 && use_avx2())
+    return contiguous ? count_source_avx2<kMinusOneToRank0, true> : count_source_avx2<kMinusOneToRank0, false>;
+#endif
   return plan ? count_fn<kDedup, kMinusOneToRank0, true>(contiguous)
               : count_fn<kDedup, kMinusOneToRank0, false>(contiguous);
 }
@@ -231,9 +322,10 @@ std::optional<RoutingStats> routing_stats_counted(const StatsInput& in, const st
     c.block.assign(kBlock * n, 0);
     if (plan) c.performed_expert.assign(E, 0), c.performed_rank.assign(R, 0);
   }
-  const CountFn count = dedup ? (minus_one_to_rank0 ? count_fn<true, true>(plan, map.contiguous)
-                                                    : count_fn<true, false>(plan, map.contiguous))
-                              : count_fn<false, false>(plan, map.contiguous);
+  const int K = in.top_k;
+  const CountFn count = dedup ? (minus_one_to_rank0 ? count_fn<true, true>(plan, map.contiguous, K)
+                                                    : count_fn<true, false>(plan, map.contiguous, K))
+                              : count_fn<false, false>(plan, map.contiguous, K);
   const auto close = dedup ? close_source<true> : close_source<false>;
   const std::int64_t per_source_cap = f.per_source && f.cap != INT64_MAX ? f.cap : -1;
   const RankOf rank(map);

@@ -140,6 +140,7 @@ inline __attribute__((always_inline)) std::size_t lanes_of_equal(double (*lane)[
   std::memcpy(lane[4], &s4, sizeof s4);
   return g * L;
 }
+#if defined(__x86_64__)
 // The same loop compiled for AVX2 (five accumulators in ymm registers instead of ten xmm ones,
 // which SSE2's sixteen registers cannot hold with the temporaries); no FMA (-ffp-contract=off
 // and no "fma" target): the same lane-wise operations, the same bits.
@@ -164,13 +165,20 @@ bool use_avx2() {
   }();
   return avx2;
 }
+#endif
 }  // namespace
 
 std::size_t Comparator::equal_lanes(const float* a, const float* b, std::size_t groups) {
-  return use_avx2() ? lanes_avx2(lane_, a, b, groups) : lanes_of_equal<Vf, W2>(lane_, a, b, groups);
+#if defined(__x86_64__)
+  if (use_avx2()) return lanes_avx2(lane_, a, b, groups);
+#endif
+  return lanes_of_equal<Vf, W2>(lane_, a, b, groups);
 }
 std::size_t Comparator::equal_lanes(const double* a, const double* b, std::size_t groups) {
-  return use_avx2() ? lanes_avx2(lane_, a, b, groups) : lanes_of_equal<Vd, W4>(lane_, a, b, groups);
+#if defined(__x86_64__)
+  if (use_avx2()) return lanes_avx2(lane_, a, b, groups);
+#endif
+  return lanes_of_equal<Vd, W4>(lane_, a, b, groups);
 }
 
 Metrics Comparator::metrics() const {
