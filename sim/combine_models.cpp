@@ -104,7 +104,6 @@ void combine(const Trace& tr, int lp, const WeightProvider& wp, const ExpertMap&
              const std::vector<SourceRouting>& sources, const Dispatch& d, const SimOptions& o,
              std::vector<RankRun>& out) {
   const TraceConfig& c = tr.config;
-  const Layer& layer = tr.layers[lp];
   const int R = c.num_ranks, K = c.top_k, H = c.hidden;
   const int per_node = std::max(1, c.mori.gpus_per_node);
   const bool rank0 = o.dispatch.model == DispatchModel::mori && o.dispatch.negative == NegativeIds::rank0;

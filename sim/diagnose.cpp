@@ -435,6 +435,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
     return false;
   };
 
+  Prediction p;  // one set of buffers, filled by every hypothesis in turn
+  ExpertScratch scratch;
   for (int i = 0; i < static_cast<int>(d.hypotheses.size()); ++i) {
     const Hypothesis& h = d.hypotheses[i];
     Evaluation e;
@@ -461,7 +463,8 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
       for (int l : d.layers) {
         Hypothesis hb = h;
         hb.options.backend = &shared;
-        const Prediction p = predict(scored, l, hb, weights, map, d.has_outputs);
+        hb.options.scratch = &scratch;
+        p = predict(scored, l, hb, weights, map, d.has_outputs, std::move(p));
         if (!p.tested) {
           e.tested = false;
           e.note = p.note;

@@ -144,8 +144,10 @@ struct Prediction {
   bool tested = true;  // false: the hypothesis does not apply to this capture (note says why)
   std::string note;
 };
+// `reuse`: an earlier prediction whose buffers are filled again (a fresh buffer of a layer's size
+// costs its page faults: at H = 7168, a third of diagnose's time went to clearing new pages).
 Prediction predict(const Trace& trace, int layer_pos, const Hypothesis& h, const WeightProvider& weights,
-                   const ExpertMap& map, bool outputs = true);
+                   const ExpertMap& map, bool outputs = true, Prediction reuse = {});
 
 void print_diagnosis(std::ostream& out, const Trace& trace, const Diagnosis& d, int top);
 void print_diagnosis_json(std::ostream& out, const Trace& trace, const Diagnosis& d);

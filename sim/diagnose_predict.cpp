@@ -212,12 +212,21 @@ std::vector<double> stale_outputs(const Trace& tr, int lp, const ExpertMap& map,
 }  // namespace
 
 Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const WeightProvider& weights, const ExpertMap& map,
-                   bool outputs) {
+                   bool outputs, Prediction reuse) {
   const TraceConfig& c = trace.config;
   const int R = c.num_ranks, K = c.top_k, H = c.hidden;
   const Layer& layer = trace.layers.at(lp);
   SimOptions o = h.options;
-  Prediction p;
+  // Every field set again below; the vectors keep their storage.
+  Prediction p = std::move(reuse);
+  p.tested = true;
+  p.note.clear();
+  p.stale_read = false;
+  for (RankRun& run : p.ranks)
+    for (auto* v : {&run.expert_rows, &run.expert_out, &run.combine_out, &run.final_out})
+      v->f32.clear(), v->f64.clear();
+  for (RankRun& run : p.ranks) run.combine_weights.clear();
+  for (auto& v : p.stale) v.clear();
 
   // A warm-up batch: a one-layer copy of the trace whose every token is the captured common row.
   std::optional<Trace> alt;

@@ -20,6 +20,13 @@ std::vector<double>& vec<double>(Values& v) { return v.f64; }
 template <>
 std::vector<float>& vec<float>(Values& v) { return v.f32; }
 
+template <class T>
+std::vector<T>& scratch_vec(ExpertScratch& s);
+template <>
+std::vector<double>& scratch_vec<double>(ExpertScratch& s) { return s.f64; }
+template <>
+std::vector<float>& scratch_vec<float>(ExpertScratch& s) { return s.f32; }
+
 // v as a zeroed [n] vector of T (float64 in exact mode).
 template <class T>
 std::vector<T>& zeroed(Values& v, std::size_t n) {
@@ -73,8 +80,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
                  const SimOptions& o, std::vector<RankRun>& out) {
   const TraceConfig& c = tr.config;
   const Layer& layer = tr.layers[lp];
-  const int R = c.num_ranks, K = c.top_k, H = c.hidden, S = c.scales_per_token();
-  const bool fp8_tokens = is_fp8(c.token_dtype);
+  const int R = c.num_ranks, K = c.top_k, H = c.hidden;
 
   // 1. Plan every row's jobs; dedup-filter's later copies of a source token reuse its first row.
   std::vector<PlannedJob> jobs;
@@ -118,7 +124,11 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   std::unique_ptr<ExpertBackend> cpu;
   ExpertBackend* backend = o.backend;
   if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
-  std::vector<T> job_out(jobs.size() * H);
+  // Every element is written by its job's backend call below, so reused storage needs no clearing.
+  std::vector<T> own;
+  std::vector<T>& job_out = o.scratch ? scratch_vec<T>(*o.scratch) : own;
+  if (job_out.capacity() < jobs.size() * H) job_out = std::vector<T>();  // grown without copying what it held
+  job_out.resize(jobs.size() * H);
   parallel_items(active.size(), backend->workers(o.threads), [&](std::size_t a, int worker) {
     const int l = active[a];
     const auto& list = by_expert[l];

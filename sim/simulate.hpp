@@ -26,6 +26,15 @@ struct SimOptions {
   ReplicaPolicy replica = ReplicaPolicy::round_robin;
   int threads = 1;
   ExpertBackend* backend = nullptr;  // where the expert FFNs run; nullptr: the CPU reference kernel
+  // Storage the expert side reuses for its per-job outputs (nullptr: its own, freed after the
+  // call). A caller that simulates many times (diagnose) keeps one, so the [jobs, H] buffer is not
+  // faulted in afresh each time; one simulation at a time may use it.
+  struct ExpertScratch* scratch = nullptr;
+};
+
+struct ExpertScratch {
+  std::vector<float> f32;
+  std::vector<double> f64;
 };
 
 struct RankRun {

@@ -82,7 +82,6 @@ float fp8_max(DType t) {
 
 std::uint16_t float_to_bf16_bits(float v) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(v)); }
 float bf16_bits_to_float(std::uint16_t b) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(b)); }
-float round_bf16(float v) { return hd::round_bf16(v); }
 std::uint16_t float_to_f16_bits(float v) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v)); }
 float f16_bits_to_float(std::uint16_t b) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(b)); }
 float round_f16(float v) { return hd::round_f16(v); }

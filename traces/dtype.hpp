@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "round.hpp"
+
 namespace moesim {
 
 enum class DType { f32, f64, bf16, f16, e4m3, e4m3fnuz, i32, i64, u8 };
@@ -20,7 +22,8 @@ float fp8_max(DType t);
 
 std::uint16_t float_to_bf16_bits(float v);  // round to nearest even
 float bf16_bits_to_float(std::uint16_t b);
-float round_bf16(float v);
+// Inline: hot loops of the reference and the simulator round every element they store.
+inline float round_bf16(float v) { return hd::round_bf16(v); }
 std::uint16_t float_to_f16_bits(float v);
 float f16_bits_to_float(std::uint16_t b);
 float round_f16(float v);
