@@ -20,13 +20,6 @@ std::vector<double>& vec<double>(Values& v) { return v.f64; }
 template <>
 std::vector<float>& vec<float>(Values& v) { return v.f32; }
 
-template <class T>
-std::vector<T>& scratch_vec(ExpertScratch& s);
-template <>
-std::vector<double>& scratch_vec<double>(ExpertScratch& s) { return s.f64; }
-template <>
-std::vector<float>& scratch_vec<float>(ExpertScratch& s) { return s.f32; }
-
 // v as a zeroed [n] vector of T (float64 in exact mode).
 template <class T>
 std::vector<T>& zeroed(Values& v, std::size_t n) {
@@ -126,7 +119,7 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
   if (!backend) backend = (cpu = make_cpu_backend(tr, wp)).get();
   // Every element is written by its job's backend call below, so reused storage needs no clearing.
   std::vector<T> own;
-  std::vector<T>& job_out = o.scratch ? scratch_vec<T>(*o.scratch) : own;
+  std::vector<T>& job_out = o.scratch ? vec<T>(o.scratch->job_out) : own;
   if (job_out.capacity() < jobs.size() * H) job_out = std::vector<T>();  // grown without copying what it held
   job_out.resize(jobs.size() * H);
   parallel_items(active.size(), backend->workers(o.threads), [&](std::size_t a, int worker) {

@@ -33,8 +33,7 @@ struct SimOptions {
 };
 
 struct ExpertScratch {
-  std::vector<float> f32;
-  std::vector<double> f64;
+  Values job_out;  // [jobs, H]
 };
 
 struct RankRun {
