@@ -10,6 +10,8 @@
 //                                    packed rows hold (what its broadcast reads)
 //   broadcast(const T* p)            a vector of *p from a packed x value
 //   madd<T, fused>(acc, b, w)        acc + b*w, fused only when `fused` (bf16 operands)
+//   kAheadInLoop                     whether the micro-kernel spreads its prefetches over its
+//                                    depth steps (struct Ahead), else they go in one burst first
 #ifndef MOESIM_GEMM_ISA
 #error "define MOESIM_GEMM_ISA and the vector helpers before including gemm_kernel.hpp"
 #endif
@@ -82,7 +84,7 @@ void micro(const T* x, const T* wp, int kc, T* c, std::int64_t ldc, Ahead ahead)
 #pragma GCC unroll 16
       for (int j = 0; j < kVecs; ++j) acc[r][j] = madd<T, fused>(acc[r][j], b, w[j]);
     }
-    __builtin_prefetch(ahead.at, 0, 2);
+    if constexpr (kAheadInLoop) __builtin_prefetch(ahead.at, 0, 2);
     wp += P, x += rows * S, ahead.at += ahead.step;
   } while (wp != end);
 #pragma GCC unroll 16
@@ -115,6 +117,11 @@ void pack_rows(const T* x, std::int64_t n, std::int64_t ldx, int kc, T* out) {
       for (int r = 0; r < rows; ++r)
         for (int l = 0; l < S; ++l) *dst++ = src[r * ldx + k];
   }
+}
+
+// Asks for `bytes` at `p` to be brought into the caches ahead of use (a hint: no effect on results).
+inline void prefetch(const char* p, std::int64_t bytes) {
+  for (std::int64_t b = 0; b < bytes; b += kLine) __builtin_prefetch(p + b, 0, 2);
 }
 
 // A row block packed for the whole depth: chunk by chunk, each [row groups][kc][rows][splat].
@@ -160,6 +167,7 @@ void multiply_panels(const T* x, std::int64_t n, std::int64_t ldx, const T* wp, 
             const std::int64_t done = (r - r0) / kRows * slice, left = smaller(slice, bytes - done);
             const Ahead ahead = left > 0 ? Ahead{reinterpret_cast<const char*>(next) + done, (left + kc - 1) / kc}
                                          : Ahead{reinterpret_cast<const char*>(chunk(p, k0)), 0};
+            if (!kAheadInLoop && left > 0) prefetch(reinterpret_cast<const char*>(next) + done, left);
             const int rows = static_cast<int>(smaller(kRows, r1 - r));
             micro_any<T, fused>(rows, packed(k0) + (r - r0) * kc * S, chunk(p, k0), kc, out + r * ldo + p * P, ldo,
                                 k0 == 0, ahead);
