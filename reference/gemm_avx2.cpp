@@ -33,6 +33,10 @@ inline typename Vec<T>::type madd(typename Vec<T>::type acc, typename Vec<T>::ty
   }
 }
 
+// Prefetches spread over the depth steps (gemm_kernel.hpp's struct Ahead): one more
+// instruction in a step of 22.
+constexpr bool kAheadInLoop = true;
+
 }  // namespace
 
 #define MOESIM_GEMM_ISA avx2

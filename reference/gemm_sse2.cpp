@@ -28,6 +28,11 @@ inline typename Vec<T>::type madd(typename Vec<T>::type acc, typename Vec<T>::ty
   return acc + b * w;
 }
 
+// Prefetches in one burst before each micro-kernel call: its depth step is about 50 instructions
+// (two-operand arithmetic, a weight vector reloaded for want of registers) and bound by how
+// many the core can issue: a prefetch in every step measured slower on Zen 4 (cache-resident).
+constexpr bool kAheadInLoop = false;
+
 }  // namespace
 
 #define MOESIM_GEMM_ISA sse2
