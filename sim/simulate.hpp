@@ -30,6 +30,9 @@ struct SimOptions {
   // call). A caller that simulates many times (diagnose) keeps one, so the [jobs, H] buffer is not
   // faulted in afresh each time; one simulation at a time may use it.
   struct ExpertScratch* scratch = nullptr;
+  // Bytes of per-job expert outputs held at once: past it the expert side runs chunks of
+  // destination ranks one after another (the same bits, more and smaller backend calls).
+  std::int64_t job_budget = std::int64_t{4} << 30;
 };
 
 struct ExpertScratch {

@@ -269,6 +269,50 @@ TEST_CASE("results do not depend on row order or thread count") {
   }
 }
 
+TEST_CASE("the expert side in chunks of destination ranks gives the bits of all ranks at once") {
+  test::TraceShape shape;
+  shape.hidden = 16;
+  shape.tokens = {17, 9, 12, 5};
+  const Trace tr = test::make_trace(shape);
+  const ExpertMap map = make_expert_map(tr.config);
+  const WeightProvider wp(tr);
+  std::vector<Pairing> pairings(std::begin(kCorrect), std::end(kCorrect));
+  pairings.push_back({DispatchModel::mori, ConsumerModel::all_k, CombineModel::rank_sum});  // K jobs a row
+  for (const auto& p : pairings)
+    for (Numerics n : {Numerics::exact, Numerics::bf16}) {
+      CAPTURE(label(p));
+      CAPTURE(name(n));
+      SimOptions o = options_for(p, n);
+      // The per-job buffer each run held at most shows the chunks.
+      ExpertScratch whole, per_rank, halves;
+      o.scratch = &whole;
+      const LayerRun all = simulate_layer(tr, 0, wp, map, o);
+      o.scratch = &per_rank;
+      o.job_budget = 1;  // every rank alone
+      const LayerRun one = simulate_layer(tr, 0, wp, map, o);
+      const std::int64_t row_bytes = shape.hidden * static_cast<std::int64_t>(n == Numerics::exact ? 8 : 4);
+      std::int64_t jobs = static_cast<std::int64_t>(whole.job_out.size()) / shape.hidden;
+      o.scratch = &halves;
+      o.job_budget = jobs / 2 * row_bytes;  // about half the jobs at once
+      const LayerRun two = simulate_layer(tr, 0, wp, map, o);
+      CHECK(per_rank.job_out.size() <= halves.job_out.size());
+      CHECK(halves.job_out.size() < whole.job_out.size());
+      CHECK(static_cast<std::int64_t>(halves.job_out.size()) * row_bytes / shape.hidden <= o.job_budget);
+      for (int r = 0; r < shape.ranks; ++r) {
+        CAPTURE(r);
+        for (const LayerRun* x : {&one, &two}) {
+          CHECK(x->ranks[r].expert_rows.f64 == all.ranks[r].expert_rows.f64);
+          CHECK(x->ranks[r].expert_rows.f32 == all.ranks[r].expert_rows.f32);
+          CHECK(x->ranks[r].expert_out.f64 == all.ranks[r].expert_out.f64);
+          CHECK(x->ranks[r].expert_out.f32 == all.ranks[r].expert_out.f32);
+          CHECK(x->ranks[r].final_out.f64 == all.ranks[r].final_out.f64);
+          CHECK(x->ranks[r].final_out.f32 == all.ranks[r].final_out.f32);
+        }
+        CHECK(all.ranks[r].expert_out.size() > 0);
+      }
+    }
+}
+
 TEST_CASE("all-k on the seed's scenario: K computations per row, wrong outputs, and the run says why") {
   const Trace tr = read_trace(std::string(MOESIM_SOURCE_DIR) + "/traces/bundled/seed-ep8.h5");
   const ExpertMap map = make_expert_map(tr.config);
