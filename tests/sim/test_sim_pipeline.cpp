@@ -244,10 +244,18 @@ TEST_CASE("every correct pairing matches the reference on the bundled traces") {
   }
 }
 
-TEST_CASE("results do not depend on row order or thread count") {
+namespace {
+// Four ranks with uneven token counts, H = 16.
+test::TraceShape uneven_shape() {
   test::TraceShape shape;
   shape.hidden = 16;
   shape.tokens = {17, 9, 12, 5};
+  return shape;
+}
+}  // namespace
+
+TEST_CASE("results do not depend on row order or thread count") {
+  const test::TraceShape shape = uneven_shape();
   const Trace tr = test::make_trace(shape);
   const ExpertMap map = make_expert_map(tr.config);
   const WeightProvider wp(tr);
@@ -270,9 +278,7 @@ TEST_CASE("results do not depend on row order or thread count") {
 }
 
 TEST_CASE("the expert side in chunks of destination ranks gives the bits of all ranks at once") {
-  test::TraceShape shape;
-  shape.hidden = 16;
-  shape.tokens = {17, 9, 12, 5};
+  const test::TraceShape shape = uneven_shape();
   const Trace tr = test::make_trace(shape);
   const ExpertMap map = make_expert_map(tr.config);
   const WeightProvider wp(tr);
