@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cpu_isa.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
 
@@ -26,28 +27,18 @@ MOESIM_GEMM_KERNEL_API(avx2)
 #endif
 #undef MOESIM_GEMM_KERNEL_API
 
-bool supported(Isa isa) {
-  if (isa == Isa::sse2) return true;
 #if MOESIM_GEMM_AVX2
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+constexpr bool kBuiltAvx2 = true;
 #else
-  return false;
+constexpr bool kBuiltAvx2 = false;
 #endif
-}
+
+bool supported(Isa isa) { return isa == Isa::sse2 || cpu_has_avx2(true, kBuiltAvx2); }
 
 const char* name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "sse2"; }
 
 Isa active_isa() {
-  static const Isa chosen = [] {
-    if (const char* e = std::getenv("MOESIM_GEMM_ISA")) {
-      const std::string v = e;
-      if (v != "sse2" && v != "avx2") throw Error("MOESIM_GEMM_ISA: '" + v + "' is not sse2 or avx2");
-      const Isa isa = v == "avx2" ? Isa::avx2 : Isa::sse2;
-      if (!supported(isa)) throw Error("MOESIM_GEMM_ISA: this CPU (or build) has no " + v);
-      return isa;
-    }
-    return supported(Isa::avx2) ? Isa::avx2 : Isa::sse2;
-  }();
+  static const Isa chosen = choose_avx2("MOESIM_GEMM_ISA", true, kBuiltAvx2) ? Isa::avx2 : Isa::sse2;
   return chosen;
 }
 

@@ -9,13 +9,11 @@
 // those counters once the source is done.
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
-#include "error.hpp"
+#include "cpu_isa.hpp"
 #include "parallel.hpp"
 #include "route.hpp"
 #include "stats_frame.hpp"
@@ -263,21 +261,10 @@ CountFn count_fn(bool contiguous) {
   return contiguous ? count_source<kDedup, kMinusOneToRank0, kPlan, true>
                     : count_source<kDedup, kMinusOneToRank0, kPlan, false>;
 }
-// AVX2 where the CPU has it, unless MOESIM_COUNT_ISA=sse2 (how the tests run both loops).
+// AVX2 where the CPU has it, unless MOESIM_COUNT_ISA says (cpu_isa.hpp).
 bool use_avx2() {
-#if defined(__x86_64__)
-  static const bool avx2 = [] {
-    const char* e = std::getenv("MOESIM_COUNT_ISA");
-    const std::string v = e ? e : "";
-    if (e && v != "sse2" && v != "avx2") throw Error("MOESIM_COUNT_ISA: '" + v + "' is not sse2 or avx2");
-    const bool has = __builtin_cpu_supports("avx2");
-    if (v == "avx2" && !has) throw Error("MOESIM_COUNT_ISA: this CPU has no avx2");
-    return has && v != "sse2";
-  }();
+  static const bool avx2 = choose_avx2("MOESIM_COUNT_ISA", false);
   return avx2;
-#else
-  return false;
-#endif
 }
 
 template <bool kDedup, bool kMinusOneToRank0>

@@ -1,12 +1,10 @@
 #include "diff_metrics.hpp"
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <limits>
 
-#include "error.hpp"
+#include "cpu_isa.hpp"
 #include "rounding_bound.hpp"
 
 namespace moesim::diff {
@@ -153,16 +151,9 @@ __attribute__((target("avx2"))) std::size_t lanes_avx2(double (*lane)[Comparator
   return lanes_of_equal<Vd, W4>(lane, a, b, groups);
 }
 
-// AVX2 where the CPU has it, unless MOESIM_DIFF_ISA=sse2 (how the tests run both paths).
+// AVX2 where the CPU has it, unless MOESIM_DIFF_ISA says (cpu_isa.hpp).
 bool use_avx2() {
-  static const bool avx2 = [] {
-    const char* e = std::getenv("MOESIM_DIFF_ISA");
-    if (e && std::string(e) != "sse2" && std::string(e) != "avx2")
-      throw Error(std::string("MOESIM_DIFF_ISA: '") + e + "' is not sse2 or avx2");
-    const bool has = __builtin_cpu_supports("avx2");
-    if (e && std::string(e) == "avx2" && !has) throw Error("MOESIM_DIFF_ISA: this CPU has no avx2");
-    return has && !(e && std::string(e) == "sse2");
-  }();
+  static const bool avx2 = choose_avx2("MOESIM_DIFF_ISA", false);
   return avx2;
 }
 #endif
