@@ -13,4 +13,8 @@ namespace moesim::epilogue {
 void silu_gated(const float* gate, const float* up, const float* gate_bias, const float* up_bias, int n, bool bf16,
                 float* h, gemm::Isa isa = gemm::active_isa());
 
+// fmath::exp of n doubles on `isa`'s lanes: the epilogue's exp over the whole double range, where
+// the float results above cannot see scale()'s two steps (subnormal and overflowing doubles).
+void exp(const double* x, int n, double* out, gemm::Isa isa = gemm::active_isa());
+
 }  // namespace moesim::epilogue

@@ -136,4 +136,14 @@ void silu_gated(const float* gate, const float* up, const float* gate_bias, cons
   }
 }
 
+void exp(const double* x, int n, double* out) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) _mm256_storeu_pd(out + i, exp4(_mm256_loadu_pd(x + i)));
+  if (i == n) return;
+  double t[4] = {}, r[4];
+  std::copy(x + i, x + n, t);
+  _mm256_storeu_pd(r, exp4(_mm256_loadu_pd(t)));
+  std::copy(r, r + (n - i), out + i);
+}
+
 }  // namespace moesim::epilogue::avx2

@@ -156,3 +156,35 @@ TEST_CASE("the epilogue on the process's instruction set gives the scalar's bits
     for (int i = 0; i < 1000; ++i) REQUIRE(hd::bits(scalar[i]) == hd::bits(active[i]));
   }
 }
+
+TEST_CASE("the AVX2 exp gives fmath::exp's bits over the whole double range") {
+  if (!gemm::supported(gemm::Isa::avx2)) {
+    MESSAGE("no AVX2 and FMA on this CPU: nothing to compare");
+    return;
+  }
+  std::mt19937_64 rng(19);
+  std::vector<double> x;
+  for (int i = 0; i < (1 << 18); ++i) x.push_back(hd::from_bits(static_cast<std::uint64_t>(rng())));
+  std::uniform_real_distribution<double> wide(-760.0, 720.0), tiny(-1e-3, 1e-3);
+  for (int i = 0; i < (1 << 18); ++i) x.push_back(wide(rng));
+  // Every k of exp_parts, odd and even, negative ones included (scale's k / 2 toward zero), at
+  // the reduction's edges k ln2 +- ln2 / 2, and where results turn subnormal, zero or infinite.
+  for (int k = -1080; k <= 1030; ++k)
+    for (double f : {-0.5, -0.4999999, 0.0, 0.4999999, 0.5}) x.push_back((k + f) * 0x1.62e42fefa39efp-1 + tiny(rng));
+  for (double start : {-746.0, -745.5, -708.4, 709.78, 710.0})
+    for (int i = 0; i < 4096; ++i) x.push_back(hd::from_bits(hd::bits(start) + static_cast<std::uint64_t>(i) * 997));
+  for (double v : {0.0, -0.0, 710.0, -746.0, 1e300, -1e300, __builtin_inf(), -__builtin_inf(), 4.9e-324, -4.9e-324})
+    x.push_back(v);
+  for (std::uint64_t nan : {0x7ff8000000000000ull, 0xfff8000000000001ull, 0x7ff0000000000001ull, 0xfff123456789abcdull})
+    x.push_back(hd::from_bits(nan));
+  for (std::size_t offset = 0; offset < 4; ++offset) {  // and a tail
+    const int n = static_cast<int>(x.size() - offset);
+    std::vector<double> scalar(n), avx2(n);
+    epilogue::exp(x.data() + offset, n, scalar.data(), gemm::Isa::sse2);
+    epilogue::exp(x.data() + offset, n, avx2.data(), gemm::Isa::avx2);
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(x[offset + i]);
+      REQUIRE(hd::bits(scalar[i]) == hd::bits(avx2[i]));
+    }
+  }
+}
