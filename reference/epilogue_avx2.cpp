@@ -86,20 +86,25 @@ inline __m256 round_bf16(__m256 v) {
   return _mm256_castsi256_ps(_mm256_blendv_epi8(r, qnan, nan));
 }
 
+// Where `a` is NaN, `a` quieted, else v: the NaN x86 returns when `a` is the first operand and the
+// other is NaN too. The compiler orders a commutative operation's operands as it likes; what it
+// chose for the scalar code (the test pins it) is written out here.
+inline __m256 nan_of(__m256 v, __m256 a) {
+  const __m256 quiet = _mm256_or_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)));
+  return _mm256_blendv_ps(v, quiet, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+
 template <bool bias, bool bf16>
 inline void eight(const float* gate, const float* up, const float* gate_bias, const float* up_bias, float* h) {
   __m256 g = _mm256_loadu_ps(gate), u = _mm256_loadu_ps(up);
-  if constexpr (bias) {
-    g = _mm256_add_ps(g, _mm256_loadu_ps(gate_bias));
-    u = _mm256_add_ps(u, _mm256_loadu_ps(up_bias));
+  if constexpr (bias) {  // the scalar's sums return gate's and up's NaN
+    g = nan_of(_mm256_add_ps(g, _mm256_loadu_ps(gate_bias)), g);
+    u = nan_of(_mm256_add_ps(u, _mm256_loadu_ps(up_bias)), u);
   }
   if constexpr (bf16) g = round_bf16(g), u = round_bf16(u);
   const __m256 e = expf8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0f)));  // expf(-g)
-  __m256 v = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
-  // Where both factors are NaN, x86 returns the first one's, and the compiler orders a product's
-  // operands as it likes: the scalar act * up returns up's (the test pins it), so say so here.
-  const __m256 up_nan = _mm256_or_ps(u, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)));  // quieted
-  v = _mm256_blendv_ps(v, up_nan, _mm256_cmp_ps(u, u, _CMP_UNORD_Q));
+  // The division's order is fixed (g first); the scalar's act * up returns up's NaN.
+  __m256 v = nan_of(_mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u), u);
   if constexpr (bf16) v = round_bf16(v);
   _mm256_storeu_ps(h, v);
 }
