@@ -4,6 +4,7 @@
 #include <string>
 
 #include "activation.hpp"  // the activations the GPU kernels use too (fmath, NUMERICS.md)
+#include "epilogue.hpp"
 #include "error.hpp"
 #include "gemm.hpp"
 #include "quantize.hpp"
@@ -103,6 +104,7 @@ struct ExpertKernel {
     const std::vector<T>& b1 = pick<T>(e.b1_f64_, e.b1_f32_);
     const std::vector<T>& b2 = pick<T>(e.b2_f64_, e.b2_f32_);
     const bool bias = !b1.empty();
+    const bool silu_epilogue = !hf && e.gated_ && e.activation_ == Activation::silu_gated;
     const T alpha = static_cast<T>(e.alpha_), limit = static_cast<T>(e.limit_);
     const std::int64_t chunk = std::min<std::int64_t>(kRowChunk, std::max<std::int64_t>(in.rows, 1));
     ExpertWorkspace local;
@@ -123,6 +125,12 @@ struct ExpertKernel {
       for (std::int64_t r = 0; r < n; ++r) {
         const T* gr = g + r * ld1;
         T* hr = h + r * I;
+        if constexpr (sizeof(T) == 4) {
+          if (silu_epilogue) {  // the common case, vectorized (epilogue.hpp)
+            epilogue::silu_gated(gr, gr + I, bias ? &b1[0] : nullptr, bias ? &b1[I] : nullptr, I, rnd, hr);
+            continue;
+          }
+        }
         for (int i = 0; i < I; ++i) {
           // GEMM1 output (plus its bias) stored as bf16
           const T gate = hf ? biased_hf(gr[i], bias ? &b1[i] : nullptr) : maybe_bf16(bias ? gr[i] + b1[i] : gr[i], rnd);
