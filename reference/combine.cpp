@@ -24,18 +24,36 @@ void combine_impl(const CombineSpec& spec, int hidden, int top_k, const T* const
   for (int k = 0; k < top_k; ++k) order[k] = k;
   if (hf && ids)
     std::stable_sort(order, order + top_k, [&](int a, int b) { return ids[a] < ids[b]; });
-  for (int c = 0; c < hidden; ++c) {
-    T acc = T(0);
+  // Columns in blocks, slot after slot within a block: each column's sum still runs over the
+  // slots in order from +0, so the bits are those of a column-by-column loop, and the inner
+  // loops are over contiguous columns (vectorized).
+  constexpr int kBlock = 512;
+  T acc[kBlock];
+  for (int c0 = 0; c0 < hidden; c0 += kBlock) {
+    const int n = std::min(kBlock, hidden - c0);
+    std::fill(acc, acc + n, T(0));
     for (int j = 0; j < top_k; ++j) {
       const int k = order[j];
       if (!slot_out[k]) continue;
-      const T term = spec.router_weight_on_input ? slot_out[k][c] : static_cast<T>(weights[k]) * slot_out[k][c];
-      acc = hf ? rounded(acc + rounded(term, true), true) : acc + term;
+      const T* s = slot_out[k] + c0;
+      const T w = spec.router_weight_on_input ? T(1) : static_cast<T>(weights[k]);  // weights unread then
+      if (hf) {
+        for (int i = 0; i < n; ++i) {
+          const T term = spec.router_weight_on_input ? s[i] : w * s[i];
+          acc[i] = rounded(acc[i] + rounded(term, true), true);
+        }
+      } else if (spec.router_weight_on_input) {
+        for (int i = 0; i < n; ++i) acc[i] = acc[i] + s[i];
+      } else {
+        for (int i = 0; i < n; ++i) acc[i] = acc[i] + w * s[i];
+      }
     }
-    T r = rounded(acc, rnd);
-    if (spec.routed_scaling_factor != 1.0) r = rounded(r * scale, rnd);
-    if (shared) r = rounded(r + shared[c], rnd);
-    out[c] = r;
+    for (int i = 0; i < n; ++i) {
+      T r = rounded(acc[i], rnd);
+      if (spec.routed_scaling_factor != 1.0) r = rounded(r * scale, rnd);
+      if (shared) r = rounded(r + shared[c0 + i], rnd);
+      out[c0 + i] = r;
+    }
   }
 }
 

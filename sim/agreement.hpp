@@ -23,21 +23,24 @@ struct Agreement {
 };
 
 // The bounds of one rank's token outputs, one token at a time, from the reference side's slot
-// outputs [T, K, H], the router weights [T, K] and its final output (nullptr for combine_out).
+// outputs [T, K, H], the router weights [T, K] and its final output: combine_out's (`combine`) and
+// final_out's (`final_out` given) from one pass over the token's slots.
 class TokenBounds {
  public:
-  TokenBounds(const bound::Budget& budget, const Values& slot_out, const std::vector<float>& weights,
+  TokenBounds(const bound::Budget& budget, const Values& slot_out, const std::vector<float>& weights, bool combine,
               const Values* final_out, int top_k, int hidden);
-  const double* row(std::int64_t token);  // H bounds
+  void at(std::int64_t token);                       // computes the token's bounds
+  const double* combine() const { return comb_.data(); }  // H bounds of combine_out
+  const double* final() const { return fin_.data(); }     // H bounds of final_out
 
  private:
   const bound::Budget& budget_;
   const Values& slots_;
   const std::vector<float>& weights_;
+  bool combine_;
   const Values* final_;
   int K_, H_;
-  std::int64_t token_ = -1;
-  std::vector<double> y_, f_, out_;
+  std::vector<double> y_, f_, comb_, fin_;
 };
 
 // `final_out` [rank][T * H] of a pipeline whose combine is `combine`, against the reference's

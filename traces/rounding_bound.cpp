@@ -99,6 +99,12 @@ Budget::Budget(const TraceConfig& c, Side a, Side b)
 }
 
 void Budget::token(const double* y, const float* w, const double* final_ref, double* out) const {
+  if (final_ref) tokens(y, w, final_ref, nullptr, out);
+  else tokens(y, w, nullptr, out, nullptr);
+}
+
+void Budget::tokens(const double* y, const float* w, const double* final_ref, double* combine_out,
+                    double* final_out) const {
   const int H = hidden_, K = top_k_;
   // What the slots' own rounding carries into every column: sum_k |w_k| * expert * max_j |y_kj|.
   double carried = 0;
@@ -107,28 +113,40 @@ void Budget::token(const double* y, const float* w, const double* final_ref, dou
     for (int j = 0; j < H; ++j) m = std::max(m, std::fabs(y[k * H + j]));
     carried += (weight_on_input_ ? 1.0 : std::fabs(w[k])) * expert_ * m;
   }
-  double shared_max = 0;
-  if (final_ref && num_shared_ > 0)
-    for (int j = 0; j < H; ++j) {
-      double r = 0;
-      for (int k = 0; k < K; ++k) r += (weight_on_input_ ? 1.0 : w[k]) * y[k * H + j];
-      shared_max = std::max(shared_max, std::fabs(final_ref[j] - scale_ * r));
-    }
-  for (int j = 0; j < H; ++j) {
-    double mag = 0, r = 0;  // sum_k |w_k y_kj| and sum_k w_k y_kj
+  // Columns in blocks, slot after slot within a block: every column's sums still run over the
+  // slots in order, so the bits are those of a column-by-column loop, with contiguous inner loops.
+  constexpr int kBlock = 512;
+  double mag[kBlock], r[kBlock];  // sum_k |w_k y_kj| and sum_k w_k y_kj
+  auto sums = [&](int c0, int n, bool with_mag) {
+    std::fill(r, r + n, 0.0);
+    if (with_mag) std::fill(mag, mag + n, 0.0);
     for (int k = 0; k < K; ++k) {
       const double wk = weight_on_input_ ? 1.0 : w[k];
-      mag += std::fabs(wk * y[k * H + j]);
-      r += wk * y[k * H + j];
+      const double* yk = y + static_cast<std::size_t>(k) * H + c0;
+      for (int i = 0; i < n; ++i) r[i] += wk * yk[i];
+      if (with_mag)
+        for (int i = 0; i < n; ++i) mag[i] += std::fabs(wk * yk[i]);
     }
-    const double routed = sum_ * mag + carried;
-    if (!final_ref) {
-      out[j] = routed;
-      continue;
+  };
+  double shared_max = 0;
+  if (final_ref && num_shared_ > 0)
+    for (int c0 = 0; c0 < H; c0 += kBlock) {
+      const int n = std::min(kBlock, H - c0);
+      sums(c0, n, false);
+      for (int i = 0; i < n; ++i) shared_max = std::max(shared_max, std::fabs(final_ref[c0 + i] - scale_ * r[i]));
     }
-    const double shared = num_shared_ > 0 ? std::fabs(final_ref[j] - scale_ * r) : 0;
-    out[j] = scale_ * routed + scaling_ * scale_ * mag + add_shared_ * (scale_ * mag + shared) +
-             sum_shared_ * shared + shared_expert_ * shared_max;
+  for (int c0 = 0; c0 < H; c0 += kBlock) {
+    const int n = std::min(kBlock, H - c0);
+    sums(c0, n, true);
+    for (int i = 0; i < n; ++i) {
+      const int j = c0 + i;
+      const double routed = sum_ * mag[i] + carried;
+      if (combine_out) combine_out[j] = routed;
+      if (!final_out) continue;
+      const double shared = num_shared_ > 0 ? std::fabs(final_ref[j] - scale_ * r[i]) : 0;
+      final_out[j] = scale_ * routed + scaling_ * scale_ * mag[i] + add_shared_ * (scale_ * mag[i] + shared) +
+               sum_shared_ * shared + shared_expert_ * shared_max;
+    }
   }
 }
 
@@ -146,14 +164,6 @@ std::string place_text(const Place& p) {
   part("slot", p.slot);
   part("column", p.column);
   return s;
-}
-
-double ratio(double a, double b, double bound) {
-  // An overflowed or undefined output is never rounding, even where both sides agree on it.
-  if (!std::isfinite(a) || !std::isfinite(b)) return std::numeric_limits<double>::infinity();
-  if (a == b) return 0;
-  const double d = std::fabs(a - b);
-  return bound > 0 ? d / bound : std::numeric_limits<double>::infinity();
 }
 
 bool Worst::add(double r, const Place& p, const std::string& ds) {

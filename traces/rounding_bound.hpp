@@ -4,7 +4,9 @@
 // contract may differ by, built from the magnitudes that entered the element, the unit roundoff
 // of every rounding step the contract documents on its way, and the number of those steps; and
 // the one sentence every command reports it in.
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -37,6 +39,10 @@ class Budget {
   // weights [K]: the router weights; final_ref [H]: the reference side's final output, whose
   // difference from the scaled routed sum gives the shared experts' magnitude.
   void token(const double* slot_out, const float* weights, const double* final_ref, double* out) const;
+  // Both at once from one pass over the slots: combine_out's bounds where `combine_out` is given,
+  // final_out's (final_ref needed) where `final_out` is; the same values as two token() calls.
+  void tokens(const double* slot_out, const float* weights, const double* final_ref, double* combine_out,
+              double* final_out) const;
   // "the bf16 rounding bound": named after the coarser side.
   std::string label() const;
 
@@ -63,7 +69,13 @@ std::string place_text(const Place& p);  // "layer 0, rank 2, token 17, column 5
 
 // |a - b| / bound: 0 for equal values, infinite past a zero bound and wherever either value is
 // not finite (an overflowed output is never rounding, even where both sides overflowed).
-double ratio(double a, double b, double bound);
+// Inline: scoring calls it for every element.
+inline double ratio(double a, double b, double bound) {
+  if (!std::isfinite(a) || !std::isfinite(b)) return std::numeric_limits<double>::infinity();
+  if (a == b) return 0;
+  const double d = std::fabs(a - b);
+  return bound > 0 ? d / bound : std::numeric_limits<double>::infinity();
+}
 
 // The worst element over everything a verdict covers.
 struct Worst {
