@@ -169,14 +169,22 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
       backend->run(task, static_cast<T*>(nullptr), worker);
     });
 
-    // 4. Each row's partial from its jobs.
+    // 4. Each row's partial from its jobs, in blocks of rows so that a chunk of one rank (a
+    // whole-buffer all-k consumer's) still runs on every thread; each block writes its own rows.
     // Steps 4 and 5 write only rank r's (source s's) own outputs: they run on the run's threads.
+    constexpr std::int64_t kRowBlock = 512;
+    std::vector<std::pair<int, std::int64_t>> blocks;  // (rank, first row)
     parallel_items(static_cast<std::size_t>(r1 - r0), o.threads, [&](std::size_t q) {
-      const int r = r0 + static_cast<int>(q);
+      zeroed<T>(out[r0 + q].expert_rows, d.ranks[r0 + q].total_recv * H);
+    });
+    for (int r = r0; r < r1; ++r)
+      for (std::int64_t i = 0; i < d.ranks[r].total_recv; i += kRowBlock) blocks.push_back({r, i});
+    parallel_items(blocks.size(), o.threads, [&](std::size_t q) {
+      const auto [r, i0] = blocks[q];
       std::vector<const T*> slot_out(K);
       const RecvBuffer& b = d.ranks[r];
-      auto& rows = zeroed<T>(out[r].expert_rows, b.total_recv * H);
-      for (std::int64_t i = 0; i < b.total_recv; ++i) {
+      auto& rows = vec<T>(out[r].expert_rows);
+      for (std::int64_t i = i0; i < std::min(b.total_recv, i0 + kRowBlock); ++i) {
         const std::int64_t jb = job_begin[r][i], je = job_begin[r][i + 1];
         if (jb == je) continue;
         if (je - jb == 1 && !jobs[jb].job.weighted) {
@@ -187,7 +195,12 @@ void expert_side(const Trace& tr, int lp, const WeightProvider& wp, const Expert
         for (std::int64_t j = jb; j < je; ++j) slot_out[jobs[j].job.slot] = out_of(j);
         combine_token(partial, H, K, slot_out.data(), &b.weights[i * K], nullptr, &rows[i * H]);
       }
-      for (std::int64_t i = 0; i < b.total_recv; ++i)
+    });
+    // A later copy of a source token (dedup-filter) takes its first row's partial, once every block is done.
+    parallel_items(static_cast<std::size_t>(r1 - r0), o.threads, [&](std::size_t q) {
+      const int r = r0 + static_cast<int>(q);
+      auto& rows = vec<T>(out[r].expert_rows);
+      for (std::int64_t i = 0; i < d.ranks[r].total_recv; ++i)
         if (dup_of[r][i] >= 0) std::copy_n(&rows[dup_of[r][i] * H], H, &rows[i * H]);
     });
 
