@@ -9,9 +9,9 @@
 
 namespace moesim::sim {
 
-// x[r]: rank r's source token rows the run saw ([T_r, H], normally the trace's own).
+// *x[r]: rank r's source token rows the run saw ([T_r, H], normally the trace's own).
 void fill_capture(Trace& trace, const Dispatch& dispatch, const std::vector<RankRun>& ranks,
-                  const std::vector<std::vector<float>>& x, bool outputs = true, int layer_pos = 0);
+                  const std::vector<const std::vector<float>*>& x, bool outputs = true, int layer_pos = 0);
 
 // Simulates layer `layer_pos` with `options` and fills its capture from the run.
 void capture_run(Trace& trace, const SimOptions& options, bool outputs = true, int layer_pos = 0);

@@ -15,6 +15,7 @@
 #include "diagnose_products.hpp"
 #include "diagnose_rows.hpp"
 #include "error.hpp"
+#include "identical_rows.hpp"
 #include "pairing.hpp"
 #include "parallel.hpp"
 #include "stats.hpp"
@@ -42,36 +43,43 @@ std::string fmt_g(double v) {
   return s.str();
 }
 
-// Adds `rows` rows of H captured values against predicted ones (nullptr: zeros), noting the
-// row with the largest difference; `bound(i)`, when given, is row i's H rounding bounds.
-using RowBound = std::function<const double*(std::int64_t)>;
-template <class Pred>
-void add_numeric(Tally& t, const float* cap, std::int64_t rows, int H, Pred pred, const std::string& what,
-                 double& worst, const std::function<std::string(std::int64_t)>& label, const RowBound& bound = {}) {
-  t.present = true;
-  t.bounded = t.bounded || static_cast<bool>(bound);
-  for (std::int64_t i = 0; i < rows; ++i) {
-    double row_max = 0;
-    const double* lim = bound ? bound(i) : nullptr;
-    for (int h = 0; h < H; ++h) {
-      const double a = cap[i * H + h], b = pred(i, h);
-      if (lim) t.worst_ratio = std::max(t.worst_ratio, bound::ratio(a, b, lim[h]));
-      const double d = a - b;
-      t.dd += d * d;
-      t.cc += a * a;
-      t.xy += (a + 1) * (b + 1);
-      t.xx_yy += (a + 1) * (a + 1) + (b + 1) * (b + 1);
-      row_max = std::max(row_max, std::abs(d));
-    }
-    t.total += 1;
-    if (row_max > worst) {
-      worst = row_max;
-      t.first = what + " " + label(i) + ": max |captured - predicted| " + fmt_g(row_max);
-    }
+// Adds one row of H captured values against predicted ones (nullptr: zeros) into t, against
+// the row's H rounding bounds `lim` or one bound `lim_all` for all of them (`lim_all` < 0 and no
+// `lim`: none); returns the row's largest |captured - predicted|.
+template <class P>
+double add_row(Tally& t, const float* cap, const P* pred, int H, const double* lim, double lim_all) {
+  double row_max = 0, wr = t.worst_ratio, dd = t.dd, cc = t.cc, xy = t.xy, xx_yy = t.xx_yy;
+  for (int h = 0; h < H; ++h) {
+    const double a = cap[h], b = pred ? static_cast<double>(pred[h]) : 0.0;
+    if (lim) wr = std::max(wr, bound::ratio(a, b, lim[h]));
+    else if (lim_all >= 0) wr = std::max(wr, bound::ratio(a, b, lim_all));
+    const double d = a - b;
+    dd += d * d;
+    cc += a * a;
+    xy += (a + 1) * (b + 1);
+    xx_yy += (a + 1) * (a + 1) + (b + 1) * (b + 1);
+    row_max = std::max(row_max, std::abs(d));
+  }
+  t.worst_ratio = wr, t.dd = dd, t.cc = cc, t.xy = xy, t.xx_yy = xx_yy;
+  t.total += 1;
+  return row_max;
+}
+
+// The worst row so far names the observation's first line.
+template <class Label>
+void note_worst(Tally& t, double row_max, double& worst, const std::string& at, Label label) {
+  if (row_max > worst) {
+    worst = row_max;
+    t.first = at + " " + label() + ": max |captured - predicted| " + fmt_g(row_max);
   }
 }
 
-double value(const Values& v, std::size_t i) { return v[i]; }
+// fn(p) with p the typed data of v (float64 in exact mode).
+template <class Fn>
+void with_values(const Values& v, Fn fn) {
+  if (v.wide) fn(v.f64.data());
+  else fn(v.f32.data());
+}
 
 void score_rank(const TraceConfig& c, const Layer& layer, int r, const Prediction& p, double tol,
                 const bound::Budget& budget, bool whole_buffer, Evaluation& e, std::vector<double>& worst) {
@@ -157,7 +165,7 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
       tx.present = true;
       for (auto [i, j] : matched) {
         tx.total += 1;
-        const auto& src = p.x[b.src_rank[j]];
+        const auto& src = *p.x[b.src_rank[j]];
         if (std::memcmp(&cap.recv_x[i * H], &src[static_cast<std::size_t>(b.src_token[j]) * H], H * sizeof(float)) == 0) continue;
         if (tx.bad == 0)
           tx.first = at + " row " + std::to_string(i) + ": recv_x differs from the predicted source (rank " +
@@ -166,36 +174,38 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
       }
     }
     if (cap.expert_rows > 0) {
-      std::vector<std::pair<std::int64_t, std::int64_t>> rows;
-      for (auto m : matched)
-        if (m.first < cap.expert_rows) rows.push_back(m);
-      std::vector<float> got(rows.size() * H);
-      for (std::size_t q = 0; q < rows.size(); ++q) std::copy_n(&cap.expert_out[rows[q].first * H], H, &got[q * H]);
-      std::vector<double> lim(H);
-      auto row_bound = [&](std::int64_t q) -> const double* {  // a received row: its largest |value|
-        double m = 0;
-        for (int h = 0; h < H; ++h) m = std::max(m, std::fabs(value(run.expert_rows, rows[q].second * H + h)));
-        std::fill(lim.begin(), lim.end(), budget.received_row() * m);
-        return lim.data();
-      };
-      add_numeric(e.obs[obs_expert], got.data(), static_cast<std::int64_t>(rows.size()), H,
-                  [&](std::int64_t q, int h) { return value(run.expert_rows, rows[q].second * H + h); }, at,
-                  worst[obs_expert], [&](std::int64_t q) { return "row " + std::to_string(rows[q].first); }, row_bound);
+      Tally& t = e.obs[obs_expert];
+      t.present = t.bounded = true;
+      with_values(run.expert_rows, [&](const auto* pred) {
+        for (auto [i, j] : matched) {
+          if (i >= cap.expert_rows) continue;
+          const auto* row = pred + j * H;
+          double m = 0;  // a received row's bound: from its largest |value|
+          for (int h = 0; h < H; ++h) m = std::max(m, std::fabs(static_cast<double>(row[h])));
+          const double row_max = add_row(t, &cap.expert_out[i * H], row, H, nullptr, budget.received_row() * m);
+          note_worst(t, row_max, worst[obs_expert], at, [&] { return "row " + std::to_string(i); });
+        }
+      });
     }
   }
 
   if (cap.total_recv >= 0 && cap.expert_rows > cap.total_recv) {
     const std::int64_t n = cap.expert_rows - cap.total_recv;
     const auto& st = p.stale[r];
-    auto pred = [&](std::int64_t i, int h) { return static_cast<std::size_t>(i * H + h) < st.size() ? st[i * H + h] : 0.0; };
-    auto row = [&](std::int64_t i) { return "row " + std::to_string(cap.total_recv + i); };
+    auto stale_row = [&](Tally& t, std::int64_t i, double& w) {
+      const double* pred = static_cast<std::size_t>((i + 1) * H) <= st.size() ? &st[i * H] : nullptr;
+      const double row_max = add_row(t, &cap.expert_out[(cap.total_recv + i) * H], pred, H, nullptr, -1);
+      note_worst(t, row_max, w, at, [&] { return "row " + std::to_string(cap.total_recv + i); });
+    };
     if (p.stale_read) {
-      add_numeric(e.obs[obs_stale], &cap.expert_out[cap.total_recv * H], n, H, pred, at, worst[obs_stale], row);
+      e.obs[obs_stale].present = true;
+      for (std::int64_t i = 0; i < n; ++i) stale_row(e.obs[obs_stale], i, worst[obs_stale]);
     } else {
       // Rows the consumer does not read stay uninitialized: anything but what reading them computes.
       Tally probe;
+      probe.present = true;
       double w = -1;
-      add_numeric(probe, &cap.expert_out[cap.total_recv * H], n, H, pred, at, w, row);
+      for (std::int64_t i = 0; i < n; ++i) stale_row(probe, i, w);
       Tally& t = e.obs[obs_stale];
       t.present = true;
       t.total += static_cast<double>(n);
@@ -209,19 +219,31 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
     }
   }
   const std::int64_t T = layer.ranks[r].num_tokens;
-  auto token = [](std::int64_t t) { return "token " + std::to_string(t); };
   // Token outputs: the bound from the hypothesis's own slot outputs, as run and diff take the reference's.
-  TokenBounds combine_bounds(budget, run.expert_out, layer.ranks[r].topk_weights, nullptr, K, H);
-  TokenBounds final_bounds(budget, run.expert_out, layer.ranks[r].topk_weights, &run.final_out, K, H);
   const bool slots = run.expert_out.size() == static_cast<std::size_t>(T) * K * H;
-  if (!cap.combine_out.empty())
-    add_numeric(e.obs[obs_combine], cap.combine_out.data(), T, H,
-                [&](std::int64_t t, int h) { return value(run.combine_out, t * H + h); }, at, worst[obs_combine], token,
-                slots ? RowBound([&](std::int64_t t) { return combine_bounds.row(t); }) : RowBound());
-  if (!cap.final_out.empty())
-    add_numeric(e.obs[obs_final], cap.final_out.data(), T, H,
-                [&](std::int64_t t, int h) { return value(run.final_out, t * H + h); }, at, worst[obs_final], token,
-                slots ? RowBound([&](std::int64_t t) { return final_bounds.row(t); }) : RowBound());
+  const bool comb = !cap.combine_out.empty(), fin = !cap.final_out.empty();
+  TokenBounds bounds(budget, run.expert_out, layer.ranks[r].topk_weights, comb, fin ? &run.final_out : nullptr, K, H);
+  for (int ob : {obs_combine, obs_final})
+    if (ob == obs_combine ? comb : fin) e.obs[ob].present = true, e.obs[ob].bounded = e.obs[ob].bounded || slots;
+  if (!comb && !fin) return;
+  with_values(run.combine_out, [&](const auto* pc) {
+    with_values(run.final_out, [&](const auto* pf) {
+      for (std::int64_t t = 0; t < T; ++t) {
+        if (slots) bounds.at(t);
+        auto label = [&] { return "token " + std::to_string(t); };
+        if (comb) {
+          const double m = add_row(e.obs[obs_combine], &cap.combine_out[t * H], pc + t * H, H,
+                                   slots ? bounds.combine() : nullptr, -1);
+          note_worst(e.obs[obs_combine], m, worst[obs_combine], at, label);
+        }
+        if (fin) {
+          const double m = add_row(e.obs[obs_final], &cap.final_out[t * H], pf + t * H, H,
+                                   slots ? bounds.final() : nullptr, -1);
+          note_worst(e.obs[obs_final], m, worst[obs_final], at, label);
+        }
+      }
+    });
+  });
 }
 
 // One rank's tallies added into the layer's, ranks in ascending order: sums add, the first
@@ -258,7 +280,8 @@ void score_ranks(const TraceConfig& c, const Layer& layer, const Prediction& p, 
 }
 
 void find_buffer_issues(const TraceConfig& c, const Layer& layer, const DispatchOptions& base,
-                        const std::vector<CaptureCheck>& checks, DispatchModel lib, std::vector<BufferFinding>& out) {
+                        const std::vector<CaptureCheck>& checks, DispatchModel lib, int threads,
+                        std::vector<BufferFinding>& out) {
   const int H = c.hidden;
   for (int r = 0; r < c.num_ranks; ++r) {
     const Captured& cap = layer.ranks[r].captured;
@@ -277,15 +300,12 @@ void find_buffer_issues(const TraceConfig& c, const Layer& layer, const Dispatch
       if (!seen.insert(cap.src_token_pos[i]).second) ++f.duplicate_positions;
     // Without positions a row's source is unknown; the receive-side deductions judge identical rows then.
     if (!cap.recv_x.empty() && cr.positions) {
-      std::map<std::vector<float>, std::set<std::pair<int, std::int64_t>>> sources;
-      for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
-        std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
-        sources[row].insert({cr.src_rank[i], cr.token[i]});
-      }
-      for (std::int64_t i = 0; i < std::min(cr.valid, cap.rows); ++i) {
-        std::vector<float> row(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
-        if (sources[row].size() > 1) ++f.identical_rows;
-      }
+      const std::int64_t n = std::min(cr.valid, cap.rows);
+      const auto first = first_identical(n, H * sizeof(float), [&](std::int64_t i) { return &cap.recv_x[i * H]; }, threads);
+      std::map<std::int64_t, std::set<std::pair<int, std::int64_t>>> sources;  // first row -> its sources
+      for (std::int64_t i = 0; i < n; ++i) sources[first[i]].insert({cr.src_rank[i], cr.token[i]});
+      for (std::int64_t i = 0; i < n; ++i)
+        if (sources[first[i]].size() > 1) ++f.identical_rows;
     }
     out.push_back(f);
   }
@@ -419,14 +439,14 @@ Diagnosis diagnose(const Trace& trace, const DiagnoseOptions& o) {
       if (inferred && trace.layers[l].ranks[ck.rank].captured.total_recv < 0 && ck.total_recv >= 0)
         ck.evidence.insert(ck.evidence.begin(), "total_recv " + std::to_string(ck.total_recv) +
                                                     " and src_token_pos inferred by matching rows to sources by content");
-    find_buffer_issues(c, scored.layers[l], o.base.dispatch, d.checks.back(), lib, d.buffers);
+    find_buffer_issues(c, scored.layers[l], o.base.dispatch, d.checks.back(), lib, o.base.threads, d.buffers);
   }
   const WeightProvider weights(scored);
   // One backend for every hypothesis, each (token, expert) product computed once.
   std::unique_ptr<ExpertBackend> cpu;
   ExpertBackend* inner = o.base.backend;
   if (!inner) inner = (cpu = make_cpu_backend(scored, weights)).get();
-  SharedProducts shared(*inner, c.hidden, o.products_budget);
+  SharedProducts shared(*inner, c.hidden, o.products_budget, o.base.threads);
   // A whole buffer without total_recv (captured or inferred): its row count is not compared.
   auto whole_buffer = [&](int layer_pos, int r) {
     if (scored.layers[layer_pos].ranks[r].captured.total_recv >= 0) return false;

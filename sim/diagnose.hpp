@@ -10,6 +10,7 @@
 // they leave unexplained, then by their summed scale-free error, then by catalog order, which
 // lists the correct integration first and fitted models (free parameters) last.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -140,7 +141,8 @@ struct Prediction {
   std::vector<RankRun> ranks;
   std::vector<std::vector<double>> stale;  // [R][(rows - total_recv) * H] what reading the stale rows computes
   bool stale_read = false;                 // the consumer reads them (whole buffer); else they stay uncomputed
-  std::vector<std::vector<float>> x;       // [R][T * H] the source tokens the hypothesis assumes
+  std::vector<const std::vector<float>*> x;  // [R] -> [T * H] the source tokens the hypothesis assumes
+  std::shared_ptr<const Trace> copy;          // the trace they are in when not the one predicted (warm-up)
   bool tested = true;  // false: the hypothesis does not apply to this capture (note says why)
   std::string note;
 };

@@ -3,47 +3,72 @@
 // concerns. The dispatch a prediction reports is what the receive side saw, so structural
 // comparisons see the rows as delivered even where the consumer misreads them.
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <optional>
 
 #include "diagnose.hpp"
+#include "diagnose_products.hpp"
 #include "diagnose_rows.hpp"
 #include "error.hpp"
 #include "expert_side.hpp"
+#include "identical_rows.hpp"
 
 namespace moesim::sim {
 
 namespace {
 
-// The most common valid recv_x row over every captured rank (first seen on a tie), with its
-// scales; false when no recv_x was captured.
-bool common_row(const Trace& tr, const Layer& layer, std::vector<float>& row, std::vector<float>& scales) {
+// The most common valid recv_x row over every captured rank (the first seen on a tie; rows
+// equal bit for bit), with its scales; false when no recv_x was captured.
+bool common_row(const Trace& tr, const Layer& layer, int threads, std::vector<float>& row, std::vector<float>& scales) {
   const int H = tr.config.hidden, S = tr.config.scales_per_token();
-  std::map<std::vector<float>, std::pair<std::int64_t, std::int64_t>> count;  // row -> (count, first seen)
-  std::vector<std::pair<int, std::int64_t>> where;
+  std::vector<std::pair<int, std::int64_t>> where;  // (rank, row) in rank order, then row order
   for (std::size_t r = 0; r < layer.ranks.size(); ++r) {
     const Captured& cap = layer.ranks[r].captured;
     if (cap.recv_x.empty()) continue;
     const std::int64_t valid = cap.total_recv >= 0 ? cap.total_recv : cap.rows;
-    for (std::int64_t i = 0; i < valid; ++i) {
-      std::vector<float> v(&cap.recv_x[i * H], &cap.recv_x[i * H] + H);
-      auto [it, fresh] = count.try_emplace(std::move(v), 0, static_cast<std::int64_t>(where.size()));
-      ++it->second.first;
-      if (fresh) where.push_back({static_cast<int>(r), i});
-    }
+    for (std::int64_t i = 0; i < valid; ++i) where.push_back({static_cast<int>(r), i});
   }
-  if (count.empty()) return false;
-  auto best = count.begin();
-  for (auto it = count.begin(); it != count.end(); ++it)
-    if (it->second.first > best->second.first ||
-        (it->second.first == best->second.first && it->second.second < best->second.second))
-      best = it;
-  row = best->first;
-  const auto [r, i] = where[best->second.second];
-  const Captured& cap = layer.ranks[r].captured;
+  if (where.empty()) return false;
+  auto x_of = [&](std::int64_t q) -> const float* {
+    return &layer.ranks[where[q].first].captured.recv_x[where[q].second * H];
+  };
+  const auto first = first_identical(static_cast<std::int64_t>(where.size()), H * sizeof(float), x_of, threads);
+  std::vector<std::int64_t> count(where.size(), 0);
+  for (std::int64_t f : first) ++count[f];
+  const std::int64_t best = std::max_element(count.begin(), count.end()) - count.begin();  // the first of the largest
+  row.assign(x_of(best), x_of(best) + H);
+  const Captured& cap = layer.ranks[where[best].first].captured;
   scales.clear();
+  const std::int64_t i = where[best].second;
   if (!cap.recv_scales.empty()) scales.assign(&cap.recv_scales[i * S], &cap.recv_scales[i * S] + S);
   return true;
+}
+
+// A copy of the layer without its capture (gigabytes at the seed's scale), and without its x
+// unless `with_x`.
+Layer inputs_only(const Layer& layer, bool with_x) {
+  Layer out{layer.index, layer.step, {}, layer.weights};
+  for (const RankInput& in : layer.ranks)
+    out.ranks.push_back({in.num_tokens, with_x ? in.x : std::vector<float>{}, in.x_scales, in.topk_ids, in.topk_weights, {}});
+  return out;
+}
+
+// A token of layer `lp` whose x (and scales) are `row` (`scales`) bit for bit.
+bool token_holding(const Trace& tr, int lp, const std::vector<float>& row, const std::vector<float>& scales, TokenRef& at) {
+  const int H = tr.config.hidden;
+  const std::size_t S = scales.size();
+  const auto& ranks = tr.layers[lp].ranks;
+  for (std::size_t r = 0; r < ranks.size(); ++r)
+    for (std::int64_t t = 0; t < ranks[r].num_tokens; ++t) {
+      if (std::memcmp(&ranks[r].x[t * H], row.data(), H * sizeof(float)) != 0) continue;
+      if (S > 0 && (ranks[r].x_scales.size() < (t + 1) * S ||
+                    std::memcmp(&ranks[r].x_scales[t * S], scales.data(), S * sizeof(float)) != 0))
+        continue;
+      at = {static_cast<std::int32_t>(r), t};
+      return true;
+    }
+  return false;
 }
 
 // Duplicates and drops rows of each rank's buffer so its sources match the capture's; returns
@@ -161,7 +186,7 @@ std::vector<double> stale_outputs(const Trace& tr, int lp, const ExpertMap& map,
   alt.config = c;
   alt.weight_spec = tr.weight_spec;
   alt.path = tr.path;
-  alt.layers.push_back(tr.layers[lp]);
+  alt.layers.push_back(inputs_only(tr.layers[lp], true));
   RankInput& in = alt.layers[0].ranks[r];
   const std::int64_t T = in.num_tokens;
   in.x.insert(in.x.end(), cap.recv_x.begin() + begin * H, cap.recv_x.begin() + end * H);
@@ -220,6 +245,7 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   // Every field set again below; the vectors keep their storage.
   Prediction p = std::move(reuse);
   p.tested = true;
+  p.copy.reset();
   p.note.clear();
   p.stale_read = false;
   for (RankRun& run : p.ranks)
@@ -229,36 +255,49 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   for (auto& v : p.stale) v.clear();
 
   // A warm-up batch: a one-layer copy of the trace whose every token is the captured common row.
-  std::optional<Trace> alt;
+  std::shared_ptr<Trace> alt;
   std::optional<WeightProvider> alt_weights;
+  std::unique_ptr<ExpertBackend> alt_cpu;
+  std::optional<IdenticalRows> same_row;
   const Trace* tr = &trace;
   const WeightProvider* wp = &weights;
   int pos = lp;
   if (h.mutation == Mutation::warmup_x) {
     std::vector<float> row, scales;
-    if (!common_row(trace, layer, row, scales)) {
+    const bool got = common_row(trace, layer, o.threads, row, scales);
+    if (!got) {
       p.tested = false;
       p.note = "no recv_x captured";
       return p;
     }
-    alt.emplace();
+    alt = std::make_shared<Trace>();
     alt->config = c;
     alt->weight_spec = trace.weight_spec;
     alt->x_spec = trace.x_spec;
     alt->path = trace.path;
-    alt->layers.push_back(layer);
+    alt->layers.push_back(inputs_only(layer, false));
     for (RankInput& in : alt->layers[0].ranks) {
-      in.captured = Captured{};
+      in.x.resize(static_cast<std::size_t>(in.num_tokens) * H);
       for (std::int64_t t = 0; t < in.num_tokens; ++t) {
         std::copy(row.begin(), row.end(), &in.x[t * H]);
         if (!scales.empty() && !in.x_scales.empty()) std::copy(scales.begin(), scales.end(), &in.x_scales[t * scales.size()]);
       }
     }
     alt_weights.emplace(*alt);
-    tr = &*alt;
+    tr = alt.get();
     wp = &*alt_weights;
     pos = 0;
-    o.backend = nullptr;  // a backend reads the rows of the trace it was made for, not this copy's
+    p.copy = alt;
+    // A backend reads the rows of the trace it was made for, not this copy's: the run's own where
+    // one of its tokens holds the common row, else the CPU's on the copy; either computes one row.
+    TokenRef as;
+    if (o.backend && token_holding(trace, lp, row, scales, as)) {
+      same_row.emplace(*o.backend, H, lp, as);
+    } else {
+      alt_cpu = make_cpu_backend(*alt, *alt_weights);
+      same_row.emplace(*alt_cpu, H);
+    }
+    o.backend = &*same_row;
   }
 
   // Only MORI's InterNode kernels read combine's indices (they key the node predicate by the
@@ -322,7 +361,7 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   // The expert side sees the dispatch as delivered, unless the consumer ignores the weights.
   p.ranks.resize(R);
   p.x.resize(R);
-  for (int r = 0; r < R; ++r) p.x[r] = tr->layers[pos].ranks[r].x;
+  for (int r = 0; r < R; ++r) p.x[r] = &tr->layers[pos].ranks[r].x;
   p.stale.resize(R);
   p.stale_read = o.consumer.whole_buffer;
   if (!outputs) return p;  // buffers only: the expert math would be compared with nothing
