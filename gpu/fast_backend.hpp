@@ -13,6 +13,8 @@ namespace moesim::gpu {
 
 // Throws Error naming the trace for what the fast mode refuses (gpu/fast_layer.hpp), and when
 // the build has no vendor BLAS or the device is absent.
-std::unique_ptr<ExpertBackend> make_fast_backend(const Trace& trace, const WeightProvider& weights, int device = 0);
+// `threads`: host threads for the host side of each call (widening the returned rows).
+std::unique_ptr<ExpertBackend> make_fast_backend(const Trace& trace, const WeightProvider& weights, int device = 0,
+                                                 int threads = 1);
 
 }  // namespace moesim::gpu

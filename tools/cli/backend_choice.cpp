@@ -17,17 +17,17 @@ Numerics backend_numerics(const std::string& backend, std::optional<Numerics> as
 }
 
 std::unique_ptr<ExpertBackend> make_backend(const std::string& name, const Trace& trace, const WeightProvider& weights,
-                                            int device) {
+                                            int threads, int device) {
   if (name == "cpu") return nullptr;
   if (name == "gpu-atomic")
     throw UsageError("--backend gpu-atomic is golden's whole-layer mode; here combine is the library's model, so "
                      "use gpu-fast for the fast expert math");
   if (name != "gpu" && name != "gpu-fast") throw UsageError("--backend is cpu, gpu or gpu-fast, not '" + name + "'");
 #ifdef MOESIM_HAVE_GPU
-  if (name == "gpu-fast") return gpu::make_fast_backend(trace, weights, device);
+  if (name == "gpu-fast") return gpu::make_fast_backend(trace, weights, device, threads);
   return gpu::make_gpu_backend(trace, weights, device);
 #else
-  (void)trace, (void)weights, (void)device;
+  (void)trace, (void)weights, (void)threads, (void)device;
   throw Error("--backend " + name + ": this moesim was built without a GPU backend (configure with -DMOESIM_GPU=CUDA or HIP)");
 #endif
 }

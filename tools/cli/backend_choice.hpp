@@ -27,8 +27,9 @@ Numerics backend_numerics(const std::string& backend, std::optional<Numerics> as
 // nullptr for "cpu" (the callers' default, the reference kernel); "gpu" or "gpu-fast" (the fast
 // mode's expert math, gpu/fast_backend.hpp); throws UsageError for an
 // unknown name and Error when moesim was built without a GPU backend or no device is present.
+// `threads`: the host threads the backend may use for its own host work.
 std::unique_ptr<ExpertBackend> make_backend(const std::string& name, const Trace& trace, const WeightProvider& weights,
-                                            int device = 0);
+                                            int threads, int device = 0);
 
 // Whether this build has a GPU backend, and the devices it sees (0 without one).
 bool gpu_built();

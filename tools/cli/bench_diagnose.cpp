@@ -42,7 +42,7 @@ int bench_diagnose(const po::variables_map& vm) {
   Trace trace = generate(g);
   trace.config.mori.max_num_inp_token_per_rank = g.tokens_per_rank;
   const WeightProvider weights(trace);
-  const auto backend = make_backend(backend_name, trace, weights);
+  const auto backend = make_backend(backend_name, trace, weights, threads);
   sim::SimOptions o;
   o.dispatch.model = sim::DispatchModel::mori;
   o.consumer.model = flow == "all-k" ? sim::ConsumerModel::all_k : sim::default_consumer(o.dispatch.model);

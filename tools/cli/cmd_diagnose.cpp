@@ -98,7 +98,7 @@ int run_diagnose(const std::vector<std::string>& args) {
 
   // Every hypothesis runs its expert FFNs here; each (token, expert) product once (diagnose_products.hpp).
   const WeightProvider weights(trace);
-  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights, o.base.threads);
   o.base.backend = backend.get();
   const Diagnosis d = diagnose(trace, o);
   if (vm["json"].as<bool>())

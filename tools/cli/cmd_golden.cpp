@@ -80,7 +80,7 @@ int run_golden(const std::vector<std::string>& args) {
   // A full read, captured side included: golden refuses every file validate refuses.
   const Trace trace = read_trace(vm["trace"].as<std::string>());
   const WeightProvider weights(trace);
-  const auto backend = fast ? nullptr : make_backend(backend_name, trace, weights);
+  const auto backend = fast ? nullptr : make_backend(backend_name, trace, weights, ro.threads);
   ro.backend = backend.get();
   // With the FFNs on the device, threads only do the host's share (outputs, combine): use every core.
   if ((backend || fast) && vm["threads"].defaulted())

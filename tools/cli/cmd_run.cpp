@@ -176,7 +176,7 @@ int run_run(const std::vector<std::string>& args) {
   }
 
   const WeightProvider weights(trace);
-  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights);
+  const auto backend = make_backend(vm["backend"].as<std::string>(), trace, weights, o.threads);
   o.backend = backend.get();
   description.backend = backend ? backend->name() : "cpu";
   // The reference reads ids as physical: hand it the replicas this run picked.
