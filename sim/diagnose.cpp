@@ -177,7 +177,8 @@ void score_rank(const TraceConfig& c, const Layer& layer, int r, const Predictio
       Tally& t = e.obs[obs_expert];
       t.present = t.bounded = true;
       with_values(run.expert_rows, [&](const auto* pred) {
-        for (auto [i, j] : matched) {
+        for (const auto& pair : matched) {
+          const std::int64_t i = pair.first, j = pair.second;  // named: the lambda below captures i
           if (i >= cap.expert_rows) continue;
           const auto* row = pred + j * H;
           double m = 0;  // a received row's bound: from its largest |value|
