@@ -2,11 +2,13 @@
 // bit pattern, NaN payloads included, on random bit patterns over the whole float range, every
 // float of the ranges where expf's double result crosses float's overflow, subnormal and zero
 // limits, the special values, and lengths that leave a tail, with and without bf16 rounding and bias.
-// Where gate and up are both NaN, the scalar's product returns up's NaN because of how the compiler
-// ordered its operands: the random and special cases pin that too.
+// Where one operation meets two NaNs (a bias sum, or act * up), which one it returns is the
+// compiler's choice of operand order (GCC's and clang's builds of the scalar differ): there both
+// builds must give a NaN, any NaN; everywhere else every bit.
 #include <doctest/doctest.h>
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -14,6 +16,7 @@
 
 #include "epilogue.hpp"
 #include "hd.hpp"
+#include "round.hpp"
 
 using namespace moesim;
 
@@ -22,6 +25,16 @@ namespace {
 struct Inputs {
   std::vector<float> gate, up, gate_bias, up_bias;
 };
+
+// Whether element i meets two NaNs in one operation: a bias sum, or act(g) * u (act is NaN for a
+// NaN g and for g = -inf).
+bool two_nans(float gate, float up, const float* gb, const float* ub, bool bf16) {
+  auto rb = [bf16](float v) { return bf16 ? hd::round_bf16(v) : v; };
+  if (gb && std::isnan(gate) && std::isnan(*gb)) return true;
+  if (ub && std::isnan(up) && std::isnan(*ub)) return true;
+  const float g = rb(gb ? gate + *gb : gate), u = rb(ub ? up + *ub : up);
+  return (std::isnan(g) || g == -INFINITY) && std::isnan(u);
+}
 
 // The first element whose bits differ between the two builds, or -1.
 long first_difference(const Inputs& in, bool bias, bool bf16, std::size_t offset = 0) {
@@ -34,7 +47,9 @@ long first_difference(const Inputs& in, bool bias, bool bf16, std::size_t offset
   epilogue::silu_gated(g, u, gb, ub, n, bf16, scalar.data(), gemm::Isa::sse2);
   epilogue::silu_gated(g, u, gb, ub, n, bf16, avx2.data(), gemm::Isa::avx2);
   for (int i = 0; i < n; ++i)
-    if (hd::bits(scalar[i]) != hd::bits(avx2[i])) {
+    if (hd::bits(scalar[i]) != hd::bits(avx2[i]) &&
+        !(std::isnan(scalar[i]) && std::isnan(avx2[i]) &&
+          two_nans(g[i], u[i], gb ? gb + i : nullptr, ub ? ub + i : nullptr, bf16))) {
       std::printf("element %d: gate %08x up %08x bias %08x %08x: scalar %08x, avx2 %08x\n", i, hd::bits(g[i]),
                   hd::bits(u[i]), gb ? hd::bits(gb[i]) : 0u, ub ? hd::bits(ub[i]) : 0u, hd::bits(scalar[i]),
                   hd::bits(avx2[i]));
