@@ -264,8 +264,7 @@ Prediction predict(const Trace& trace, int lp, const Hypothesis& h, const Weight
   int pos = lp;
   if (h.mutation == Mutation::warmup_x) {
     std::vector<float> row, scales;
-    const bool got = common_row(trace, layer, o.threads, row, scales);
-    if (!got) {
+    if (!common_row(trace, layer, o.threads, row, scales)) {
       p.tested = false;
       p.note = "no recv_x captured";
       return p;
